@@ -35,7 +35,7 @@ server:
 vault:
 	@scripts/vault.sh
 
-dev:
+dev: build
 	@VERSION='$(VERSION)' scripts/dev.sh
 
 dev-stop:
