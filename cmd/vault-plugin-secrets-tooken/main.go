@@ -1,13 +1,35 @@
+// Command vault-plugin-secrets-tooken is the Tooken secrets engine plugin for
+// HashiCorp Vault. Vault starts it; it is not meant to be run by hand.
 package main
 
 import (
-	_ "github.com/google/uuid"
-	_ "github.com/hashicorp/go-hclog"
-	_ "github.com/hashicorp/go-retryablehttp"
-	_ "github.com/hashicorp/vault/api"
-	_ "github.com/hashicorp/vault/sdk/framework"
-	_ "github.com/hashicorp/vault/sdk/plugin"
-	_ "golang.org/x/time/rate"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/sdk/plugin"
+
+	tooken "github.com/tooken/vault-plugin-secrets-tooken"
 )
 
-func main() {}
+func main() {
+	meta := &api.PluginAPIClientMeta{}
+	flags := meta.FlagSet()
+	if err := flags.Parse(os.Args[1:]); err != nil {
+		fatal(err)
+	}
+	tlsProvider := api.VaultPluginTLSProvider(meta.GetTLSConfig())
+
+	// One process serves every mount of the plugin.
+	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
+		BackendFactoryFunc: tooken.Factory,
+		TLSProviderFunc:    tlsProvider,
+	}); err != nil {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	hclog.New(&hclog.LoggerOptions{}).Error("plugin shutting down", "error", err)
+	os.Exit(1)
+}

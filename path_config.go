@@ -1,0 +1,339 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const maxMaxRetries = 10
+
+// secretRegex is the contract's shape of a Tooken secret.
+var secretRegex = regexp.MustCompile(`^tok_(live|test)_[A-Za-z0-9]{20,}$`)
+
+// tookenConfig is the mount's connection to Tooken, stored seal-wrapped at
+// configPath. TokenID, Scopes and ExpiresAt describe the root token as
+// learned from GET /tokens/self when the connection was last verified.
+type tookenConfig struct {
+	URL              string        `json:"url"`
+	Token            string        `json:"token"`
+	CACert           string        `json:"ca_cert,omitempty"`
+	RequestTimeout   time.Duration `json:"request_timeout"`
+	MaxRetries       int           `json:"max_retries"`
+	VerifyConnection bool          `json:"verify_connection"`
+
+	TokenID   string     `json:"token_id,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// toResponseData is everything but the secret.
+func (c *tookenConfig) toResponseData() map[string]any {
+	var exp any
+	if c.ExpiresAt != nil {
+		exp = c.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	scopes := c.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return map[string]any{
+		"url":               c.URL,
+		"ca_cert":           c.CACert,
+		"request_timeout":   int64(c.RequestTimeout / time.Second),
+		"max_retries":       c.MaxRetries,
+		"verify_connection": c.VerifyConnection,
+		"token_id":          c.TokenID,
+		"scopes":            scopes,
+		"expires_at":        exp,
+	}
+}
+
+// validate reports every problem with the config at once.
+func (c *tookenConfig) validate() error {
+	var errs []error
+	if _, err := parseBaseURL(c.URL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Token == "" {
+		errs = append(errs, errors.New("token: required"))
+	} else if !secretRegex.MatchString(c.Token) {
+		// Never echo the value.
+		errs = append(errs, errors.New("token: not a Tooken secret (expected tok_live_ or tok_test_ followed by at least 20 letters or digits)"))
+	}
+	if c.CACert != "" {
+		if _, err := certPool(c.CACert); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("request_timeout: must be greater than zero"))
+	}
+	if c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
+		errs = append(errs, fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries))
+	}
+	return errors.Join(errs...)
+}
+
+func readConfig(ctx context.Context, s logical.Storage) (*tookenConfig, error) {
+	entry, err := s.Get(ctx, configPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	cfg := new(tookenConfig)
+	if err := entry.DecodeJSON(cfg); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	return cfg, nil
+}
+
+func configFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"url": {
+			Type:        framework.TypeString,
+			Description: "Base URL of the Tooken API, including /v1.",
+			Default:     defaultURL,
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "URL",
+			},
+		},
+		"token": {
+			Type:        framework.TypeString,
+			Description: "Root Tooken secret the engine authenticates with (tok_live_... or tok_test_...). Write-only: never returned. Required when creating the config.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Token",
+				Sensitive: true,
+			},
+		},
+		"ca_cert": {
+			Type:        framework.TypeString,
+			Description: "PEM CA certificate(s) to trust for the Tooken URL instead of the system roots.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "CA certificate",
+			},
+		},
+		"request_timeout": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Timeout of one HTTP attempt to Tooken.",
+			Default:     int(defaultRequestTimeout / time.Second),
+		},
+		"max_retries": {
+			Type:        framework.TypeInt,
+			Description: fmt.Sprintf("How many times a failed Tooken call (connection error, 5xx, 429) is retried, 0 to %d.", maxMaxRetries),
+			Default:     defaultMaxRetries,
+		},
+		"verify_connection": {
+			Type:        framework.TypeBool,
+			Description: "Check the URL and token with GET /tokens/self before storing the config.",
+			Default:     true,
+		},
+	}
+}
+
+func pathConfig(b *tookenBackend) *framework.Path {
+	return &framework.Path{
+		Pattern: configPath + "$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixTooken,
+		},
+		Fields: configFields(),
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathConfigRead,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationSuffix: "configuration",
+				},
+				Summary: "Read the Tooken connection configuration (never the secret).",
+			},
+			logical.CreateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb: "configure",
+				},
+				Summary:                     "Configure the connection to Tooken.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb: "configure",
+				},
+				Summary:                     "Configure the connection to Tooken.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback: b.pathConfigDelete,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationSuffix: "configuration",
+				},
+				Summary:                     "Delete the Tooken connection configuration.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		ExistenceCheck:  b.pathConfigExistenceCheck,
+		HelpSynopsis:    pathConfigHelpSyn,
+		HelpDescription: pathConfigHelpDesc,
+	}
+}
+
+func (b *tookenBackend) pathConfigExistenceCheck(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
+	cfg, err := readConfig(ctx, req.Storage)
+	if err != nil {
+		return false, err
+	}
+	return cfg != nil, nil
+}
+
+func (b *tookenBackend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := readConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return nil, nil
+	}
+	return &logical.Response{Data: cfg.toResponseData()}, nil
+}
+
+func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	cfg, err := readConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	create := cfg == nil
+	if create {
+		cfg = &tookenConfig{
+			URL:              defaultURL,
+			RequestTimeout:   defaultRequestTimeout,
+			MaxRetries:       defaultMaxRetries,
+			VerifyConnection: true,
+		}
+	}
+	prev := *cfg
+
+	if v, ok := d.GetOk("url"); ok {
+		cfg.URL = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("token"); ok {
+		cfg.Token = strings.TrimSpace(v.(string))
+	} else if create {
+		return logical.ErrorResponse("token: required when creating the config"), nil
+	}
+	if v, ok := d.GetOk("ca_cert"); ok {
+		cfg.CACert = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("request_timeout"); ok {
+		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("max_retries"); ok {
+		cfg.MaxRetries = v.(int)
+	}
+	if v, ok := d.GetOk("verify_connection"); ok {
+		cfg.VerifyConnection = v.(bool)
+	}
+	if err := cfg.validate(); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+
+	var resp *logical.Response
+	credentialChanged := create || cfg.URL != prev.URL || cfg.Token != prev.Token || cfg.CACert != prev.CACert
+	if cfg.VerifyConnection {
+		self, err := b.verifyConnection(ctx, cfg)
+		if err != nil {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		cfg.TokenID = self.ID
+		cfg.Scopes = self.Scopes
+		cfg.ExpiresAt = self.ExpiresAt
+		if !holdsScope(self.Scopes, "tokens:write") {
+			resp = &logical.Response{}
+			resp.AddWarning("the token does not hold tokens:write: creds reads will fail until it does")
+		}
+	} else if credentialChanged {
+		// What we knew about the old root no longer applies.
+		cfg.TokenID, cfg.Scopes, cfg.ExpiresAt = "", nil, nil
+		resp = &logical.Response{}
+		resp.AddWarning("connection not verified: token_id and scopes are unknown, and role scopes are not checked against the root's")
+	}
+
+	entry, err := logical.StorageEntryJSON(configPath, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing config: %w", err)
+	}
+	b.resetConfig()
+	return resp, nil
+}
+
+// verifyConnection checks url, ca_cert and token with GET /tokens/self. The
+// error is a message for the caller, naming the field at fault.
+func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig) (*Token, error) {
+	c, err := newClient(cfg, b.Logger().Named("client"))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
+	self, err := c.Self(ctx)
+	if err == nil {
+		return self, nil
+	}
+	const hint = " (set verify_connection=false to store the config without checking)"
+	var apiErr *APIError
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		return nil, errors.New("token: Tooken rejected the token (401 unauthorized): it is unknown, revoked or expired" + hint)
+	case isTLSError(err):
+		return nil, fmt.Errorf("ca_cert: TLS verification of %s failed: %v%s", cfg.URL, err, hint)
+	case errors.As(err, &apiErr):
+		return nil, fmt.Errorf("url: %s answered GET /tokens/self with %v%s", cfg.URL, apiErr, hint)
+	case isUnreachable(err) || errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("url: cannot reach Tooken at %s: %v%s", cfg.URL, err, hint)
+	default:
+		return nil, fmt.Errorf("url: checking the connection to %s failed: %v%s", cfg.URL, err, hint)
+	}
+}
+
+func (b *tookenBackend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	if err := req.Storage.Delete(ctx, configPath); err != nil {
+		return nil, fmt.Errorf("deleting config: %w", err)
+	}
+	b.resetConfig()
+	return nil, nil
+}
+
+const operationPrefixTooken = "tooken"
+
+const pathConfigHelpSyn = `Configure the connection to Tooken.`
+
+const pathConfigHelpDesc = `
+The engine authenticates to Tooken with a root token that must hold every
+scope the roles hand out (tokens:write is needed to create tokens).
+
+Write fields: url (default https://api.tooken.io/v1), token (the root secret;
+required when creating the config, write-only), ca_cert (PEM, optional),
+request_timeout (per HTTP attempt, default 30s), max_retries (default 3) and
+verify_connection (default true: GET /tokens/self must succeed, otherwise the
+write is rejected and nothing is stored). Fields left out of an update keep
+their value.
+
+Read returns every field but the secret, plus the root token's token_id,
+scopes and expires_at as learned at the last verification. Delete removes the
+configuration; leases already issued can then no longer be revoked upstream
+until a configuration is written again.
+`

@@ -1,0 +1,258 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// rollbackTimeout bounds the best-effort clean-up of a failed creation.
+const rollbackTimeout = 30 * time.Second
+
+func pathCreds(b *tookenBackend) *framework.Path {
+	return &framework.Path{
+		Pattern: "creds/" + framework.GenericNameRegex("name"),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixTooken,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {
+				Type:        framework.TypeString,
+				Description: "Name of the role to issue a token for.",
+				Required:    true,
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathCredsRead,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb:   "generate",
+					OperationSuffix: "credentials",
+				},
+				Summary: "Issue a new Tooken token for the role, under a lease.",
+				// Creates a token upstream: a standby must not do it itself.
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis:    pathCredsHelpSyn,
+		HelpDescription: pathCredsHelpDesc,
+	}
+}
+
+// issuedToken is a token created for a creds read, with its lease limits.
+type issuedToken struct {
+	token     *Token
+	role      string
+	issueKey  string
+	issuedAt  time.Time
+	expiresAt time.Time     // upstream expiry: the lease's hard limit
+	ttl       time.Duration // first lease TTL
+}
+
+func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	role, err := b.getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return logical.ErrorResponse("name: unknown role %q", name), nil
+	}
+
+	it, err := b.issueToken(ctx, req, name, role)
+	switch {
+	case err == nil:
+	case errors.Is(err, errNotConfigured):
+		return logical.ErrorResponse(err.Error()), nil
+	case errors.Is(err, ErrScopeNotHeld):
+		return logical.ErrorResponse("scopes: the root token does not hold the scopes of role %q: %v", name, err), nil
+	default:
+		return nil, err
+	}
+
+	resp := b.Secret(secretTokenType).Response(
+		map[string]any{
+			"token":      it.token.Secret,
+			"token_id":   it.token.ID,
+			"name":       it.token.Name,
+			"scopes":     it.token.Scopes,
+			"expires_at": it.expiresAt.Format(time.RFC3339),
+		},
+		map[string]any{
+			internalTokenID:   it.token.ID,
+			internalIssueKey:  it.issueKey,
+			internalRole:      it.role,
+			internalExpiresAt: it.expiresAt.Format(time.RFC3339),
+			internalIssuedAt:  it.issuedAt.Format(time.RFC3339),
+		},
+	)
+	resp.Secret.TTL = it.ttl
+	resp.Secret.MaxTTL = it.ttl
+	if rem := leaseRemaining(it.expiresAt, time.Now()); rem > it.ttl {
+		resp.Secret.MaxTTL = rem
+	}
+	return resp, nil
+}
+
+// effectiveMaxTTL is the lifetime of a token of this role: the role's max_ttl
+// capped by the mount's max lease TTL, and never beyond Tooken's 366 days.
+func (b *tookenBackend) effectiveMaxTTL(role *roleEntry) time.Duration {
+	maxTTL := b.System().MaxLeaseTTL()
+	if role.MaxTTL > 0 && (maxTTL <= 0 || role.MaxTTL < maxTTL) {
+		maxTTL = role.MaxTTL
+	}
+	if maxTTL <= 0 || maxTTL > maxUpstreamTTL {
+		maxTTL = maxUpstreamTTL
+	}
+	return maxTTL
+}
+
+// leaseSlack keeps every lease end at least this far before the upstream
+// expiry, so that Vault's lease (which starts a moment after the token) never
+// outlives the token.
+const leaseSlack = time.Second
+
+// leaseRemaining is how long a lease may still run for a token expiring at
+// expiresAt, in whole seconds; <= 0 when none.
+func leaseRemaining(expiresAt, now time.Time) time.Duration {
+	return (expiresAt.Sub(now) - leaseSlack).Truncate(time.Second)
+}
+
+// issueToken creates the upstream token for a creds read. On failure it
+// leaves no token behind: a definitive error means nothing was created; when
+// the outcome is unknown (answer lost, 5xx, timeout) it replays the POST with
+// the same Idempotency-Key to learn the token and revokes it, best effort.
+//
+// Issue 6 wraps this with a pending/confirmed issuance record.
+func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, roleName string, role *cachedRole) (*issuedToken, error) {
+	client, err := b.getClient(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+
+	now := time.Now().UTC().Truncate(time.Second)
+	maxTTL := b.effectiveMaxTTL(role.entry)
+	ttl := role.entry.TTL
+	if ttl <= 0 {
+		ttl = b.System().DefaultLeaseTTL()
+	}
+	if ttl <= 0 || ttl > maxTTL {
+		ttl = maxTTL
+	}
+	expiresAt := now.Add(maxTTL)
+
+	name, err := role.tmpl.render(newNameTemplateData(roleName, req.DisplayName))
+	if err != nil {
+		return nil, fmt.Errorf("rendering the name of a token for role %q: %w", roleName, err)
+	}
+	key := NewIdempotencyKey()
+	md := make(map[string]string, len(role.entry.Metadata)+numPluginMetadataKey)
+	maps.Copy(md, role.entry.Metadata)
+	md[metaRole] = roleName
+	if req.MountAccessor != "" {
+		md[metaMountAccessor] = req.MountAccessor
+	}
+	md[metaIssueKey] = key
+	body := CreateTokenRequest{
+		Name:      name,
+		Scopes:    role.entry.Scopes,
+		ExpiresAt: &expiresAt,
+		Metadata:  md,
+	}
+
+	tok, err := client.CreateToken(ctx, body, key)
+	if err != nil {
+		if errors.Is(err, ErrOutcomeUnknown) {
+			b.rollbackCreate(ctx, client, body, key, roleName)
+		}
+		return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
+	}
+	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
+		expiresAt = tok.ExpiresAt.UTC()
+	}
+	if rem := leaseRemaining(expiresAt, time.Now()); rem < ttl {
+		ttl = rem
+	}
+	if tok.Secret == "" || tok.ID == "" {
+		if tok.ID != "" {
+			b.revokeBestEffort(ctx, client, tok.ID, roleName)
+		}
+		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
+	}
+	if ttl <= 0 {
+		b.revokeBestEffort(ctx, client, tok.ID, roleName)
+		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
+	}
+	b.Logger().Debug("issued token", "role", roleName, "token_id", tok.ID)
+	return &issuedToken{
+		token:     tok,
+		role:      roleName,
+		issueKey:  key,
+		issuedAt:  now,
+		expiresAt: expiresAt,
+		ttl:       ttl,
+	}, nil
+}
+
+// rollbackCreate learns, by replaying the POST with the same key, which token
+// a failed creation may have left, and revokes it. Best effort: issue 6 makes
+// it durable.
+func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body CreateTokenRequest, key, roleName string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	tok, err := client.CreateToken(ctx, body, key)
+	if err != nil {
+		if errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrRateLimited) {
+			b.Logger().Warn("could not clean up after a failed token creation: a token may be left upstream",
+				"role", roleName, "issue_key", key, "error", err)
+		}
+		// A definitive answer (e.g. 403) means nothing exists.
+		return
+	}
+	b.revokeBestEffort(ctx, client, tok.ID, roleName)
+}
+
+func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *Client, id, roleName string) {
+	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+		b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
+		return
+	}
+	b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
+}
+
+// upstreamError turns a client error into the error a Vault caller sees:
+// 502 for upstream failures, so that they are not mistaken for Vault's own.
+func upstreamError(what string, err error) error {
+	var rl *RateLimitError
+	switch {
+	case errors.Is(err, ErrScopeNotHeld), errors.Is(err, errNotConfigured):
+		return err
+	case errors.As(err, &rl):
+		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is rate limiting this engine (retry after %s): %v", what, rl.RetryAfter, err))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w", what, err)
+	default:
+		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: %v", what, err))
+	}
+}
+
+const pathCredsHelpSyn = `Issue a Tooken token for a role.`
+
+const pathCredsHelpDesc = `
+Reading creds/<role> creates a new Tooken token with the role's scopes and
+metadata (plus vault_role, vault_mount_accessor and vault_issue_key) and
+returns token (the secret), token_id, name, scopes and expires_at under a
+renewable lease.
+
+The lease TTL is the role's ttl (the mount's default when unset). The token
+expires upstream at issue time + the role's max_ttl (capped by the mount's max
+lease TTL and 366 days): renewals extend the lease up to that point and no
+further. Revoking the lease, or its expiry, revokes the token upstream.
+`

@@ -1,0 +1,150 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// secretTokenType is the leased secret type of creds.
+const secretTokenType = "tooken_token"
+
+// Lease internal data keys, written by the creds path and read by renew and
+// revoke. Revoke needs token_id only (the role may be gone).
+const (
+	internalTokenID   = "token_id"
+	internalIssueKey  = "issue_key"
+	internalRole      = "role"
+	internalExpiresAt = "expires_at" // RFC 3339: the upstream expiry, the lease's hard limit
+	internalIssuedAt  = "issued_at"  // RFC 3339
+)
+
+func secretToken(b *tookenBackend) *framework.Secret {
+	return &framework.Secret{
+		Type: secretTokenType,
+		Fields: map[string]*framework.FieldSchema{
+			"token": {
+				Type:        framework.TypeString,
+				Description: "The Tooken secret (Bearer credential).",
+			},
+			"token_id": {
+				Type:        framework.TypeString,
+				Description: "The Tooken token id.",
+			},
+			"name": {
+				Type:        framework.TypeString,
+				Description: "The token's name.",
+			},
+			"scopes": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "The token's scopes.",
+			},
+			"expires_at": {
+				Type:        framework.TypeString,
+				Description: "When the token expires upstream (RFC 3339): the lease's hard limit.",
+			},
+		},
+		Renew:  b.secretTokenRenew,
+		Revoke: b.secretTokenRevoke,
+	}
+}
+
+func internalString(req *logical.Request, key string) string {
+	if req.Secret == nil {
+		return ""
+	}
+	s, _ := req.Secret.InternalData[key].(string)
+	return s
+}
+
+func internalTime(req *logical.Request, key string) (time.Time, error) {
+	raw := internalString(req, key)
+	if raw == "" {
+		return time.Time{}, fmt.Errorf("lease internal data has no %s", key)
+	}
+	t, err := time.Parse(time.RFC3339, raw)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("lease internal data: %s: %w", key, err)
+	}
+	return t, nil
+}
+
+// secretTokenRenew extends the lease by the role's ttl, up to the token's
+// upstream expiry and never beyond it.
+func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	if req.Secret == nil {
+		return nil, errors.New("renew: request has no secret")
+	}
+	roleName := internalString(req, internalRole)
+	expiresAt, err := internalTime(req, internalExpiresAt)
+	if err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	role, err := b.getRole(ctx, req.Storage, roleName)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return logical.ErrorResponse("role %q no longer exists: the lease cannot be renewed (it stays valid until it expires or is revoked)", roleName), nil
+	}
+
+	now := time.Now()
+	remaining := leaseRemaining(expiresAt, now)
+	if remaining <= 0 {
+		return logical.ErrorResponse("the lease has reached its max TTL: the token expires upstream at %s", expiresAt.UTC().Format(time.RFC3339)), nil
+	}
+	ttl := role.entry.TTL
+	if ttl <= 0 {
+		ttl = b.System().DefaultLeaseTTL()
+	}
+	if ttl <= 0 || ttl > remaining {
+		ttl = remaining
+	}
+
+	// Vault computes the new TTL from the requested increment (or TTL), capped
+	// at IssueTime (truncated to the second) + MaxTTL, measured from a
+	// truncated "now". Aim that cap one more slack before the upstream expiry
+	// so truncation can never carry the lease past it.
+	issueTime := req.Secret.IssueTime
+	if issueTime.IsZero() {
+		if issueTime, err = internalTime(req, internalIssuedAt); err != nil {
+			return nil, fmt.Errorf("renew: %w", err)
+		}
+	}
+	maxTTL := expiresAt.Sub(issueTime.Truncate(time.Second)) - 2*leaseSlack
+	if maxTTL <= 0 {
+		return logical.ErrorResponse("the lease has reached its max TTL: the token expires upstream at %s", expiresAt.UTC().Format(time.RFC3339)), nil
+	}
+
+	resp := &logical.Response{Secret: req.Secret}
+	resp.Secret.TTL = ttl
+	resp.Secret.MaxTTL = maxTTL
+	return resp, nil
+}
+
+// secretTokenRevoke revokes the token upstream from the lease's internal data
+// alone. A token that is already gone counts as revoked.
+func (b *tookenBackend) secretTokenRevoke(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	id := internalString(req, internalTokenID)
+	if id == "" {
+		return nil, errors.New("revoke: lease internal data has no token_id")
+	}
+	client, err := b.getClient(ctx, req.Storage)
+	if err != nil {
+		return nil, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	err = client.RevokeToken(ctx, id)
+	switch {
+	case err == nil:
+		b.Logger().Debug("revoked token", "token_id", id, "role", internalString(req, internalRole))
+	case errors.Is(err, ErrNotFound):
+		b.Logger().Debug("token already gone upstream", "token_id", id)
+	default:
+		return nil, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return nil, nil
+}
