@@ -1,0 +1,192 @@
+package tookentest
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// AdminHandler serves the admin and inspection API (paths /admin/...), JSON
+// in and out. It has no authentication: bind it to loopback only.
+//
+//	GET    /admin/tokens[?state=live|revoked|expired]  -> [TokenRecord]
+//	GET    /admin/tokens/{id}                          -> TokenRecord
+//	GET    /admin/root                                 -> {"token_id": ...}
+//	GET    /admin/requests                             -> [RequestRecord]
+//	DELETE /admin/requests                             -> 204
+//	GET    /admin/counters                             -> {"requests": N, ...}
+//	GET    /admin/faults                               -> [FaultInfo]
+//	POST   /admin/faults      Fault                    -> 201 {"id": "flt_1"}
+//	DELETE /admin/faults                               -> 204
+//	DELETE /admin/faults/{id}                          -> 204 (404 if unknown)
+//	GET    /admin/ratelimit                            -> {"rps": .., "burst": ..}
+//	POST   /admin/ratelimit   {"rps": .., "burst": ..} -> 200 {"rps": .., "burst": ..}
+//	POST   /admin/down        {"down": true}           -> 200 {"down": true}
+//	POST   /admin/auth        {"secret": "..."}        -> {"valid": bool, "token_id": ...}
+func (s *Server) AdminHandler() http.Handler { return http.HandlerFunc(s.serveAdmin) }
+
+func adminJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func adminError(w http.ResponseWriter, status int, msg string) {
+	adminJSON(w, status, errorJSON{Error: errorDetail{Code: codeForStatus(status), Message: msg, RequestID: randHex("req_")}})
+}
+
+// adminBody decodes a small JSON object whose keys match loosely (case and
+// underscores ignored) against allowed.
+func adminBody(r *http.Request, allowed ...string) (map[string]json.RawMessage, string) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
+	if err != nil {
+		return nil, "reading body: " + err.Error()
+	}
+	obj, err := looseObject(b)
+	if err != nil {
+		return nil, err.Error()
+	}
+	out := map[string]json.RawMessage{}
+	for k, v := range obj {
+		found := false
+		for _, a := range allowed {
+			if looseKey(k) == looseKey(a) {
+				out[a] = v
+				found = true
+			}
+		}
+		if !found {
+			return nil, "unknown field " + k + " (allowed: " + strings.Join(allowed, ", ") + ")"
+		}
+	}
+	return out, ""
+}
+
+func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	switch {
+	case path == "/admin/tokens" && r.Method == http.MethodGet:
+		state := r.URL.Query().Get("state")
+		switch state {
+		case "", stateLive, stateRevoked, stateExpired:
+		default:
+			adminError(w, http.StatusBadRequest, "state must be live, revoked or expired")
+			return
+		}
+		adminJSON(w, http.StatusOK, s.tokens(state))
+	case strings.HasPrefix(path, "/admin/tokens/") && r.Method == http.MethodGet:
+		rec, ok := s.Token(strings.TrimPrefix(path, "/admin/tokens/"))
+		if !ok {
+			adminError(w, http.StatusNotFound, "no such token")
+			return
+		}
+		adminJSON(w, http.StatusOK, rec)
+	case path == "/admin/root" && r.Method == http.MethodGet:
+		adminJSON(w, http.StatusOK, map[string]string{"token_id": s.RootTokenID()})
+	case path == "/admin/requests" && r.Method == http.MethodGet:
+		adminJSON(w, http.StatusOK, s.Requests())
+	case path == "/admin/requests" && r.Method == http.MethodDelete:
+		s.ResetRequests()
+		w.WriteHeader(http.StatusNoContent)
+	case path == "/admin/counters" && r.Method == http.MethodGet:
+		adminJSON(w, http.StatusOK, s.Counters())
+	case path == "/admin/faults" && r.Method == http.MethodGet:
+		adminJSON(w, http.StatusOK, s.Faults())
+	case path == "/admin/faults" && r.Method == http.MethodPost:
+		b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
+		if err != nil {
+			adminError(w, http.StatusBadRequest, "reading body: "+err.Error())
+			return
+		}
+		var f Fault
+		if err := json.Unmarshal(b, &f); err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if err := f.Validate(); err != nil {
+			adminError(w, http.StatusBadRequest, strings.ReplaceAll(err.Error(), "\n", "; "))
+			return
+		}
+		adminJSON(w, http.StatusCreated, map[string]string{"id": s.AddFault(f)})
+	case path == "/admin/faults" && r.Method == http.MethodDelete:
+		s.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	case strings.HasPrefix(path, "/admin/faults/") && r.Method == http.MethodDelete:
+		if !s.RemoveFault(strings.TrimPrefix(path, "/admin/faults/")) {
+			adminError(w, http.StatusNotFound, "no such fault")
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case path == "/admin/ratelimit" && r.Method == http.MethodGet:
+		rps, burst := s.RateLimit()
+		adminJSON(w, http.StatusOK, map[string]any{"rps": rps, "burst": burst})
+	case path == "/admin/ratelimit" && r.Method == http.MethodPost:
+		obj, msg := adminBody(r, "rps", "burst")
+		if msg != "" {
+			adminError(w, http.StatusBadRequest, msg)
+			return
+		}
+		var rps float64
+		var burst int
+		if raw, ok := obj["rps"]; ok {
+			if err := strictUnmarshal(raw, &rps); err != nil {
+				adminError(w, http.StatusBadRequest, "rps: "+err.Error())
+				return
+			}
+		}
+		if raw, ok := obj["burst"]; ok {
+			if err := strictUnmarshal(raw, &burst); err != nil || burst < 0 {
+				adminError(w, http.StatusBadRequest, "burst must be an integer >= 0")
+				return
+			}
+		}
+		s.SetRateLimit(rps, burst)
+		rps, burst = s.RateLimit()
+		adminJSON(w, http.StatusOK, map[string]any{"rps": rps, "burst": burst})
+	case path == "/admin/down" && r.Method == http.MethodPost:
+		obj, msg := adminBody(r, "down")
+		if msg != "" {
+			adminError(w, http.StatusBadRequest, msg)
+			return
+		}
+		var down bool
+		raw, ok := obj["down"]
+		if !ok || strictUnmarshal(raw, &down) != nil {
+			adminError(w, http.StatusBadRequest, `down must be true or false`)
+			return
+		}
+		s.SetDown(down)
+		adminJSON(w, http.StatusOK, map[string]bool{"down": down})
+	case path == "/admin/auth" && r.Method == http.MethodPost:
+		obj, msg := adminBody(r, "secret")
+		if msg != "" {
+			adminError(w, http.StatusBadRequest, msg)
+			return
+		}
+		var secret string
+		raw, ok := obj["secret"]
+		if !ok || strictUnmarshal(raw, &secret) != nil {
+			adminError(w, http.StatusBadRequest, "secret must be a string")
+			return
+		}
+		rec, valid := s.Authenticate(secret)
+		var id *string
+		if valid {
+			id = &rec.ID
+		}
+		adminJSON(w, http.StatusOK, map[string]any{"valid": valid, "token_id": id})
+	default:
+		adminError(w, http.StatusNotFound, "unrecognized admin request: "+r.Method+" "+redactPath(r.URL.Path))
+	}
+}
+
+// RateLimit returns the per-caller limit in force (rps < 0: unlimited).
+func (s *Server) RateLimit() (rps float64, burst int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if isInf(s.rps) {
+		return -1, s.burst
+	}
+	return float64(s.rps), s.burst
+}
