@@ -442,27 +442,34 @@ func (e *Emulator) LiveTokens(t testing.TB) []TokenRecord {
 	return live
 }
 
-// Token returns one token by id.
+// Token returns one token by id (GET /admin/tokens/{id}).
 func (e *Emulator) Token(t testing.TB, id string) (TokenRecord, bool) {
 	t.Helper()
-	for _, tok := range e.Tokens(t) {
-		if tok.ID == id {
-			return tok, true
-		}
+	status, raw := e.adminCall(t, http.MethodGet, "/admin/tokens/"+id, nil)
+	if status == http.StatusNotFound {
+		return TokenRecord{}, false
 	}
-	return TokenRecord{}, false
+	if status != http.StatusOK {
+		t.Fatalf("admin GET /admin/tokens/%s: status %d: %s", id, status, raw)
+	}
+	list, err := decodeTokenList(append(append([]byte("["), raw...), ']'))
+	if err != nil || len(list) != 1 {
+		t.Fatalf("admin GET /admin/tokens/%s: %v: %s", id, err, raw)
+	}
+	return list[0], true
 }
 
-// RootTokenID is the id of the bootstrap root token (the one nobody created).
+// RootTokenID is the id of the bootstrap root token (GET /admin/root).
 func (e *Emulator) RootTokenID(t testing.TB) string {
 	t.Helper()
-	for _, tok := range e.Tokens(t) {
-		if tok.CreatedBy == "" {
-			return tok.ID
-		}
+	var out struct {
+		TokenID string `json:"token_id"`
 	}
-	t.Fatal("the emulator lists no bootstrap root token")
-	return ""
+	e.Admin(t, http.MethodGet, "/admin/root", nil, &out)
+	if out.TokenID == "" {
+		t.Fatal("the emulator names no root token")
+	}
+	return out.TokenID
 }
 
 // SecretValid asks the emulator whether a secret is accepted now.
