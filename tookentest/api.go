@@ -134,6 +134,7 @@ func parseRoute(method, path string) (routeKind, string, *apiError) {
 func (s *Server) serve(x *exchange, r *http.Request) {
 	secret, hasAuth := bearer(r)
 	clock := s.now()
+	x.idemKey = r.Header.Get("Idempotency-Key") // recorded on faulted requests too
 
 	// Phase 1: outage and faults, answered without processing.
 	s.mu.Lock()
