@@ -474,12 +474,18 @@ func parseAPIError(status int, data []byte) *APIError {
 	return e
 }
 
-// checkRetry is the retry policy: connection errors, 5xx (but 501) and 429.
+// checkRetry is the retry policy: connection errors, 5xx (but 501), 429, and
+// 409 "still in flight" to a POST with an Idempotency-Key.
 // A 429 whose Retry-After lies past the request's deadline is not retried,
 // so that the caller gets the RateLimitError at once.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	// A 409 to a POST carrying an Idempotency-Key means that an earlier
+	// attempt with that key is still being processed (as at Stripe): it may
+	// succeed, and a later retry gets its answer replayed.
+	inFlight := err == nil && resp.StatusCode == http.StatusConflict &&
+		resp.Request != nil && resp.Request.Header.Get("Idempotency-Key") != ""
 	if tr, ok := ctx.Value(trackerKey{}).(*attemptTracker); ok {
-		if (err != nil && mayHaveBeenSent(err)) || (err == nil && resp.StatusCode >= 500) {
+		if (err != nil && mayHaveBeenSent(err)) || (err == nil && resp.StatusCode >= 500) || inFlight {
 			tr.mayHaveReached = true
 		}
 	}
@@ -499,6 +505,8 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		}
 		return true, nil
 	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
+		return true, nil
+	case inFlight:
 		return true, nil
 	}
 	return false, nil

@@ -13,7 +13,7 @@ import (
 )
 
 // rollbackTimeout bounds the best-effort clean-up of a failed creation.
-const rollbackTimeout = 30 * time.Second
+const rollbackTimeout = 15 * time.Second
 
 func pathCreds(b *tookenBackend) *framework.Path {
 	return &framework.Path{
@@ -202,22 +202,44 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 }
 
 // rollbackCreate learns, by replaying the POST with the same key, which token
-// a failed creation may have left, and revokes it. Best effort: issue 6 makes
-// it durable.
+// a failed creation may have left, and revokes it. A replay that meets the
+// original still in flight (409) waits for it. Best effort and bounded:
+// issue 6 makes it durable.
 func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body CreateTokenRequest, key, roleName string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
-	tok, err := client.CreateToken(ctx, body, key)
-	if err != nil {
-		if errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrRateLimited) {
-			b.Logger().Warn("could not clean up after a failed token creation: a token may be left upstream",
-				"role", roleName, "issue_key", key, "error", err)
+	var err error
+	for attempt := 0; ; attempt++ {
+		var tok *Token
+		tok, err = client.CreateToken(ctx, body, key)
+		if err == nil {
+			b.revokeBestEffort(ctx, client, tok.ID, roleName)
+			return
 		}
-		// A definitive answer (e.g. 403) means nothing exists.
-		return
+		inFlight := errors.Is(err, ErrConflict)
+		unknown := errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrRateLimited)
+		if !inFlight && !unknown {
+			// A definitive answer (e.g. 403): the key never created anything.
+			return
+		}
+		if (inFlight && attempt >= maxRollbackInFlightWaits) || (!inFlight && attempt >= maxRollbackRounds) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff(200*time.Millisecond, 2*time.Second, attempt, nil)):
+			continue
+		}
+		break
 	}
-	b.revokeBestEffort(ctx, client, tok.ID, roleName)
+	b.Logger().Warn("could not clean up after a failed token creation: a token may be left upstream",
+		"role", roleName, "issue_key", key, "error", err)
 }
+
+const (
+	maxRollbackRounds        = 1  // extra replays after an indefinite failure
+	maxRollbackInFlightWaits = 10 // replays while the original is still in flight
+)
 
 func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *Client, id, roleName string) {
 	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {

@@ -1,0 +1,548 @@
+package tooken
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+// issuedLive lists the live tokens the engine created (not the root).
+func issuedLive(srv *tookentest.Server) []tookentest.TokenRecord {
+	var out []tookentest.TokenRecord
+	for _, tr := range srv.LiveTokens() {
+		if tr.CreatedBy != "" {
+			out = append(out, tr)
+		}
+	}
+	return out
+}
+
+// createRequests lists the POST /v1/tokens requests seen by the emulator.
+func createRequests(srv *tookentest.Server) []tookentest.RequestRecord {
+	var out []tookentest.RequestRecord
+	for _, r := range srv.Requests() {
+		if r.Method == http.MethodPost && r.Path == "/v1/tokens" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// lease returns the response's secret as Vault would hand it back on renew
+// and revoke: with its issue time.
+func lease(resp *logical.Response) *logical.Secret {
+	s := *resp.Secret
+	s.IssueTime = time.Now()
+	return &s
+}
+
+func (e *testEnv) renew(s *logical.Secret, increment time.Duration) (*logical.Response, error) {
+	req := e.request(logical.RenewOperation, "creds/x", nil)
+	s.Increment = increment
+	req.Secret = s
+	return e.handle(req)
+}
+
+func (e *testEnv) revoke(s *logical.Secret) (*logical.Response, error) {
+	req := e.request(logical.RevokeOperation, "creds/x", nil)
+	req.Secret = s
+	return e.handle(req)
+}
+
+// vaultRenewTTL is the TTL Vault core gives a renewed lease from the
+// backend's answer (expiration manager: framework.CalculateTTL).
+func vaultRenewTTL(t *testing.T, sys logical.SystemView, s *logical.Secret, resp *logical.Response, increment time.Duration) (time.Duration, error) {
+	t.Helper()
+	ttl, _, err := framework.CalculateTTL(sys, increment, resp.Secret.TTL, 0, resp.Secret.MaxTTL, 0, s.IssueTime)
+	return ttl, err
+}
+
+func TestCreds_Read(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("ci-deploy", map[string]any{
+		"scopes":   "deployments:write,billing:read",
+		"ttl":      "10m",
+		"max_ttl":  "1h",
+		"metadata": map[string]any{"team": "platform"},
+	})
+
+	start := time.Now()
+	resp := must(t)(e.read("creds/ci-deploy"))
+	secret, _ := resp.Data["token"].(string)
+	id, _ := resp.Data["token_id"].(string)
+	if secret == "" || id == "" {
+		t.Fatalf("creds: %v", resp.Data)
+	}
+	if got := resp.Data["scopes"].([]string); strings.Join(got, ",") != "deployments:write,billing:read" {
+		t.Errorf("scopes = %v", got)
+	}
+	name := resp.Data["name"].(string)
+	if !strings.HasPrefix(name, "vault-ci-deploy-token-") || !tokenNameRegex.MatchString(name) {
+		t.Errorf("name = %q", name)
+	}
+	exp, err := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := exp.Sub(start); d < time.Hour-2*time.Second || d > time.Hour+time.Second {
+		t.Errorf("expires_at %s is not issue time + 1h", exp)
+	}
+
+	// The lease.
+	s := resp.Secret
+	if s == nil || !s.Renewable || s.TTL != 10*time.Minute {
+		t.Fatalf("lease = %#v", s)
+	}
+	if s.MaxTTL > time.Until(exp) {
+		t.Errorf("lease max TTL %s outlives the token (%s left)", s.MaxTTL, time.Until(exp))
+	}
+	for k, want := range map[string]string{internalTokenID: id, internalRole: "ci-deploy", internalExpiresAt: resp.Data["expires_at"].(string)} {
+		if s.InternalData[k] != want {
+			t.Errorf("internal %s = %v, want %v", k, s.InternalData[k], want)
+		}
+	}
+	for k, v := range s.InternalData {
+		if v == secret {
+			t.Errorf("internal data %s holds the secret", k)
+		}
+	}
+
+	// Upstream.
+	rec, ok := srv.Token(id)
+	if !ok || rec.State != "live" || rec.CreatedBy != srv.RootTokenID() || rec.Name != name {
+		t.Fatalf("upstream record %#v", rec)
+	}
+	if rec.ExpiresAt == nil || !rec.ExpiresAt.Equal(exp) {
+		t.Errorf("upstream expires_at %v, want %v", rec.ExpiresAt, exp)
+	}
+	wantMD := map[string]string{
+		"team":                 "platform",
+		"vault_role":           "ci-deploy",
+		"vault_mount_accessor": testMountAccessor,
+		"vault_issue_key":      s.InternalData[internalIssueKey].(string),
+	}
+	if got, _ := json.Marshal(rec.Metadata); string(got) != mustJSON(t, wantMD) {
+		t.Errorf("metadata = %s, want %s", got, mustJSON(t, wantMD))
+	}
+	if tr, ok := srv.Authenticate(secret); !ok || tr.ID != id {
+		t.Error("issued secret does not work")
+	}
+
+	// Revoke kills it upstream.
+	must(t)(e.revoke(lease(resp)))
+	if _, ok := srv.Authenticate(secret); ok {
+		t.Error("secret still works after revoke")
+	}
+	if n := len(issuedLive(srv)); n != 0 {
+		t.Errorf("%d live tokens after revoke", n)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestCreds_TTLMath(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	day := 24 * time.Hour
+	cases := []struct {
+		name              string
+		mountDefault      time.Duration
+		mountMax          time.Duration
+		ttl, maxTTL       string
+		wantTTL, wantLife time.Duration // wantTTL 0: capped by the life (minus the slack)
+	}{
+		{"mount defaults", time.Hour, day, "", "", time.Hour, day},
+		{"role ttl and max_ttl", time.Hour, day, "10m", "2h", 10 * time.Minute, 2 * time.Hour},
+		{"role max_ttl capped by mount", time.Hour, day, "", "48h", time.Hour, day},
+		{"role ttl over mount max", time.Hour, day, "30h", "", 0, day},
+		{"ttl equals max_ttl", time.Hour, day, "1h", "1h", 0, time.Hour},
+		{"mount default over role max_ttl", 10 * time.Hour, day, "", "1h", 0, time.Hour},
+		{"mount max over 366 days", time.Hour, 400 * day, "", "", time.Hour, 366 * day},
+		{"role max_ttl over 366 days", time.Hour, 1000 * day, "", "9000h", time.Hour, 366 * day},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := logical.TestSystemView()
+			sys.DefaultLeaseTTLVal, sys.MaxLeaseTTLVal = tc.mountDefault, tc.mountMax
+			e := getTestBackend(t, withSystemView(sys))
+			e.configure(srv, nil)
+			role := map[string]any{"scopes": "deployments:write"}
+			if tc.ttl != "" {
+				role["ttl"] = tc.ttl
+			}
+			if tc.maxTTL != "" {
+				role["max_ttl"] = tc.maxTTL
+			}
+			e.writeRole("r", role)
+
+			before := time.Now().Truncate(time.Second)
+			resp := must(t)(e.read("creds/r"))
+			after := time.Now()
+			exp, _ := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+			if exp.Before(before.Add(tc.wantLife)) || exp.After(after.Add(tc.wantLife)) {
+				t.Errorf("expires_at %s, want issue time + %s", exp, tc.wantLife)
+			}
+			rec, _ := srv.Token(resp.Data["token_id"].(string))
+			if rec.ExpiresAt == nil || !rec.ExpiresAt.Equal(exp) {
+				t.Errorf("upstream expires_at %v, want %v", rec.ExpiresAt, exp)
+			}
+			got := resp.Secret.TTL
+			if tc.wantTTL != 0 && got != tc.wantTTL {
+				t.Errorf("lease TTL %s, want %s", got, tc.wantTTL)
+			}
+			if tc.wantTTL == 0 && (got > tc.wantLife-time.Second || got < tc.wantLife-3*time.Second) {
+				t.Errorf("lease TTL %s, want just under %s", got, tc.wantLife)
+			}
+			// Vault's lease (which starts after our answer) never outlives the token.
+			if leaseEnd := time.Now().Add(got); leaseEnd.After(exp) {
+				t.Errorf("lease ends %s after the token", leaseEnd.Sub(exp))
+			}
+			if resp.Secret.MaxTTL < got || time.Now().Add(resp.Secret.MaxTTL).After(exp) {
+				t.Errorf("lease max TTL %s (ttl %s, token expires in %s)", resp.Secret.MaxTTL, got, time.Until(exp))
+			}
+		})
+	}
+}
+
+func TestCreds_Renew(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+	resp := must(t)(e.read("creds/r"))
+	exp, _ := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+
+	t.Run("fresh lease renews by the role ttl", func(t *testing.T) {
+		s := lease(resp)
+		r := must(t)(e.renew(s, 0))
+		if r.Secret.TTL != 10*time.Minute {
+			t.Errorf("TTL %s", r.Secret.TTL)
+		}
+		ttl, err := vaultRenewTTL(t, e.sys, s, r, 0)
+		if err != nil || ttl != 10*time.Minute {
+			t.Errorf("Vault TTL %s %v", ttl, err)
+		}
+		// A large increment is capped at the token's expiry.
+		ttl, err = vaultRenewTTL(t, e.sys, s, r, 24*time.Hour)
+		if err != nil || time.Now().Add(ttl).After(exp) {
+			t.Errorf("increment 24h: ttl %s (token expires in %s) %v", ttl, time.Until(exp), err)
+		}
+	})
+
+	// Leases issued a while ago: only internal data and IssueTime matter.
+	cases := []struct {
+		name      string
+		age, left time.Duration // lease age, time until the upstream expiry
+		increment time.Duration
+		wantErr   string
+	}{
+		{"close to the limit", 55 * time.Minute, 5 * time.Minute, 0, ""},
+		{"close to the limit, big increment", 55 * time.Minute, 5 * time.Minute, time.Hour, ""},
+		{"a few seconds left", 59*time.Minute + 50*time.Second, 10 * time.Second, 0, ""},
+		{"past the limit", 61 * time.Minute, -time.Minute, 0, "max TTL"},
+		{"at the limit", time.Hour, 0, 0, "max TTL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			s := lease(resp)
+			s.IssueTime = now.Add(-tc.age)
+			s.InternalData = map[string]any{}
+			for k, v := range resp.Secret.InternalData {
+				s.InternalData[k] = v
+			}
+			upExp := now.Add(tc.left).UTC().Truncate(time.Second)
+			s.InternalData[internalExpiresAt] = upExp.Format(time.RFC3339)
+			r, err := e.renew(s, tc.increment)
+			if tc.wantErr != "" {
+				mustUserError(t, r, err, tc.wantErr)
+				return
+			}
+			mustOK(t, r, err)
+			ttl, err := vaultRenewTTL(t, e.sys, s, r, tc.increment)
+			if err != nil {
+				// Vault refusing to renew so close to the end is fine too.
+				t.Logf("Vault refuses: %v", err)
+				return
+			}
+			if end := time.Now().Add(ttl); end.After(upExp) {
+				t.Errorf("renewed lease ends %s after the token", end.Sub(upExp))
+			}
+			if ttl <= 0 || ttl > 10*time.Minute && tc.increment == 0 {
+				t.Errorf("ttl %s", ttl)
+			}
+		})
+	}
+
+	t.Run("role ttl changed", func(t *testing.T) {
+		must(t)(e.write("roles/r", map[string]any{"ttl": "2m"}))
+		r := must(t)(e.renew(lease(resp), 0))
+		if r.Secret.TTL != 2*time.Minute {
+			t.Errorf("TTL %s, want the role's new ttl", r.Secret.TTL)
+		}
+	})
+
+	t.Run("role gone", func(t *testing.T) {
+		must(t)(e.del("roles/r"))
+		r, err := e.renew(lease(resp), 0)
+		mustUserError(t, r, err, `role "r" no longer exists`)
+		// Revoke still works without the role.
+		must(t)(e.revoke(lease(resp)))
+		if rec, _ := srv.Token(resp.Data["token_id"].(string)); rec.State != "revoked" {
+			t.Errorf("state %s", rec.State)
+		}
+	})
+}
+
+func TestCreds_Revoke(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+
+	t.Run("twice", func(t *testing.T) {
+		resp := must(t)(e.read("creds/r"))
+		must(t)(e.revoke(lease(resp)))
+		must(t)(e.revoke(lease(resp))) // 404 upstream = revoked
+	})
+	t.Run("token already gone upstream", func(t *testing.T) {
+		resp := must(t)(e.read("creds/r"))
+		c, err := e.b.getClient(context.Background(), e.storage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RevokeToken(context.Background(), resp.Data["token_id"].(string)); err != nil {
+			t.Fatal(err)
+		}
+		must(t)(e.revoke(lease(resp)))
+	})
+	t.Run("internal data only", func(t *testing.T) {
+		resp := must(t)(e.read("creds/r"))
+		s := &logical.Secret{InternalData: map[string]any{
+			"secret_type":   secretTokenType,
+			internalTokenID: resp.Data["token_id"],
+		}}
+		must(t)(e.revoke(s))
+		if n := len(issuedLive(srv)); n != 0 {
+			t.Errorf("%d live tokens", n)
+		}
+	})
+	t.Run("no token_id", func(t *testing.T) {
+		_, err := e.revoke(&logical.Secret{InternalData: map[string]any{"secret_type": secretTokenType}})
+		if err == nil {
+			t.Error("revoke without token_id succeeded")
+		}
+	})
+	t.Run("upstream down fails so Vault retries", func(t *testing.T) {
+		resp := must(t)(e.read("creds/r"))
+		srv.SetDown(true)
+		_, err := e.revoke(lease(resp))
+		srv.SetDown(false)
+		if err == nil {
+			t.Fatal("revoke during an outage succeeded")
+		}
+		must(t)(e.revoke(lease(resp)))
+		if n := len(issuedLive(srv)); n != 0 {
+			t.Errorf("%d live tokens", n)
+		}
+	})
+}
+
+func TestCreds_BadRequests(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	t.Run("unknown role", func(t *testing.T) {
+		e := getTestBackend(t)
+		e.configure(srv, nil)
+		resp, err := e.read("creds/nope")
+		mustUserError(t, resp, err, `unknown role "nope"`)
+	})
+	t.Run("not configured", func(t *testing.T) {
+		e := getTestBackend(t)
+		e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+		resp, err := e.read("creds/r")
+		mustUserError(t, resp, err, "not configured")
+	})
+	t.Run("scope not held upstream", func(t *testing.T) {
+		e := getTestBackend(t)
+		// Role first, config after: the role write could not check.
+		e.writeRole("r", map[string]any{"scopes": "admin:write"})
+		e.configure(srv, nil)
+		srv.ResetRequests()
+		resp, err := e.read("creds/r")
+		mustUserError(t, resp, err, "scopes:", "admin:write")
+		if n := len(createRequests(srv)); n != 1 {
+			t.Errorf("%d POSTs for a definitive refusal", n)
+		}
+	})
+}
+
+// Faults on POST /tokens: exactly one upstream token per successful read, and
+// none left live after a failed one.
+func TestCreds_Faults(t *testing.T) {
+	cases := []struct {
+		name     string
+		faults   []tookentest.Fault
+		config   map[string]any
+		ctxLimit time.Duration
+		wantErr  string
+		wantPOST int  // POST /v1/tokens requests, 0 = do not check
+		replayed bool // a replayed answer was used
+		minTime  time.Duration
+		maxTime  time.Duration
+	}{
+		{name: "429 then ok (Retry-After honoured)",
+			faults:   []tookentest.Fault{{Status: 429, RetryAfter: 1, Count: 1}},
+			wantPOST: 2, minTime: time.Second},
+		{name: "503 twice then ok",
+			faults:   []tookentest.Fault{{Status: 503, Count: 2}},
+			wantPOST: 3},
+		{name: "500 then ok",
+			faults:   []tookentest.Fault{{Status: 500, Count: 1}},
+			wantPOST: 2},
+		{name: "answer dropped once",
+			faults:   []tookentest.Fault{{Drop: true, Count: 1}},
+			wantPOST: 2, replayed: true},
+		{name: "answer dropped on every attempt",
+			faults:  []tookentest.Fault{{Drop: true, Count: 4}},
+			wantErr: "creating a token", wantPOST: 5}, // 4 attempts + the clean-up replay
+		{name: "dropped, then 5xx until retries run out",
+			faults:  []tookentest.Fault{{Drop: true, Count: 1}, {Status: 503, Count: 3}},
+			wantErr: "creating a token", wantPOST: 5},
+		{name: "5xx until retries run out",
+			faults:  []tookentest.Fault{{Status: 503, Count: 4}},
+			wantErr: "503", wantPOST: 5},
+		{name: "persistent outage",
+			faults:  []tookentest.Fault{{Status: 503}},
+			wantErr: "503"},
+		{name: "429 until retries run out",
+			faults:  []tookentest.Fault{{Status: 429, RetryAfter: 0, Count: 2}},
+			config:  map[string]any{"max_retries": 1},
+			wantErr: "rate limiting", wantPOST: 2},
+		{name: "429 with Retry-After past the deadline fails fast",
+			faults:   []tookentest.Fault{{Status: 429, RetryAfter: 30}},
+			ctxLimit: 3 * time.Second,
+			wantErr:  "retry after 30s", wantPOST: 1, maxTime: 2 * time.Second},
+		{name: "attempts time out",
+			faults:  []tookentest.Fault{{Latency: 1500 * time.Millisecond, Count: 2}},
+			config:  map[string]any{"request_timeout": "1s", "max_retries": 1},
+			wantErr: "creating a token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{})
+			e := getTestBackend(t)
+			e.configure(srv, tc.config)
+			e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+			srv.ResetRequests()
+			for _, f := range tc.faults {
+				f.Method, f.Path = http.MethodPost, "/v1/tokens"
+				srv.AddFault(f)
+			}
+
+			ctx := context.Background()
+			if tc.ctxLimit > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.ctxLimit)
+				defer cancel()
+			}
+			start := time.Now()
+			resp, err := e.b.HandleRequest(ctx, e.request(logical.ReadOperation, "creds/r", nil))
+			elapsed := time.Since(start)
+			srv.ClearFaults()
+
+			if tc.minTime > 0 && elapsed < tc.minTime {
+				t.Errorf("took %s, want at least %s", elapsed, tc.minTime)
+			}
+			if tc.maxTime > 0 && elapsed > tc.maxTime {
+				t.Errorf("took %s, want at most %s", elapsed, tc.maxTime)
+			}
+			posts := createRequests(srv)
+			if tc.wantPOST > 0 && len(posts) != tc.wantPOST {
+				t.Errorf("%d POST /tokens, want %d: %+v", len(posts), tc.wantPOST, posts)
+			}
+			for _, p := range posts {
+				if p.IdempotencyKey == "" || p.IdempotencyKey != posts[0].IdempotencyKey {
+					t.Errorf("POST without the same Idempotency-Key: %+v", posts)
+					break
+				}
+			}
+
+			if tc.wantErr == "" {
+				mustOK(t, resp, err)
+				live := issuedLive(srv)
+				if len(live) != 1 || live[0].ID != resp.Data["token_id"] {
+					t.Fatalf("live tokens %+v, want exactly the one issued", live)
+				}
+				if _, ok := srv.Authenticate(resp.Data["token"].(string)); !ok {
+					t.Error("issued secret does not work")
+				}
+				if tc.replayed && !posts[len(posts)-1].Replayed {
+					t.Error("the retry was not answered by a replay")
+				}
+				return
+			}
+			if err == nil && !resp.IsError() {
+				t.Fatalf("want an error, got %v", resp.Data)
+			}
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			} else {
+				msg = resp.Error().Error()
+			}
+			if !strings.Contains(msg, tc.wantErr) {
+				t.Errorf("error %q does not contain %q", msg, tc.wantErr)
+			}
+			// The timed-out attempts may still be processed after the answer.
+			deadline := time.Now().Add(5 * time.Second)
+			for len(issuedLive(srv)) != 0 && time.Now().Before(deadline) && strings.Contains(tc.name, "time out") {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if live := issuedLive(srv); len(live) != 0 {
+				t.Errorf("tokens left live after a failed read: %+v", live)
+			}
+		})
+	}
+}
+
+// After warm-up, a creds read and its revoke cost no storage round trip.
+func TestCreds_StorageOps(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	must(t)(e.read("creds/r")) // warm the caches
+	e.storage.reset()
+	const n = 20
+	for i := 0; i < n; i++ {
+		resp := must(t)(e.read("creds/r"))
+		must(t)(e.revoke(lease(resp)))
+	}
+	if got := e.storage.total(); got != 0 {
+		t.Errorf("%d storage ops for %d creds reads and revokes, want 0", got, n)
+	}
+	// A role write invalidates: the next read costs exactly one Get.
+	e.writeRole("r", map[string]any{"ttl": "5m"})
+	e.storage.reset()
+	must(t)(e.read("creds/r"))
+	must(t)(e.read("creds/r"))
+	if got := e.storage.gets.Load(); got != 1 {
+		t.Errorf("%d Gets after a role change, want 1", got)
+	}
+}
