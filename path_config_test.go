@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
