@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"time"
 )
@@ -143,7 +144,11 @@ func (w *webhooks) deliver(url string, body []byte) {
 		}
 	}
 	w.s.count("webhooks_failed")
-	w.s.logf("webhook %s %s to %s failed", evt.Type, evt.ID, url)
+	where := "endpoint"
+	if u, err := neturl.Parse(url); err == nil {
+		where = u.Redacted()
+	}
+	w.s.logf("webhook %s %s to %s failed after %d attempts", evt.Type, evt.ID, where, webhookAttempts)
 }
 
 // close stops taking events and waits up to grace for queued deliveries.
