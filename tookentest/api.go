@@ -445,22 +445,22 @@ func (s *Server) finish(w http.ResponseWriter, x *exchange) {
 	if x.status >= 400 {
 		s.count("errors")
 	}
-	dropped := false
+	// Record before answering: a client that has its answer finds the
+	// request in the log.
+	s.record(x)
 	if x.drop {
 		s.count("dropped")
-		dropped = dropConnection(w)
+		dropConnection(w)
+		return
 	}
-	if !dropped {
-		w.WriteHeader(x.status)
-		if x.body != nil {
-			_, _ = w.Write(x.body)
-		}
+	w.WriteHeader(x.status)
+	if x.body != nil {
+		_, _ = w.Write(x.body)
 	}
-	s.record(x)
 }
 
 // dropConnection closes the client connection without an answer.
-func dropConnection(w http.ResponseWriter) bool {
+func dropConnection(w http.ResponseWriter) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		panic(http.ErrAbortHandler)
@@ -470,7 +470,6 @@ func dropConnection(w http.ResponseWriter) bool {
 		panic(http.ErrAbortHandler)
 	}
 	_ = conn.Close()
-	return true
 }
 
 // allowLocked takes one request from the caller's bucket. When the bucket is
