@@ -61,8 +61,24 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		header: http.Header{},
 	}
 	s.count("requests")
-	s.serve(x, r)
+	s.serveSafely(x, r)
 	s.finish(w, x)
+}
+
+// serveSafely turns a panic in the emulator into the contract's 500 internal.
+func (s *Server) serveSafely(x *exchange, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.logf("panic serving %s %s: %v", r.Method, redactPath(r.URL.Path), v)
+			x.header = http.Header{}
+			x.drop = false
+			x.fail(&apiError{status: http.StatusInternalServerError, code: "internal", msg: "internal error"})
+		}
+	}()
+	s.serve(x, r)
 }
 
 // bearer extracts the secret of an "Authorization: Bearer <secret>" header.
