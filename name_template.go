@@ -42,15 +42,17 @@ type nameTemplate struct {
 
 // nameTemplateFuncs are the functions a name_template can call, named like
 // Vault's own username templates.
-var nameTemplateFuncs = template.FuncMap{
-	"random":    randomAlnum,
-	"truncate":  truncate,
-	"lowercase": strings.ToLower,
-	"uppercase": strings.ToUpper,
-	"replace":   func(old, new, s string) string { return strings.ReplaceAll(s, old, new) },
-	"unix_time": func() int64 { return time.Now().Unix() },
-	"timestamp": func(layout string) string { return time.Now().UTC().Format(layout) },
-	"uuid":      uuid.NewString,
+func nameTemplateFuncs() template.FuncMap {
+	return template.FuncMap{
+		"random":    randomAlnum,
+		"truncate":  truncate,
+		"lowercase": strings.ToLower,
+		"uppercase": strings.ToUpper,
+		"replace":   func(old, new, s string) string { return strings.ReplaceAll(s, old, new) },
+		"unix_time": func() int64 { return time.Now().Unix() },
+		"timestamp": func(layout string) string { return time.Now().UTC().Format(layout) },
+		"uuid":      uuid.NewString,
+	}
 }
 
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -97,7 +99,7 @@ func parseNameTemplate(raw string) (*nameTemplate, error) {
 	if len(raw) > maxNameTemplateLen {
 		return nil, fmt.Errorf("longer than %d characters", maxNameTemplateLen)
 	}
-	t, err := template.New("name_template").Option("missingkey=error").Funcs(nameTemplateFuncs).Parse(raw)
+	t, err := template.New("name_template").Option("missingkey=error").Funcs(nameTemplateFuncs()).Parse(raw)
 	if err != nil {
 		return nil, err
 	}

@@ -66,6 +66,9 @@ func (r *roleEntry) toResponseData() map[string]any {
 // validate reports every problem with the role at once.
 func (r *roleEntry) validate(name string) error {
 	var errs []error
+	if len(name) > maxMetadataValueLen {
+		errs = append(errs, fmt.Errorf("name: at most %d characters (it is the token's vault_role metadata)", maxMetadataValueLen))
+	}
 	if len(r.Scopes) == 0 {
 		errs = append(errs, errors.New("scopes: at least one scope is required"))
 	}

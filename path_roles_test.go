@@ -125,6 +125,7 @@ func TestRoles_BadInput(t *testing.T) {
 		{"metadata key too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{strings.Repeat("k", 41): "v"}}, []string{"metadata: key", "longer than 40"}},
 		{"metadata value too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"k": strings.Repeat("v", 501)}}, []string{"metadata: value", "longer than 500"}},
 		{"metadata reserved key", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"vault_role": "x"}}, []string{"metadata: key \"vault_role\"", "reserved"}},
+		{"role name too long", nil, map[string]any{"scopes": "a:read"}, []string{"name: at most 500"}},
 		{"several problems at once", nil, map[string]any{"scopes": "BAD", "ttl": "2h", "max_ttl": "1h"}, []string{"scopes:", "ttl:"}},
 	}
 	for _, tc := range cases {
@@ -135,7 +136,11 @@ func TestRoles_BadInput(t *testing.T) {
 			}
 			before, _ := readRole(t.Context(), e.storage, "r")
 			e.storage.reset()
-			resp, err := e.write("roles/r", tc.data)
+			path := "roles/r"
+			if strings.HasPrefix(tc.name, "role name") {
+				path = "roles/" + strings.Repeat("n", 501)
+			}
+			resp, err := e.write(path, tc.data)
 			mustUserError(t, resp, err, tc.want...)
 			if n := e.storage.puts.Load(); n != 0 {
 				t.Errorf("%d storage writes", n)
