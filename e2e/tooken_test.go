@@ -77,12 +77,10 @@ func TestCLIWorkflow(t *testing.T) {
 	secrets := []string{e.RootSecret}
 
 	v.RegisterPlugin(t)
-	var info struct {
-		Data map[string]any `json:"data"`
-	}
+	var info map[string]any
 	v.MustRunJSON(t, &info, "plugin", "info", "-format=json", "-version="+v.Bins.PluginVersion, "secret", pluginName)
-	if info.Data["version"] != v.Bins.PluginVersion {
-		t.Errorf("plugin info version = %v, want %s", info.Data["version"], v.Bins.PluginVersion)
+	if info["version"] != v.Bins.PluginVersion || info["sha256"] != fileSHA256(t, v.Bins.Plugin) {
+		t.Errorf("plugin info = %v, want version %s and the binary's sha256", info, v.Bins.PluginVersion)
 	}
 	v.EnableTooken(t, "tooken")
 	var mounts map[string]map[string]any
@@ -249,8 +247,9 @@ func TestLeaseExpiryRevokesUpstream(t *testing.T) {
 		t.Errorf("upstream state %q, want revoked (by Vault, long before its own expiry)", tok.State)
 	}
 	if tok.RevokedAt != nil {
+		// revoked_at has a resolution of one second (the API's times are whole seconds).
 		late := tok.RevokedAt.Sub(issued.Add(3 * time.Second))
-		t.Logf("revoked upstream %s after the lease's end", late.Round(100*time.Millisecond))
+		t.Logf("upstream revoked_at - (issue + ttl) = %s", late.Round(100*time.Millisecond))
 		if late > 10*time.Second {
 			t.Errorf("revoked %s after the lease ended", late)
 		}
@@ -401,6 +400,9 @@ func TestNoPlaintextSecretsInAuditOrServerLog(t *testing.T) {
 	if n := countLines(t, audit, "tooken/config"); n == 0 {
 		t.Fatal("the audit log has no entry for tooken/config")
 	}
+	if n := countLines(t, audit, `"token":"hmac-sha256:`); n == 0 {
+		t.Fatal("the audit log has no HMAC'd token field")
+	}
 	assertNoSecrets(t, []string{audit, v.LogPath, e.LogPath}, secrets)
 }
 
@@ -417,7 +419,11 @@ func TestPluginReloadAndVaultRestart(t *testing.T) {
 
 	v.MustRun(t, "plugin", "reload", "-plugin="+pluginName)
 	b := v.ReadCreds(t, "tooken", "ci-deploy", "")
-	t.Logf("plugin processes before reload %v, after %v", before, v.PluginPIDs())
+	after := v.PluginPIDs()
+	t.Logf("plugin processes before reload %v, after %v", before, after)
+	if len(before) == 0 || len(after) == 0 || slices.Equal(before, after) {
+		t.Errorf("vault plugin reload did not restart the plugin process (before %v, after %v)", before, after)
+	}
 	if cfg := readData(t, v, "tooken/config"); cfg["token_id"] != rootID || cfg["url"] != e.URL {
 		t.Errorf("config after reload: %v", cfg)
 	}
