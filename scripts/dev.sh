@@ -121,7 +121,8 @@ if [[ -z ${DEV_DETACH:-} ]]; then
 fi
 
 say "starting the Tooken emulator on 127.0.0.1:$TOOKEN_PORT (admin 127.0.0.1:$TOOKEN_ADMIN_PORT), log .dev/tooken-server.log"
-"$SERVER_BIN" --listen "127.0.0.1:$TOOKEN_PORT" --admin-listen "127.0.0.1:$TOOKEN_ADMIN_PORT" \
+# setsid: the servers get no Ctrl-C of their own; the trap below stops them in order.
+setsid "$SERVER_BIN" --listen "127.0.0.1:$TOOKEN_PORT" --admin-listen "127.0.0.1:$TOOKEN_ADMIN_PORT" \
 	--root-secret-file "$DEV_DIR/root-secret" --state "$DEV_DIR/tooken-state.json" \
 	>"$DEV_DIR/tooken-server.log" 2>&1 </dev/null &
 echo $! >"$DEV_DIR/tooken-server.pid"
@@ -130,7 +131,7 @@ wait_for "the Tooken emulator" 20 grep -q 'listening on' "$DEV_DIR/tooken-server
 
 say "starting vault server -dev on 127.0.0.1:$VAULT_PORT, log .dev/vault.log"
 # HOME points into .dev so that the dev server's token helper does not touch ~/.vault-token.
-HOME=$DEV_DIR "$VAULT" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$VAULT_PORT" \
+HOME=$DEV_DIR setsid "$VAULT" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$VAULT_PORT" \
 	-dev-plugin-dir="$PLUGIN_DIR" -log-level=info >"$DEV_DIR/vault.log" 2>&1 </dev/null &
 echo $! >"$DEV_DIR/vault.pid"
 
@@ -212,5 +213,5 @@ say "Press Ctrl-C to stop Vault and the emulator."
 set +e
 wait -n "$(<"$DEV_DIR/vault.pid")" "$(<"$DEV_DIR/tooken-server.pid")"
 status=$?
-say "a server exited (status $status); see .dev/vault.log and .dev/tooken-server.log"
+say "a server exited unexpectedly (status $status); see .dev/vault.log and .dev/tooken-server.log"
 exit 1
