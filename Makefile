@@ -59,10 +59,10 @@ bench:
 	TOOKEN_E2E=0 $(GO) test -run '^$$' -bench . -benchmem ./...
 
 fmt:
-	gofmt -s -w .
+	gofmt -w .
 
 fmt-check:
-	@out=$$(gofmt -s -l .); if [[ -n $$out ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l .); if [[ -n $$out ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet ./...
