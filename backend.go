@@ -40,6 +40,12 @@ type tookenBackend struct {
 	roleLock sync.RWMutex
 	roles    map[string]*cachedRole
 	roleGen  uint64
+
+	// rot is the root rotation state (rotation.go).
+	rot rootRotation
+
+	// guard is the orphan bookkeeping (issuance records, revoke queue, tidy).
+	guard *orphanGuard
 }
 
 var _ logical.Factory = Factory
@@ -54,7 +60,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 func backend() *tookenBackend {
-	b := &tookenBackend{roles: make(map[string]*cachedRole)}
+	b := &tookenBackend{roles: make(map[string]*cachedRole), guard: newOrphanGuard()}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -66,12 +72,18 @@ func backend() *tookenBackend {
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b)},
+			[]*framework.Path{pathRotateRoot(b)},
+			pathTidy(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
 		Clean:          b.clean,
 		PeriodicFunc:   b.periodicFunc,
 		RunningVersion: Version,
+
+		// One dispatcher for every WAL kind (wal.go).
+		WALRollback:       b.walRollback,
+		WALRollbackMinAge: walRollbackMinAge,
 	}
 	return b
 }
@@ -93,9 +105,11 @@ func (b *tookenBackend) clean(_ context.Context) {
 }
 
 // periodicFunc is the hook for periodic work (root rotation in issue 5, the
-// revoke queue in issue 6). It does nothing yet.
-func (b *tookenBackend) periodicFunc(_ context.Context, _ *logical.Request) error {
-	return nil
+// revoke queue in issue 6). Vault calls it about once a minute, on the active
+// node.
+func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) error {
+	b.rotateRootIfDue(ctx, req)
+	return b.periodicOrphanWork(ctx, req.Storage)
 }
 
 // resetConfig forgets the cached config and closes the client.

@@ -264,7 +264,7 @@ func TestBackend_Forwarding(t *testing.T) {
 			}
 		}
 	}
-	if len(writes) != 7 { // config c/u/d, roles c/u/d, creds read
+	if len(writes) != 8 { // config c/u/d, roles c/u/d, creds read, tidy
 		t.Errorf("forwarded operations = %v", writes)
 	}
 }

@@ -27,6 +27,7 @@ type tookenConfig struct {
 	RequestTimeout   time.Duration `json:"request_timeout"`
 	MaxRetries       int           `json:"max_retries"`
 	VerifyConnection bool          `json:"verify_connection"`
+	RollbackMinAge   time.Duration `json:"rollback_min_age,omitempty"` // 0 = default (issuance.go)
 
 	TokenID   string     `json:"token_id,omitempty"`
 	Scopes    []string   `json:"scopes,omitempty"`
@@ -49,6 +50,7 @@ func (c *tookenConfig) toResponseData() map[string]any {
 		"request_timeout":   int64(c.RequestTimeout / time.Second),
 		"max_retries":       c.MaxRetries,
 		"verify_connection": c.VerifyConnection,
+		"rollback_min_age":  int64(c.effectiveRollbackMinAge() / time.Second),
 		"token_id":          c.TokenID,
 		"scopes":            scopes,
 		"expires_at":        exp,
@@ -74,6 +76,9 @@ func (c *tookenConfig) validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request_timeout: must be greater than zero"))
+	}
+	if c.RollbackMinAge < 0 || c.RollbackMinAge > maxRollbackMinAge {
+		errs = append(errs, fmt.Errorf("rollback_min_age: must be between 1s and %s (0 = default %s)", maxRollbackMinAge, defaultRollbackMinAge))
 	}
 	if c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
 		errs = append(errs, fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries))
@@ -130,6 +135,10 @@ func configFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeInt,
 			Description: fmt.Sprintf("How many times a failed Tooken call (connection error, 5xx, 429) is retried, 0 to %d.", maxMaxRetries),
 			Default:     defaultMaxRetries,
+		},
+		"rollback_min_age": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Age after which the periodic rollback finishes a creds request that left a pending issuance record (replays its create and revokes the token). 0 = default (2m).",
 		},
 		"verify_connection": {
 			Type:        framework.TypeBool,
@@ -242,6 +251,9 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	}
 	if v, ok := d.GetOk("verify_connection"); ok {
 		cfg.VerifyConnection = v.(bool)
+	}
+	if v, ok := d.GetOk("rollback_min_age"); ok {
+		cfg.RollbackMinAge = time.Duration(v.(int)) * time.Second
 	}
 	if err := cfg.validate(); err != nil {
 		return logical.ErrorResponse(err.Error()), nil

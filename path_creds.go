@@ -125,12 +125,14 @@ func leaseRemaining(expiresAt, now time.Time) time.Duration {
 	return (expiresAt.Sub(now) - leaseSlack).Truncate(time.Second)
 }
 
-// issueToken creates the upstream token for a creds read. On failure it
-// leaves no token behind: a definitive error means nothing was created; when
-// the outcome is unknown (answer lost, 5xx, timeout) it replays the POST with
-// the same Idempotency-Key to learn the token and revokes it, best effort.
-//
-// Issue 6 wraps this with a pending/confirmed issuance record.
+// issueToken creates the upstream token for a creds read, guarded by an
+// issuance record (issuance.go): written pending with the exact create body
+// before the POST, confirmed with the token id after it. Those are the two
+// storage writes of a creds read. On failure it leaves no token behind that
+// nobody will revoke: a definitive error means nothing was created; when the
+// outcome is unknown (answer lost, 5xx, timeout) it replays the POST with the
+// same Idempotency-Key to learn the token and revokes it; whatever it cannot
+// finish stays pending and the periodic rollback finishes it.
 func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, roleName string, role *cachedRole) (*issuedToken, error) {
 	client, err := b.getClient(ctx, req.Storage)
 	if err != nil {
@@ -167,10 +169,20 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 		Metadata:  md,
 	}
 
+	// Storage write 1: the pending record, before anything exists upstream.
+	// The key stays in flight until the request is over, so that rollback
+	// never kills a token this request is about to hand out.
+	b.guard.begin(key)
+	defer b.guard.end(key)
+	rec := newIssuanceRecord(key, roleName, body, now)
+	if err := putIssuance(ctx, req.Storage, rec); err != nil {
+		return nil, fmt.Errorf("creating a token for role %q: recording the issuance: %w", roleName, err)
+	}
+
 	tok, err := client.CreateToken(ctx, body, key)
 	if err != nil {
-		if errors.Is(err, ErrOutcomeUnknown) {
-			b.rollbackCreate(ctx, client, body, key, roleName)
+		if !errors.Is(err, ErrOutcomeUnknown) || b.rollbackCreate(ctx, client, body, key, roleName) {
+			b.dropIssuance(ctx, req.Storage, key)
 		}
 		return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
 	}
@@ -181,15 +193,29 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 		ttl = rem
 	}
 	if tok.Secret == "" || tok.ID == "" {
-		if tok.ID != "" {
-			b.revokeBestEffort(ctx, client, tok.ID, roleName)
+		if tok.ID == "" || b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil {
+			b.dropIssuance(ctx, req.Storage, key)
 		}
 		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
 	}
 	if ttl <= 0 {
-		b.revokeBestEffort(ctx, client, tok.ID, roleName)
+		if b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil {
+			b.dropIssuance(ctx, req.Storage, key)
+		}
 		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
 	}
+
+	// Storage write 2: confirmed. If it fails the lease will never exist:
+	// revoke at once; if that fails too, the pending record stays and
+	// rollback finishes it.
+	rec.State, rec.TokenID = issueStateConfirmed, tok.ID
+	if err := putIssuance(ctx, req.Storage, rec); err != nil {
+		if b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil {
+			b.dropIssuance(ctx, req.Storage, key)
+		}
+		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
+	}
+	b.guard.markConfirmed(key, expiresAt)
 	b.Logger().Debug("issued token", "role", roleName, "token_id", tok.ID)
 	return &issuedToken{
 		token:     tok,
@@ -203,25 +229,24 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 
 // rollbackCreate learns, by replaying the POST with the same key, which token
 // a failed creation may have left, and revokes it. A replay that meets the
-// original still in flight (409) waits for it. Best effort and bounded:
-// issue 6 makes it durable.
-func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body CreateTokenRequest, key, roleName string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+// original still in flight (409) waits for it. Bounded; it reports whether
+// nothing is left (then the issuance record can go), otherwise the periodic
+// rollback finishes the job.
+func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body CreateTokenRequest, key, roleName string) bool {
+	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
 	var err error
 	for attempt := 0; ; attempt++ {
 		var tok *Token
 		tok, err = client.CreateToken(ctx, body, key)
 		if err == nil {
-			b.revokeBestEffort(ctx, client, tok.ID, roleName)
-			return
+			return b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil
+		}
+		if definitivelyNothing(err) {
+			// A definitive answer (e.g. 403): the key never created anything.
+			return true
 		}
 		inFlight := errors.Is(err, ErrConflict)
-		unknown := errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrRateLimited)
-		if !inFlight && !unknown {
-			// A definitive answer (e.g. 403): the key never created anything.
-			return
-		}
 		if (inFlight && attempt >= maxRollbackInFlightWaits) || (!inFlight && attempt >= maxRollbackRounds) {
 			break
 		}
@@ -232,8 +257,9 @@ func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body
 		}
 		break
 	}
-	b.Logger().Warn("could not clean up after a failed token creation: a token may be left upstream",
+	b.Logger().Warn("could not clean up after a failed token creation now: the periodic rollback will",
 		"role", roleName, "issue_key", key, "error", err)
+	return false
 }
 
 const (
@@ -241,12 +267,17 @@ const (
 	maxRollbackInFlightWaits = 10 // replays while the original is still in flight
 )
 
-func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *Client, id, roleName string) {
+// revokeBestEffort revokes the token of a failed creds request (404 counts as
+// done), even when the request's context is over.
+func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *Client, id, roleName string) error {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
 	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
 		b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
-		return
+		return err
 	}
 	b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
+	return nil
 }
 
 // upstreamError turns a client error into the error a Vault caller sees:

@@ -127,24 +127,16 @@ func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Reque
 }
 
 // secretTokenRevoke revokes the token upstream from the lease's internal data
-// alone. A token that is already gone counts as revoked.
+// alone. A token that is already gone counts as revoked. When Tooken cannot
+// be reached within the revoke budget, the token is queued for the periodic
+// func and the revoke succeeds (revoke_queue.go).
 func (b *tookenBackend) secretTokenRevoke(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	id := internalString(req, internalTokenID)
 	if id == "" {
 		return nil, errors.New("revoke: lease internal data has no token_id")
 	}
-	client, err := b.getClient(ctx, req.Storage)
-	if err != nil {
-		return nil, fmt.Errorf("revoke token %s: %w", id, err)
-	}
-	err = client.RevokeToken(ctx, id)
-	switch {
-	case err == nil:
-		b.Logger().Debug("revoked token", "token_id", id, "role", internalString(req, internalRole))
-	case errors.Is(err, ErrNotFound):
-		b.Logger().Debug("token already gone upstream", "token_id", id)
-	default:
-		return nil, fmt.Errorf("revoke token %s: %w", id, err)
+	if err := b.revokeToken(ctx, req, id); err != nil {
+		return nil, err
 	}
 	return nil, nil
 }

@@ -1,0 +1,313 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	tidyPath             = "tidy"
+	tidyStatusPath       = "tidy/status"
+	defaultTidySafetyAge = time.Hour
+	tidyPageSize         = 100
+	tidyMaxPages         = 10000 // a million tokens
+	maxReportedOrphans   = 100
+)
+
+// tidyStatus is the last tidy run, kept in memory (tidy/status).
+type tidyStatus struct {
+	LastRunAt        time.Time `json:"last_run_at"`
+	Duration         string    `json:"duration"`
+	SafetyAge        string    `json:"safety_age"`
+	RevokeOrphans    bool      `json:"revoke_orphans"`
+	UpstreamScanned  int       `json:"upstream_scanned"`  // tokens of this mount seen upstream
+	Accounted        int       `json:"accounted"`         // with an issuance record or queued
+	TooYoung         int       `json:"too_young"`         // unaccounted but younger than safety_age
+	OrphansFound     int       `json:"orphans_found"`     // unaccounted and older than safety_age
+	OrphansRevoked   int       `json:"orphans_revoked"`   // of those, revoked now
+	Orphans          []string  `json:"orphans"`           // their ids (at most 100)
+	RecordsCollected int       `json:"records_collected"` // expired issuance records deleted
+	Error            string    `json:"error,omitempty"`
+}
+
+func pathTidy(b *tookenBackend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: tidyPath + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefixTooken,
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"safety_age": {
+					Type:        framework.TypeDurationSecond,
+					Description: "Only upstream tokens created longer ago than this count as orphans.",
+					Default:     int(defaultTidySafetyAge / time.Second),
+				},
+				"revoke_orphans": {
+					Type:        framework.TypeBool,
+					Description: "Revoke the orphans found (default: only report them).",
+					Default:     false,
+				},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathTidyWrite,
+					DisplayAttrs: &framework.DisplayAttributes{
+						OperationVerb: "tidy",
+					},
+					Summary:                     "Find (and optionally revoke) upstream tokens of this mount that no lease accounts for.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    pathTidyHelpSyn,
+			HelpDescription: pathTidyHelpDesc,
+		},
+		{
+			Pattern: tidyStatusPath + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefixTooken,
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: b.pathTidyStatusRead,
+					DisplayAttrs: &framework.DisplayAttributes{
+						OperationSuffix: "tidy-status",
+					},
+					Summary: "Read the last tidy run and the state of the revoke queue and issuance records.",
+				},
+			},
+			HelpSynopsis:    pathTidyStatusHelpSyn,
+			HelpDescription: pathTidyStatusHelpDesc,
+		},
+	}
+}
+
+func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	safety := time.Duration(d.Get("safety_age").(int)) * time.Second
+	if safety < 0 {
+		return logical.ErrorResponse("safety_age: must not be negative"), nil
+	}
+	revoke := d.Get("revoke_orphans").(bool)
+	if req.MountAccessor == "" {
+		return nil, errors.New("tidy: the request carries no mount accessor")
+	}
+	g := b.guard
+	if !g.tidyMu.TryLock() {
+		return logical.ErrorResponse("a tidy is already running"), nil
+	}
+	defer g.tidyMu.Unlock()
+	st, err := b.runTidy(ctx, req.Storage, req.MountAccessor, safety, revoke)
+	if st != nil {
+		if err != nil {
+			st.Error = err.Error()
+		}
+		g.statusMu.Lock()
+		g.status = *st
+		g.statusMu.Unlock()
+	}
+	if errors.Is(err, errNotConfigured) {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: structToMap(st)}, nil
+}
+
+// runTidy lists this mount's tokens upstream (metadata vault_mount_accessor)
+// and reports those that neither an issuance record (pending, confirmed) nor
+// the revoke queue accounts for and that are older than safety; it revokes
+// them when asked. It also deletes issuance records whose token has expired.
+func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, accessor string, safety time.Duration, revoke bool) (*tidyStatus, error) {
+	g := b.guard
+	start := g.now()
+	st := &tidyStatus{LastRunAt: start.UTC(), SafetyAge: safety.String(), RevokeOrphans: revoke, Orphans: []string{}}
+	defer func() { st.Duration = g.now().Sub(start).Round(time.Millisecond).String() }()
+
+	client, err := b.getClient(ctx, s)
+	if err != nil {
+		return st, err
+	}
+	keys, err := s.List(ctx, issuedPrefix)
+	if err != nil {
+		return st, fmt.Errorf("listing issuance records: %w", err)
+	}
+	records := make(map[string]*issuanceRecord, len(keys))
+	for _, key := range keys {
+		rec, err := getIssuance(ctx, s, key)
+		if err != nil {
+			return st, err
+		}
+		if rec == nil {
+			continue
+		}
+		if rec.expired(start) && !g.isInFlight(key) {
+			b.dropIssuance(ctx, s, key)
+			st.RecordsCollected++
+			continue
+		}
+		records[key] = rec
+	}
+	queued := make(map[string]struct{})
+	ids, err := s.List(ctx, revokeQueuePrefix)
+	if err != nil {
+		return st, fmt.Errorf("listing the revoke queue: %w", err)
+	}
+	for _, id := range ids {
+		queued[id] = struct{}{}
+	}
+
+	cursor := ""
+	for page := 0; page < tidyMaxPages; page++ {
+		list, err := client.ListTokens(ctx, ListOptions{Limit: tidyPageSize, Cursor: cursor})
+		if err != nil {
+			return st, upstreamError("tidy: listing tokens", err)
+		}
+		for _, tok := range list.Data {
+			if tok.Metadata[metaMountAccessor] != accessor {
+				continue
+			}
+			st.UpstreamScanned++
+			key := tok.Metadata[metaIssueKey]
+			rec := records[key]
+			_, isQueued := queued[tok.ID]
+			accounted := isQueued || (key != "" && g.isInFlight(key)) ||
+				(rec != nil && rec.State != issueStateAbandoned && (rec.TokenID == "" || rec.TokenID == tok.ID))
+			if accounted {
+				st.Accounted++
+				continue
+			}
+			if start.Sub(tok.CreatedAt) < safety {
+				st.TooYoung++
+				continue
+			}
+			st.OrphansFound++
+			if len(st.Orphans) < maxReportedOrphans {
+				st.Orphans = append(st.Orphans, tok.ID)
+			}
+			b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", key, "revoke", revoke)
+			if !revoke {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, g.callTimeout)
+			err := client.RevokeToken(cctx, tok.ID)
+			cancel()
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
+				continue
+			}
+			st.OrphansRevoked++
+			if rec != nil && rec.State == issueStateAbandoned && (rec.TokenID == "" || rec.TokenID == tok.ID) {
+				b.dropIssuance(ctx, s, key)
+			}
+		}
+		if list.NextCursor == nil || *list.NextCursor == "" {
+			break
+		}
+		cursor = *list.NextCursor
+	}
+	b.Logger().Info("tidy done", "upstream_scanned", st.UpstreamScanned, "orphans_found", st.OrphansFound, "orphans_revoked", st.OrphansRevoked, "records_collected", st.RecordsCollected)
+	return st, nil
+}
+
+func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	g := b.guard
+	g.statusMu.Lock()
+	st, roll, drain := g.status, g.lastRoll, g.lastDrain
+	g.statusMu.Unlock()
+
+	ids, err := req.Storage.List(ctx, revokeQueuePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing the revoke queue: %w", err)
+	}
+	keys, err := req.Storage.List(ctx, issuedPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing issuance records: %w", err)
+	}
+	var pending, abandoned, confirmed int
+	for _, key := range keys {
+		if g.isConfirmed(key) {
+			confirmed++
+			continue
+		}
+		rec, err := getIssuance(ctx, req.Storage, key)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil {
+			continue
+		}
+		switch rec.State {
+		case issueStatePending:
+			pending++
+		case issueStateAbandoned:
+			abandoned++
+		default:
+			confirmed++
+		}
+	}
+	data := map[string]any{
+		"queue_length":       len(ids),
+		"pending_records":    pending,
+		"abandoned_records":  abandoned,
+		"confirmed_records":  confirmed,
+		"last_rollback":      structToMap(&roll),
+		"last_queue_drain":   structToMap(&drain),
+		"last_tidy":          nil,
+		"orphans_found":      st.OrphansFound,
+		"orphans_revoked":    st.OrphansRevoked,
+		"last_tidy_run_at":   nil,
+		"tidy_records_freed": st.RecordsCollected,
+	}
+	if !st.LastRunAt.IsZero() {
+		data["last_tidy"] = structToMap(&st)
+		data["last_tidy_run_at"] = st.LastRunAt.Format(time.RFC3339)
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+// structToMap turns a JSON-tagged struct into response data.
+func structToMap(v any) map[string]any {
+	entry, err := logical.StorageEntryJSON("x", v)
+	if err != nil {
+		return nil
+	}
+	var m map[string]any
+	if err := entry.DecodeJSON(&m); err != nil {
+		return nil
+	}
+	return m
+}
+
+const pathTidyHelpSyn = `Find, and optionally revoke, Tooken tokens of this mount that no lease accounts for.`
+
+const pathTidyHelpDesc = `
+Lists the upstream tokens this mount created (metadata vault_mount_accessor
+equal to the mount's accessor, paginated) and compares them with the mount's
+issuance records (issued/<issue_key>: one per creds read, deleted when the
+lease is revoked) and revoke queue. A token is accounted for when its
+vault_issue_key has a pending or confirmed record naming it, or its id is
+queued for revocation. The others, when created longer ago than safety_age
+(default 1h), are orphans: reported, and revoked when revoke_orphans=true.
+
+Tidy also deletes issuance records whose token has expired upstream. It runs
+on the active node, one at a time, and answers what it found; tidy/status
+shows the last run.
+`
+
+const pathTidyStatusHelpSyn = `Status of tidy, the revoke queue and the issuance records.`
+
+const pathTidyStatusHelpDesc = `
+Returns the last tidy run (time, duration, tokens scanned, orphans found and
+revoked, records collected), kept in memory since the plugin started, plus
+the current revoke queue length, the pending, abandoned and confirmed
+issuance records, and what the last periodic rollback and queue drain did.
+A non-zero abandoned_records or a queue that does not shrink needs an
+operator: see the README, "Guarantees: no orphaned token".
+`

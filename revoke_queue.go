@@ -1,0 +1,254 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// The durable revoke queue: revoke-queue/<token_id>. A lease revoke that
+// cannot reach Tooken within its budget queues the token id and answers
+// success, so that Vault never marks the lease irrevocable for a token the
+// plugin can still kill. The periodic func drains the queue at a rate Tooken
+// allows (honouring Retry-After), with backoff per entry, until Tooken
+// confirms (204 or 404), and drops the entries whose token has expired
+// upstream meanwhile.
+
+// revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
+type revokeQueueEntry struct {
+	TokenID     string    `json:"token_id"`
+	IssueKey    string    `json:"issue_key,omitempty"`
+	Role        string    `json:"role,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at"` // the token's upstream expiry; zero = unknown
+	QueuedAt    time.Time `json:"queued_at"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+func (e *revokeQueueEntry) expired(now time.Time) bool {
+	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
+}
+
+var errRevokeQueueFull = errors.New("the revoke queue is full")
+
+// revokeToken kills a lease's token: DELETE upstream within the revoke
+// budget (404 = already gone), then delete its issuance record. When Tooken
+// cannot be reached or refuses, the token goes to the revoke queue and the
+// revoke succeeds. Only a failure to queue is an error (Vault retries).
+func (b *tookenBackend) revokeToken(ctx context.Context, req *logical.Request, id string) error {
+	g := b.guard
+	issueKey := internalString(req, internalIssueKey)
+	role := internalString(req, internalRole)
+
+	client, err := b.getClient(ctx, req.Storage)
+	if err != nil && !errors.Is(err, errNotConfigured) {
+		return err
+	}
+	if err == nil {
+		rctx, cancel := context.WithTimeout(ctx, g.revokeBudget)
+		err = client.RevokeToken(rctx, id)
+		cancel()
+		if err == nil || errors.Is(err, ErrNotFound) {
+			b.Logger().Debug("revoked token", "token_id", id, "role", role)
+			b.dropIssuance(ctx, req.Storage, issueKey)
+			return nil
+		}
+	}
+
+	var exp time.Time
+	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
+		exp = t
+	}
+	now := g.now()
+	if !exp.IsZero() && !now.Before(exp) {
+		// The token has expired upstream: nothing left to kill.
+		b.dropIssuance(ctx, req.Storage, issueKey)
+		return nil
+	}
+	entry := &revokeQueueEntry{
+		TokenID:     id,
+		IssueKey:    issueKey,
+		Role:        role,
+		ExpiresAt:   exp,
+		QueuedAt:    now,
+		Attempts:    1,
+		NextAttempt: now.Add(g.retryDelay(1)),
+		LastError:   truncateErr(err),
+	}
+	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
+		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
+	}
+	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
+		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
+	return nil
+}
+
+func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
+	g := b.guard
+	g.mu.Lock()
+	full := g.queueLen >= g.maxQueue
+	g.mu.Unlock()
+	if full {
+		return fmt.Errorf("%w (%d entries)", errRevokeQueueFull, g.maxQueue)
+	}
+	if err := putQueueEntry(ctx, s, e); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.queueLen++
+	g.mu.Unlock()
+	return nil
+}
+
+func putQueueEntry(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
+	entry, err := logical.StorageEntryJSON(revokeQueuePrefix+e.TokenID, e)
+	if err != nil {
+		return fmt.Errorf("encoding revoke queue entry: %w", err)
+	}
+	return s.Put(ctx, entry)
+}
+
+func getQueueEntry(ctx context.Context, s logical.Storage, id string) (*revokeQueueEntry, error) {
+	entry, err := s.Get(ctx, revokeQueuePrefix+id)
+	if err != nil {
+		return nil, fmt.Errorf("reading revoke queue entry %s: %w", id, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	e := new(revokeQueueEntry)
+	if err := entry.DecodeJSON(e); err != nil {
+		return nil, fmt.Errorf("decoding revoke queue entry %s: %w", id, err)
+	}
+	if e.TokenID == "" {
+		e.TokenID = id
+	}
+	return e, nil
+}
+
+// drainReport counts what one drain did.
+type drainReport struct {
+	Queued      int  `json:"queued"`   // entries at the start
+	Revoked     int  `json:"revoked"`  // confirmed dead by Tooken (204 or 404)
+	Dropped     int  `json:"dropped"`  // expired upstream meanwhile
+	Failed      int  `json:"failed"`   // attempts that failed (backoff)
+	Deferred    int  `json:"deferred"` // not yet due
+	RateLimited bool `json:"rate_limited"`
+}
+
+// drainRevokeQueue works through the due entries of the queue within the
+// drain budget, at the limiter's rate, pausing on a 429 for its Retry-After.
+// Storage failures are logged and retried at the next drain.
+func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) (drainReport, error) {
+	var rep drainReport
+	g := b.guard
+	ids, err := s.List(ctx, revokeQueuePrefix)
+	if err != nil {
+		return rep, fmt.Errorf("listing the revoke queue: %w", err)
+	}
+	g.mu.Lock()
+	g.queueLen = len(ids)
+	pause := g.pauseTill
+	g.mu.Unlock()
+	rep.Queued = len(ids)
+	if len(ids) == 0 {
+		return rep, nil
+	}
+	client, err := b.getClient(ctx, s)
+	if err != nil {
+		return rep, err
+	}
+	if g.now().Before(pause) {
+		rep.Deferred = len(ids)
+		rep.RateLimited = true
+		return rep, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, g.drainBudget)
+	defer cancel()
+	for i, id := range ids {
+		e, err := getQueueEntry(dctx, s, id)
+		if err != nil {
+			if dctx.Err() != nil {
+				rep.Deferred += len(ids) - i
+				break
+			}
+			b.Logger().Warn("revoke queue: cannot read an entry", "token_id", id, "error", err)
+			rep.Failed++
+			continue
+		}
+		if e == nil {
+			continue
+		}
+		now := g.now()
+		if e.expired(now) {
+			if b.finishQueued(dctx, s, e) {
+				rep.Dropped++
+			}
+			continue
+		}
+		if now.Before(e.NextAttempt) {
+			rep.Deferred++
+			continue
+		}
+		if err := g.limiter.Wait(dctx); err != nil {
+			rep.Deferred += len(ids) - i
+			break
+		}
+		cctx, ccancel := context.WithTimeout(dctx, g.callTimeout)
+		err = client.RevokeToken(cctx, e.TokenID)
+		ccancel()
+		if err == nil || errors.Is(err, ErrNotFound) {
+			if b.finishQueued(dctx, s, e) {
+				rep.Revoked++
+				b.Logger().Info("revoke queue: token revoked", "token_id", e.TokenID, "role", e.Role, "attempts", e.Attempts+1)
+			}
+			continue
+		}
+		e.Attempts++
+		e.LastError = truncateErr(err)
+		e.NextAttempt = now.Add(g.retryDelay(e.Attempts))
+		var rl *RateLimitError
+		if errors.As(err, &rl) {
+			wait := max(rl.RetryAfter, time.Second)
+			g.mu.Lock()
+			g.pauseTill = now.Add(wait)
+			g.mu.Unlock()
+			e.NextAttempt = now.Add(wait)
+			rep.RateLimited = true
+		}
+		rep.Failed++
+		if perr := putQueueEntry(dctx, s, e); perr != nil {
+			b.Logger().Warn("revoke queue: cannot record an attempt", "token_id", e.TokenID, "error", perr)
+		}
+		if rep.RateLimited {
+			rep.Deferred += len(ids) - i - 1
+			break
+		}
+		if dctx.Err() != nil {
+			rep.Deferred += len(ids) - i - 1
+			break
+		}
+	}
+	return rep, nil
+}
+
+// finishQueued deletes a queue entry whose token is dead, and its issuance
+// record. It reports whether the entry is gone.
+func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry) bool {
+	if err := s.Delete(ctx, revokeQueuePrefix+e.TokenID); err != nil {
+		b.Logger().Warn("revoke queue: cannot delete a finished entry; the next drain will", "token_id", e.TokenID, "error", err)
+		return false
+	}
+	g := b.guard
+	g.mu.Lock()
+	if g.queueLen > 0 {
+		g.queueLen--
+	}
+	g.mu.Unlock()
+	b.dropIssuance(ctx, s, e.IssueKey)
+	return true
+}
