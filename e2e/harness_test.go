@@ -11,7 +11,7 @@ package e2e
 //   startEmulator(t, EmulatorOptions{}) *Emulator   stopped by t.Cleanup
 //   e.URL, e.AdminURL, e.RootSecret, e.RootSecretFile, e.LogPath, e.RootTokenID(t)
 //   e.Tokens(t), e.LiveTokens(t), e.Token(t, id)    inspection through GET /admin/tokens
-//   e.SecretValid(t, secret) bool                   POST /admin/auth
+//   e.SecretValid(t, secret) bool, e.TokenIDOf(t, secret)   POST /admin/auth
 //   e.SelfStatus(t, secret) int                     GET /v1/tokens/self with that secret, as an app would
 //   e.SetDown(t, bool), e.AddFault(t, Fault), e.ClearFaults(t), e.Admin(t, method, path, body, out)
 //   e.Stop(t), e.Start(t)                           an outage of the whole process (state file kept)
@@ -479,6 +479,20 @@ func (e *Emulator) SecretValid(t testing.TB, secret string) bool {
 	e.Admin(t, http.MethodPost, "/admin/auth", map[string]string{"secret": secret}, &out)
 	v, _ := out["valid"].(bool)
 	return v
+}
+
+// TokenIDOf returns the id of the token a secret belongs to ("" when the secret is not accepted).
+func (e *Emulator) TokenIDOf(t testing.TB, secret string) string {
+	t.Helper()
+	var out struct {
+		Valid   bool   `json:"valid"`
+		TokenID string `json:"token_id"`
+	}
+	e.Admin(t, http.MethodPost, "/admin/auth", map[string]string{"secret": secret}, &out)
+	if !out.Valid {
+		return ""
+	}
+	return out.TokenID
 }
 
 // SelfStatus calls GET /v1/tokens/self with the secret, as an application would, and returns the

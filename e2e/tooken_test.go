@@ -292,12 +292,23 @@ func TestAgentRendersAndRefreshes(t *testing.T) {
 	if got := e.SelfStatus(t, first); got != 200 {
 		t.Fatalf("rendered token: GET /v1/tokens/self = %d, want 200", got)
 	}
+	firstTok, ok := e.Token(t, e.TokenIDOf(t, first))
+	if !ok || firstTok.ExpiresAt == nil {
+		t.Fatalf("the rendered token is unknown upstream or never expires: %+v", firstTok)
+	}
 
 	var second string
 	eventually(t, 45*time.Second, "agent renders a new token before the lease's max TTL", func() (bool, string) {
 		second = read()
 		return strings.HasPrefix(second, "tok_") && second != first, tail(a.LogPath, 1500)
 	})
+	// Agent must replace the token before the first one's max TTL, not after it died (expires_at
+	// has a resolution of one second).
+	if ahead := firstTok.ExpiresAt.Sub(time.Now()); ahead < -time.Second {
+		t.Errorf("agent rendered a new token %s after the first one's end", -ahead)
+	} else {
+		t.Logf("agent rendered a new token %s before the first one's end", ahead.Round(100*time.Millisecond))
+	}
 	if got := e.SelfStatus(t, second); got != 200 {
 		t.Fatalf("re-rendered token: GET /v1/tokens/self = %d, want 200", got)
 	}
