@@ -264,7 +264,7 @@ func TestBackend_Forwarding(t *testing.T) {
 			}
 		}
 	}
-	if len(writes) != 8 { // config c/u/d, roles c/u/d, creds read, tidy
+	if len(writes) != 9 { // config c/u/d, roles c/u/d, creds read, tidy, rotate-root
 		t.Errorf("forwarded operations = %v", writes)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 	"time"
@@ -32,6 +33,8 @@ type tookenConfig struct {
 	TokenID   string     `json:"token_id,omitempty"`
 	Scopes    []string   `json:"scopes,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	rotationConfig // rotation.go: schedule, grace and rotation state
 }
 
 // toResponseData is everything but the secret.
@@ -83,6 +86,7 @@ func (c *tookenConfig) validate() error {
 	if c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
 		errs = append(errs, fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries))
 	}
+	errs = append(errs, c.rotationConfig.validate())
 	return errors.Join(errs...)
 }
 
@@ -102,7 +106,8 @@ func readConfig(ctx context.Context, s logical.Storage) (*tookenConfig, error) {
 }
 
 func configFields() map[string]*framework.FieldSchema {
-	return map[string]*framework.FieldSchema{
+	fields := rotationFields()
+	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"url": {
 			Type:        framework.TypeString,
 			Description: "Base URL of the Tooken API, including /v1.",
@@ -145,7 +150,8 @@ func configFields() map[string]*framework.FieldSchema {
 			Description: "Check the URL and token with GET /tokens/self before storing the config.",
 			Default:     true,
 		},
-	}
+	})
+	return fields
 }
 
 func pathConfig(b *tookenBackend) *framework.Path {
@@ -213,10 +219,15 @@ func (b *tookenBackend) pathConfigRead(ctx context.Context, req *logical.Request
 	if cfg == nil {
 		return nil, nil
 	}
-	return &logical.Response{Data: cfg.toResponseData()}, nil
+	data := cfg.toResponseData()
+	maps.Copy(data, cfg.rotationResponseData(b.rot.clock()))
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	// Not during a root rotation: it reads, then writes, the config too.
+	b.rot.mu.Lock()
+	defer b.rot.mu.Unlock()
 	cfg, err := readConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -255,12 +266,19 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	if v, ok := d.GetOk("rollback_min_age"); ok {
 		cfg.RollbackMinAge = time.Duration(v.(int)) * time.Second
 	}
+	applyRotationFields(&cfg.rotationConfig, d)
 	if err := cfg.validate(); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 
-	var resp *logical.Response
+	resp := &logical.Response{}
 	credentialChanged := create || cfg.URL != prev.URL || cfg.Token != prev.Token || cfg.CACert != prev.CACert
+	if create || cfg.Token != prev.Token {
+		cfg.secretChanged(b.rot.clock())
+	}
+	for _, w := range cfg.rotationConfig.warnings() {
+		resp.AddWarning(w)
+	}
 	if cfg.VerifyConnection {
 		self, err := b.verifyConnection(ctx, cfg)
 		if err != nil {
@@ -270,13 +288,11 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		cfg.Scopes = self.Scopes
 		cfg.ExpiresAt = self.ExpiresAt
 		if !holdsScope(self.Scopes, "tokens:write") {
-			resp = &logical.Response{}
 			resp.AddWarning("the token does not hold tokens:write: creds reads will fail until it does")
 		}
 	} else if credentialChanged {
 		// What we knew about the old root no longer applies.
 		cfg.TokenID, cfg.Scopes, cfg.ExpiresAt = "", nil, nil
-		resp = &logical.Response{}
 		resp.AddWarning("connection not verified: token_id and scopes are unknown, and role scopes are not checked against the root's")
 	}
 
@@ -288,6 +304,9 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		return nil, fmt.Errorf("storing config: %w", err)
 	}
 	b.resetConfig()
+	if len(resp.Warnings) == 0 {
+		return nil, nil
+	}
 	return resp, nil
 }
 
@@ -322,6 +341,8 @@ func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig)
 }
 
 func (b *tookenBackend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.rot.mu.Lock()
+	defer b.rot.mu.Unlock()
 	if err := req.Storage.Delete(ctx, configPath); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}

@@ -1,0 +1,83 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const rotateRootPath = "rotate-root"
+
+func pathRotateRoot(b *tookenBackend) *framework.Path {
+	return &framework.Path{
+		Pattern: rotateRootPath + "$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixTooken,
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathRotateRootWrite,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb:   "rotate",
+					OperationSuffix: "root-credentials",
+				},
+				Summary: "Rotate the root Tooken secret now.",
+				// Rotates upstream and writes storage: the active node only.
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis:    pathRotateRootHelpSyn,
+		HelpDescription: pathRotateRootHelpDesc,
+	}
+}
+
+func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.rot.mu.Lock()
+	defer b.rot.mu.Unlock()
+	res, err := b.rotateRootLocked(ctx, req.Storage, "manual")
+	if err != nil {
+		if errors.Is(err, errNotConfigured) {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		b.Logger().Error("root rotation failed", "error", err)
+		b.recordRotationFailure(ctx, req.Storage, err.Error())
+		var re *rotationError
+		if errors.As(err, &re) {
+			return nil, logical.CodedError(re.status, re.msg)
+		}
+		return nil, err
+	}
+	data := map[string]any{
+		"token_id":                   res.TokenID,
+		"rotated_at":                 res.RotatedAt.UTC().Format(time.RFC3339),
+		"previous_secret_expires_at": fmtTimeOrNil(res.PreviousSecretExpiresAt),
+	}
+	if next := res.Config.nextRotation(b.rot.clock()); !next.IsZero() {
+		data["next_rotation"] = next.Format(time.RFC3339)
+	}
+	resp := &logical.Response{Data: data}
+	for _, w := range res.Config.warnings() {
+		resp.AddWarning(w)
+	}
+	return resp, nil
+}
+
+const pathRotateRootHelpSyn = `Rotate the root Tooken secret.`
+
+const pathRotateRootHelpDesc = `
+Writing rotate-root (no fields) gives the root token a new secret upstream
+(POST /tokens/{id}/rotate), stores it and switches to it at once. The previous
+secret keeps working for rotation_grace (config), so requests in flight and
+other nodes are not disturbed. The answer has token_id, rotated_at and
+previous_secret_expires_at, never a secret.
+
+The rotation is crash-safe: a WAL entry written before the upstream call
+carries the Idempotency-Key, and an interrupted rotation is finished by
+replaying the same request. A failed rotation leaves the current secret in
+place and says why. Set rotation_period (and optionally rotation_window) on
+config to rotate on a schedule.
+`

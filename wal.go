@@ -1,0 +1,30 @@
+package tooken
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// walRollbackMinAge is how old a WAL entry must be before Vault's rollback
+// (about once a minute, on the active node) rolls it back. A rotation holds
+// the rotation lock for its whole run, so its own entry is never rolled back
+// under it; the age only keeps the rollback from racing work in progress. It
+// must stay well within the rotation grace (default 1h, warned below 5m): the
+// rollback of an interrupted rotation needs the old secret.
+const walRollbackMinAge = time.Minute
+
+// walRollback is the backend's single WALRollback: it dispatches on the WAL
+// kind. nil lets the framework delete the entry; an error keeps it for the
+// next rollback.
+func (b *tookenBackend) walRollback(ctx context.Context, req *logical.Request, kind string, data any) error {
+	switch kind {
+	case walKindRotateRoot:
+		return b.rollbackRotateRoot(ctx, req, data)
+	default:
+		// Kept, not dropped: it may belong to a newer version of the plugin.
+		return fmt.Errorf("unknown WAL entry kind %q", kind)
+	}
+}
