@@ -41,6 +41,9 @@ type tookenBackend struct {
 	roles    map[string]*cachedRole
 	roleGen  uint64
 
+	// rot is the root rotation state (rotation.go).
+	rot rootRotation
+
 	// guard is the orphan bookkeeping (issuance records, revoke queue, tidy).
 	guard *orphanGuard
 }
@@ -69,6 +72,7 @@ func backend() *tookenBackend {
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b)},
+			[]*framework.Path{pathRotateRoot(b)},
 			pathTidy(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
@@ -76,6 +80,10 @@ func backend() *tookenBackend {
 		Clean:          b.clean,
 		PeriodicFunc:   b.periodicFunc,
 		RunningVersion: Version,
+
+		// One dispatcher for every WAL kind (wal.go).
+		WALRollback:       b.walRollback,
+		WALRollbackMinAge: walRollbackMinAge,
 	}
 	return b
 }
@@ -100,6 +108,7 @@ func (b *tookenBackend) clean(_ context.Context) {
 // revoke queue in issue 6). Vault calls it about once a minute, on the active
 // node.
 func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) error {
+	b.rotateRootIfDue(ctx, req)
 	return b.periodicOrphanWork(ctx, req.Storage)
 }
 
