@@ -1,7 +1,9 @@
 package tooken
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -103,7 +105,7 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 	}
 	defer g.tidyMu.Unlock()
 	st, err := b.runTidy(ctx, req.Storage, req.MountAccessor, safety, revoke)
-	if st != nil {
+	if st != nil && !errors.Is(err, errNotConfigured) {
 		if err != nil {
 			st.Error = err.Error()
 		}
@@ -253,17 +255,16 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 		}
 	}
 	data := map[string]any{
-		"queue_length":       len(ids),
-		"pending_records":    pending,
-		"abandoned_records":  abandoned,
-		"confirmed_records":  confirmed,
-		"last_rollback":      structToMap(&roll),
-		"last_queue_drain":   structToMap(&drain),
-		"last_tidy":          nil,
-		"orphans_found":      st.OrphansFound,
-		"orphans_revoked":    st.OrphansRevoked,
-		"last_tidy_run_at":   nil,
-		"tidy_records_freed": st.RecordsCollected,
+		"queue_length":      int64(len(ids)),
+		"pending_records":   int64(pending),
+		"abandoned_records": int64(abandoned),
+		"confirmed_records": int64(confirmed),
+		"last_rollback":     structToMap(&roll),
+		"last_queue_drain":  structToMap(&drain),
+		"last_tidy":         nil,
+		"orphans_found":     int64(st.OrphansFound),
+		"orphans_revoked":   int64(st.OrphansRevoked),
+		"last_tidy_run_at":  nil,
 	}
 	if !st.LastRunAt.IsZero() {
 		data["last_tidy"] = structToMap(&st)
@@ -272,15 +273,25 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 	return &logical.Response{Data: data}, nil
 }
 
-// structToMap turns a JSON-tagged struct into response data.
+// structToMap turns a JSON-tagged struct into response data, numbers as
+// int64 (not json.Number) so that they read naturally.
 func structToMap(v any) map[string]any {
-	entry, err := logical.StorageEntryJSON("x", v)
+	raw, err := json.Marshal(v)
 	if err != nil {
 		return nil
 	}
 	var m map[string]any
-	if err := entry.DecodeJSON(&m); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
 		return nil
+	}
+	for k, val := range m {
+		if n, ok := val.(json.Number); ok {
+			if i, err := n.Int64(); err == nil {
+				m[k] = i
+			}
+		}
 	}
 	return m
 }

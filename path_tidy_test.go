@@ -1,0 +1,126 @@
+package tooken
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+func TestTidy_ReportThenRevoke(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"max_retries": 0})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "max_ttl": "1h"})
+	ctx := context.Background()
+	c := e.client()
+
+	// 110 leases (more than one page of 100), one queued for revocation.
+	var leases []*logical.Response
+	for i := 0; i < 110; i++ {
+		leases = append(leases, must(t)(e.read("creds/r")))
+	}
+	e.b.guard.revokeBudget = 100 * time.Millisecond
+	srv.SetDown(true)
+	must(t)(e.revoke(lease(leases[0])))
+	srv.SetDown(false)
+
+	// Orphans: a token of this mount with no record, and one whose record
+	// was abandoned by rollback. Not orphans: another mount's token, a
+	// pending record's token.
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	mk := func(accessor, key string) string {
+		tok, err := c.CreateToken(ctx, CreateTokenRequest{Name: "x", Scopes: []string{"deployments:write"}, ExpiresAt: &exp,
+			Metadata: map[string]string{metaMountAccessor: accessor, metaIssueKey: key, metaRole: "r"}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.ID
+	}
+	orphan := mk(testMountAccessor, "no-such-record")
+	abandoned := e.pendingRecord("r", time.Hour)
+	abandoned.State = issueStateAbandoned
+	if err := putIssuance(ctx, e.storage, abandoned); err != nil {
+		t.Fatal(err)
+	}
+	abandonedTok, err := c.CreateToken(ctx, abandoned.Body, abandoned.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := mk("other_accessor", "k")
+	pending := e.pendingRecord("r", 0)
+	if _, err := c.CreateToken(ctx, pending.Body, pending.Key); err != nil {
+		t.Fatal(err)
+	}
+
+	tidy := func(data map[string]any) map[string]any {
+		t.Helper()
+		return must(t)(e.write("tidy", data)).Data
+	}
+	// Young: nothing reported with the default safety age (1h).
+	got := tidy(nil)
+	if got["upstream_scanned"] != int64(113) || got["accounted"] != int64(111) || got["too_young"] != int64(2) || got["orphans_found"] != int64(0) {
+		t.Errorf("default safety age: %v", got)
+	}
+	// Report only.
+	got = tidy(map[string]any{"safety_age": "0s"})
+	if got["orphans_found"] != int64(2) || got["orphans_revoked"] != int64(0) {
+		t.Errorf("report: %v", got)
+	}
+	if tr, _ := srv.Token(orphan); tr.State != "live" {
+		t.Error("report-only tidy revoked a token")
+	}
+	// Revoke.
+	got = tidy(map[string]any{"safety_age": "0s", "revoke_orphans": true})
+	if got["orphans_found"] != int64(2) || got["orphans_revoked"] != int64(2) {
+		t.Errorf("revoke: %v", got)
+	}
+	for _, id := range []string{orphan, abandonedTok.ID} {
+		if tr, _ := srv.Token(id); tr.State == "live" {
+			t.Errorf("orphan %s still live", id)
+		}
+	}
+	if tr, _ := srv.Token(other); tr.State != "live" {
+		t.Error("tidy touched another mount's token")
+	}
+	if e.issuance(abandoned.Key) != nil {
+		t.Error("abandoned record not deleted with its orphan")
+	}
+	if n := len(issuedLive(srv)); n != 112 { // 110 leases' tokens (one queued), pending, other
+		t.Errorf("live after tidy: %d, want 112", n)
+	}
+	for _, l := range leases[1:] {
+		if tr, _ := srv.Token(l.Data["token_id"].(string)); tr.State != "live" {
+			t.Fatal("tidy revoked a lease's token")
+		}
+	}
+
+	st := must(t)(e.read("tidy/status")).Data
+	if st["queue_length"] != int64(1) || st["pending_records"] != int64(1) || st["orphans_found"] != int64(2) || st["orphans_revoked"] != int64(2) || st["last_tidy"] == nil {
+		t.Errorf("status: %v", st)
+	}
+
+	// Records whose token has expired are collected.
+	e.shiftClock(2 * time.Hour)
+	got = tidy(map[string]any{"safety_age": "24h"})
+	if got["records_collected"] != int64(111) { // 110 confirmed (one of them queued) + 1 pending
+		t.Errorf("collected: %v", got)
+	}
+}
+
+func TestTidy_BadInput(t *testing.T) {
+	e := getTestBackend(t)
+	resp, err := e.write("tidy", nil)
+	mustUserError(t, resp, err, "not configured")
+	resp, err = e.write("tidy", map[string]any{"safety_age": "nope"})
+	if err == nil && (resp == nil || !resp.IsError()) {
+		t.Error("bad safety_age accepted")
+	}
+	st := must(t)(e.read("tidy/status")).Data
+	if st["last_tidy"] != nil || st["queue_length"] != int64(0) {
+		t.Errorf("status before any tidy: %v", st)
+	}
+}
