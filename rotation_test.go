@@ -1,0 +1,786 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+var errRotInjected = errors.New("injected storage failure")
+
+// rotStorage fails the next n Puts or Deletes of a key prefix.
+type rotStorage struct {
+	logical.Storage
+	mu         sync.Mutex
+	failPut    map[string]int
+	failDelete map[string]int
+}
+
+func (s *rotStorage) failNext(m map[string]int, prefix string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m[prefix] = n
+}
+
+func (s *rotStorage) take(m map[string]int, key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for prefix, n := range m {
+		if n > 0 && strings.HasPrefix(key, prefix) {
+			m[prefix] = n - 1
+			return true
+		}
+	}
+	return false
+}
+
+func (s *rotStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if s.take(s.failPut, e.Key) {
+		return errRotInjected
+	}
+	return s.Storage.Put(ctx, e)
+}
+
+func (s *rotStorage) Delete(ctx context.Context, key string) error {
+	if s.take(s.failDelete, key) {
+		return errRotInjected
+	}
+	return s.Storage.Delete(ctx, key)
+}
+
+// rotClock is an adjustable clock.
+type rotClock struct {
+	base   time.Time
+	offset atomic.Int64
+}
+
+func newRotClock(base time.Time) *rotClock { return &rotClock{base: base} }
+
+func (c *rotClock) now() time.Time {
+	return c.base.Add(time.Duration(c.offset.Load()))
+}
+
+func (c *rotClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// rotEnv is a backend configured against an emulator with an adjustable
+// clock, on storage that can fail.
+type rotEnv struct {
+	*testEnv
+	srv     *tookentest.Server
+	emuTime *rotClock
+	faulty  *rotStorage
+	root    string // the bootstrap secret
+	rootID  string
+}
+
+func newRotEnv(t *testing.T, config map[string]any) *rotEnv {
+	t.Helper()
+	emuTime := newRotClock(time.Now())
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1, Now: emuTime.now})
+	e := getTestBackend(t)
+	faulty := &rotStorage{Storage: e.storage.Storage, failPut: map[string]int{}, failDelete: map[string]int{}}
+	e.storage.Storage = faulty
+	cfg := map[string]any{"max_retries": 1}
+	for k, v := range config {
+		cfg[k] = v
+	}
+	e.configure(srv, cfg)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "12h"})
+	return &rotEnv{testEnv: e, srv: srv, emuTime: emuTime, faulty: faulty, root: srv.RootSecret(), rootID: srv.RootTokenID()}
+}
+
+// restart is a process death: a new backend on the same storage (the old one
+// is never used again).
+func (e *rotEnv) restart() {
+	e.t.Helper()
+	conf := logical.TestBackendConfig()
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: e.logs})
+	conf.StorageView = e.storage
+	b, err := Factory(context.Background(), conf)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tb := b.(*tookenBackend)
+	e.t.Cleanup(func() { tb.Cleanup(context.Background()) })
+	e.b = tb
+}
+
+func (e *rotEnv) rotate() (*logical.Response, error) {
+	return e.write(rotateRootPath, nil)
+}
+
+// rollback is Vault's rollback request; immediate ignores the WAL min age.
+func (e *rotEnv) rollback(immediate bool) *logical.Response {
+	e.t.Helper()
+	data := map[string]any{}
+	if immediate {
+		data["immediate"] = true
+	}
+	resp, err := e.handle(e.request(logical.RollbackOperation, "", data))
+	if err != nil {
+		e.t.Fatalf("rollback: %v", err)
+	}
+	return resp
+}
+
+func (e *rotEnv) storedConfig() *tookenConfig {
+	e.t.Helper()
+	cfg, err := readConfig(context.Background(), e.storage)
+	if err != nil || cfg == nil {
+		e.t.Fatalf("reading config: %v %v", cfg, err)
+	}
+	return cfg
+}
+
+func (e *rotEnv) rotateWALs() []rotateWAL {
+	e.t.Helper()
+	ctx := context.Background()
+	ids, err := framework.ListWAL(ctx, e.storage)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []rotateWAL
+	for _, id := range ids {
+		entry, err := framework.GetWAL(ctx, e.storage, id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if entry != nil && entry.Kind == walKindRotateRoot {
+			w, err := decodeRotateWAL(entry.Data)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func (e *rotEnv) rotations() int64 { return e.srv.Counters()["rotated"] }
+
+// mustWork asserts that the stored root secret is accepted for the root token
+// and that creds can be read.
+func (e *rotEnv) mustWork() string {
+	e.t.Helper()
+	stored := e.storedConfig().Token
+	rec, ok := e.srv.Authenticate(stored)
+	if !ok || rec.ID != e.rootID {
+		e.t.Fatalf("the stored root secret is not accepted for %s (ok=%v id=%s)", e.rootID, ok, rec.ID)
+	}
+	must(e.t)(e.read("creds/r"))
+	return stored
+}
+
+// mustOneRoot asserts that the only live tokens upstream are the root and
+// tokens the root created (creds): rotation never adds a root.
+func (e *rotEnv) mustOneRoot() {
+	e.t.Helper()
+	for _, tok := range e.srv.LiveTokens() {
+		if tok.ID != e.rootID && tok.CreatedBy != e.rootID {
+			e.t.Errorf("unexpected live token %s created by %q", tok.ID, tok.CreatedBy)
+		}
+	}
+}
+
+func (e *rotEnv) mustNoSecretsLogged(secrets ...string) {
+	e.t.Helper()
+	logs := e.logs.String()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			e.t.Fatalf("a secret appears in the logs")
+		}
+	}
+}
+
+func TestRotateRoot_Basic(t *testing.T) {
+	e := newRotEnv(t, nil)
+	if d := e.storedConfig(); d.LastRotated != nil {
+		t.Fatalf("fresh config has last_rotated %v", d.LastRotated)
+	}
+	resp := must(t)(e.rotate())
+	for _, k := range []string{"token", "secret"} {
+		if _, ok := resp.Data[k]; ok {
+			t.Fatalf("rotate-root answers %q", k)
+		}
+	}
+	if resp.Data["token_id"] != e.rootID || resp.Data["rotated_at"] == nil || resp.Data["previous_secret_expires_at"] == nil {
+		t.Fatalf("rotate-root answer: %v", resp.Data)
+	}
+	pe, err := time.Parse(time.RFC3339, resp.Data["previous_secret_expires_at"].(string))
+	if err != nil || pe.Sub(e.emuTime.now()) < 59*time.Minute || pe.Sub(e.emuTime.now()) > 61*time.Minute {
+		t.Fatalf("previous_secret_expires_at %v, want about now+1h (default grace)", pe)
+	}
+	newSecret := e.mustWork()
+	if newSecret == e.root {
+		t.Fatal("the stored secret did not change")
+	}
+	if _, ok := e.srv.Authenticate(e.root); !ok {
+		t.Fatal("the old secret died before the grace ended")
+	}
+	if n := e.rotations(); n != 1 {
+		t.Fatalf("rotations upstream = %d, want 1", n)
+	}
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entries left: %v", w)
+	}
+	cfg := must(t)(e.read(configPath)).Data
+	if cfg["last_rotated"] == nil || cfg["token_id"] != e.rootID || cfg["next_rotation"] != nil {
+		t.Fatalf("config after rotation: %v", cfg)
+	}
+	if _, ok := cfg["token"]; ok {
+		t.Fatal("config read shows the token")
+	}
+
+	e.emuTime.advance(time.Hour + 2*time.Second)
+	if _, ok := e.srv.Authenticate(e.root); ok {
+		t.Fatal("the old secret still works after the grace")
+	}
+	e.mustWork()
+	e.mustOneRoot()
+	e.mustNoSecretsLogged(e.root, newSecret)
+}
+
+func TestRotateRoot_NotConfigured(t *testing.T) {
+	e := getTestBackend(t)
+	resp, err := e.write(rotateRootPath, nil)
+	mustUserError(t, resp, err, "not configured")
+}
+
+// TestRotateRoot_FailureInjection injects a failure or a process death at
+// each step of the protocol and checks, for each, that the engine ends with a
+// working root secret (after the rollback), that the old secret dies after
+// the grace, that Tooken rotated exactly as often as expected (a replay never
+// rotates twice) and that no extra root token is live.
+func TestRotateRoot_FailureInjection(t *testing.T) {
+	rotatePath := func(e *rotEnv) string { return "/v1/tokens/" + e.rootID + "/rotate" }
+	cases := []struct {
+		name string
+		// inject sets up the failure before rotate-root.
+		inject func(e *rotEnv)
+		// wantErr: rotate-root fails with these words ("" = it succeeds).
+		wantErr string
+		// wantWAL: a rotation WAL entry is left for the rollback.
+		wantWAL bool
+		// after runs after rotate-root and before the rollback (crash, heal).
+		after func(e *rotEnv)
+		// rotations upstream at the end.
+		rotations int64
+	}{
+		{
+			name: "upstream 500 once: the retry rotates",
+			inject: func(e *rotEnv) {
+				e.srv.AddFault(tookentest.Fault{Method: "POST", Path: rotatePath(e), Status: 500, Count: 1})
+			},
+			rotations: 1,
+		},
+		{
+			name:      "upstream 500 always: old secret kept, the rollback finishes the rotation",
+			inject:    func(e *rotEnv) { e.srv.AddFault(tookentest.Fault{Method: "POST", Path: rotatePath(e), Status: 500}) },
+			wantErr:   "outcome unknown",
+			wantWAL:   true,
+			after:     func(e *rotEnv) { e.srv.ClearFaults() },
+			rotations: 1,
+		},
+		{
+			name:      "upstream refuses (403): nothing changed, no WAL left",
+			inject:    func(e *rotEnv) { e.srv.AddFault(tookentest.Fault{Method: "POST", Path: rotatePath(e), Status: 403}) },
+			wantErr:   "nothing changed upstream",
+			rotations: 0,
+		},
+		{
+			name: "answer lost once: the retry gets the replayed answer",
+			inject: func(e *rotEnv) {
+				e.srv.AddFault(tookentest.Fault{Method: "POST", Path: rotatePath(e), Drop: true, Count: 1})
+			},
+			rotations: 1,
+		},
+		{
+			name:      "answer lost after upstream rotated: the rollback replays and recovers the new secret",
+			inject:    func(e *rotEnv) { e.srv.AddFault(tookentest.Fault{Method: "POST", Path: rotatePath(e), Drop: true}) },
+			wantErr:   "outcome unknown",
+			wantWAL:   true,
+			after:     func(e *rotEnv) { e.srv.ClearFaults() },
+			rotations: 1,
+		},
+		{
+			name:      "storing the new secret fails: the rollback replays and recovers it",
+			inject:    func(e *rotEnv) { e.faulty.failNext(e.faulty.failPut, configPath, 1) },
+			wantErr:   "storing the new secret failed",
+			wantWAL:   true,
+			rotations: 1,
+		},
+		{
+			name:    "storing the new secret fails and the rollback comes after the grace: the in-memory copy recovers it",
+			inject:  func(e *rotEnv) { e.faulty.failNext(e.faulty.failPut, configPath, 1) },
+			wantErr: "storing the new secret failed",
+			wantWAL: true,
+			after: func(e *rotEnv) {
+				e.emuTime.advance(time.Hour + 2*time.Second)
+				if _, ok := e.srv.Authenticate(e.root); ok {
+					e.t.Fatal("old secret alive after the grace")
+				}
+			},
+			rotations: 1,
+		},
+		{
+			name: "crash after the WAL entry, before the upstream call (Tooken unreachable)",
+			inject: func(e *rotEnv) {
+				e.srv.SetDown(true)
+			},
+			wantErr: "outcome unknown",
+			wantWAL: true,
+			after: func(e *rotEnv) {
+				e.restart()
+				e.srv.SetDown(false)
+			},
+			rotations: 1,
+		},
+		{
+			name:    "crash after upstream rotated, before the new secret is stored",
+			inject:  func(e *rotEnv) { e.faulty.failNext(e.faulty.failPut, configPath, 1) },
+			wantErr: "storing the new secret failed",
+			wantWAL: true,
+			after:   func(e *rotEnv) { e.restart() },
+			// The new process never saw the new secret: the replay brings it.
+			rotations: 1,
+		},
+		{
+			name:      "crash after storing, before the WAL entry is deleted",
+			inject:    func(e *rotEnv) { e.faulty.failNext(e.faulty.failDelete, framework.WALPrefix, 1) },
+			wantWAL:   true,
+			after:     func(e *rotEnv) { e.restart() },
+			rotations: 1,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newRotEnv(t, nil)
+			must(t)(e.read("creds/r"))
+			tc.inject(e)
+			resp, err := e.rotate()
+			if tc.wantErr == "" {
+				mustOK(t, resp, err)
+			} else {
+				if err == nil {
+					t.Fatalf("rotate-root succeeded, want an error with %q (resp %v)", tc.wantErr, resp)
+				}
+				if !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("rotate-root error %q, want %q", err, tc.wantErr)
+				}
+				if !strings.Contains(e.logs.String(), "root rotation failed") {
+					t.Error("the failure is not logged")
+				}
+				// The old secret is still stored, still works, and the
+				// failure is on config read.
+				if got := e.storedConfig().Token; got != e.root {
+					t.Fatal("a failed rotation changed the stored secret")
+				}
+				if _, ok := e.srv.Authenticate(e.root); !ok {
+					t.Fatal("the old secret died with a failed rotation")
+				}
+				cfg := must(t)(e.read(configPath)).Data
+				if cfg["last_rotation_error"] == "" {
+					t.Errorf("config read has no last_rotation_error: %v", cfg)
+				}
+			}
+			if got := len(e.rotateWALs()) > 0; got != tc.wantWAL {
+				t.Fatalf("WAL entry left = %v, want %v", got, tc.wantWAL)
+			}
+			if tc.after != nil {
+				tc.after(e)
+			}
+			if tc.wantWAL {
+				// Young entries wait for the min age.
+				e.rollback(false)
+				if len(e.rotateWALs()) == 0 {
+					t.Fatal("the rollback did not wait for the WAL min age")
+				}
+				if resp := e.rollback(true); resp != nil && resp.IsError() {
+					t.Fatalf("rollback: %v", resp.Error())
+				}
+			}
+			if w := e.rotateWALs(); len(w) != 0 {
+				t.Fatalf("WAL entries left after the rollback: %v", w)
+			}
+			secret := e.mustWork()
+			if n := e.rotations(); n != tc.rotations {
+				t.Fatalf("rotations upstream = %d, want %d", n, tc.rotations)
+			}
+			if tc.rotations > 0 {
+				if secret == e.root {
+					t.Fatal("the stored secret is still the bootstrap one")
+				}
+				if cfg := e.storedConfig(); cfg.LastRotated == nil || cfg.LastRotationError != "" {
+					t.Fatalf("config after recovery: last_rotated %v, error %q", cfg.LastRotated, cfg.LastRotationError)
+				}
+			}
+			// The old secret dies after the grace; the stored one lives.
+			e.emuTime.advance(time.Hour + 2*time.Second)
+			if _, ok := e.srv.Authenticate(e.root); ok && tc.rotations > 0 {
+				t.Fatal("the bootstrap secret works after the grace")
+			}
+			e.mustWork()
+			e.mustOneRoot()
+			// A second rollback has nothing to do.
+			before := len(e.srv.Requests())
+			e.rollback(true)
+			for _, r := range e.srv.Requests()[before:] {
+				if strings.HasSuffix(r.Path, "/rotate") {
+					t.Fatalf("a settled rotation was replayed again: %+v", r)
+				}
+			}
+			e.mustNoSecretsLogged(e.root, secret)
+		})
+	}
+}
+
+// TestRotateRoot_Lockout: a process death after Tooken rotated, and no
+// rollback before the grace ends: the engine cannot recover (the new secret
+// existed only in the dead process). It says so in the log and on config
+// read, drops the WAL entry (no loop), and a config write with a working
+// secret clears it.
+func TestRotateRoot_Lockout(t *testing.T) {
+	e := newRotEnv(t, map[string]any{"rotation_grace": 60})
+	e.faulty.failNext(e.faulty.failPut, configPath, 1)
+	if _, err := e.rotate(); err == nil {
+		t.Fatal("rotate-root succeeded")
+	}
+	e.restart()
+	e.emuTime.advance(61 * time.Second)
+	e.rollback(true)
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entry kept: %v", w)
+	}
+	cfg := must(t)(e.read(configPath)).Data
+	msg, _ := cfg["last_rotation_error"].(string)
+	if !strings.Contains(msg, "could not be finished") || !strings.Contains(msg, "config token=") {
+		t.Fatalf("config read does not report the lockout: %v", cfg)
+	}
+	if !strings.Contains(e.logs.String(), "could not be finished") {
+		t.Fatal("the lockout is not logged")
+	}
+	before := len(e.srv.Requests())
+	e.rollback(true)
+	for _, r := range e.srv.Requests()[before:] {
+		if strings.HasSuffix(r.Path, "/rotate") {
+			t.Fatalf("the rollback keeps trying: %+v", r)
+		}
+	}
+
+	// The operator writes a working root secret (here: of another Tooken).
+	fresh := tookentest.NewServer(tookentest.Options{RateLimit: -1})
+	defer fresh.Close()
+	must(t)(e.write(configPath, map[string]any{"url": fresh.URL(), "token": fresh.RootSecret()}))
+	cfg = must(t)(e.read(configPath)).Data
+	if cfg["last_rotation_error"] != "" || cfg["rotation_failures"] != 0 {
+		t.Fatalf("a new token did not clear the rotation error: %v", cfg)
+	}
+}
+
+// TestRotateRoot_ConcurrentCreds: rotations while creds are read without a
+// pause: every creds read succeeds.
+func TestRotateRoot_ConcurrentCreds(t *testing.T) {
+	e := newRotEnv(t, nil)
+	const rotations = 20
+	var reads, failures atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := e.read("creds/r")
+				reads.Add(1)
+				if err != nil || resp == nil || resp.IsError() {
+					failures.Add(1)
+					if err == nil && resp != nil {
+						err = resp.Error()
+					}
+					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	for i := range rotations {
+		if _, err := e.rotate(); err != nil {
+			t.Errorf("rotation %d: %v", i, err)
+		}
+	}
+	elapsed := time.Since(start)
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d rotations in %s while %d creds reads ran: %d failed", rotations, elapsed.Round(time.Millisecond), reads.Load(), failures.Load())
+	if failures.Load() != 0 {
+		t.Fatalf("%d creds reads failed, first: %v", failures.Load(), firstErr.Load())
+	}
+	if n := e.rotations(); n != rotations {
+		t.Fatalf("rotations upstream = %d, want %d", n, rotations)
+	}
+	e.mustWork()
+	e.mustOneRoot()
+}
+
+// TestRotateRoot_Schedule drives the periodic function with a fake clock:
+// it rotates when due and not before, only inside the window, and backs off
+// after failures.
+func TestRotateRoot_Schedule(t *testing.T) {
+	e := newRotEnv(t, nil)
+	clock := newRotClock(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
+	e.b.rot.now = clock.now
+	// A new config, so that the period counts from the fake clock.
+	must(t)(e.del(configPath))
+	must(t)(e.write(configPath, map[string]any{"url": e.srv.URL(), "token": e.srv.RootSecret(), "max_retries": 1, "rotation_period": 3600, "rotation_window": "02:00-03:00"}))
+	next := func() any { return must(t)(e.read(configPath)).Data["next_rotation"] }
+	periodic := func() {
+		t.Helper()
+		if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {
+			t.Fatalf("periodic: %v", err)
+		}
+	}
+	if got := next(); got != "2026-11-26T02:00:00Z" {
+		t.Fatalf("next_rotation %v, want 02:00 (1h after the write, moved into the window)", got)
+	}
+	steps := []struct {
+		advance   time.Duration // from the previous step
+		rotations int64
+		next      string
+	}{
+		{30 * time.Minute, 0, "2026-11-26T02:00:00Z"}, // 00:30: not due
+		{time.Hour, 0, "2026-11-26T02:00:00Z"},        // 01:30: due, outside the window
+		{40 * time.Minute, 1, "2026-11-27T02:00:00Z"}, // 02:10: rotates; +1h = 03:10 is outside: next day
+		{10 * time.Minute, 1, "2026-11-27T02:00:00Z"}, // 02:20: not due
+	}
+	for i, s := range steps {
+		clock.advance(s.advance)
+		periodic()
+		if n := e.rotations(); n != s.rotations {
+			t.Fatalf("step %d (%s): rotations %d, want %d", i, clock.now().Format("15:04"), n, s.rotations)
+		}
+		if got := next(); got != s.next {
+			t.Fatalf("step %d: next_rotation %v, want %s", i, got, s.next)
+		}
+	}
+	cfg := must(t)(e.read(configPath)).Data
+	if cfg["last_rotated"] == nil {
+		t.Fatalf("last_rotated not set: %v", cfg)
+	}
+
+	// Next day, 02:00: Tooken fails; the schedule backs off 1m, 2m, 4m.
+	e.srv.AddFault(tookentest.Fault{Method: "POST", Prefix: true, Path: "/v1/tokens/", Status: 500})
+	clock.advance(24*time.Hour - 20*time.Minute) // 2026-11-27 02:00
+	attempts := func() int {
+		n := 0
+		for _, r := range e.srv.Requests() {
+			if strings.HasSuffix(r.Path, "/rotate") && r.Fault != "" {
+				n++
+			}
+		}
+		return n
+	}
+	periodic()
+	a1 := attempts()
+	if a1 == 0 {
+		t.Fatal("no attempt at 02:00")
+	}
+	cfg = must(t)(e.read(configPath)).Data
+	if cfg["rotation_failures"] != 1 || !strings.Contains(cfg["last_rotation_error"].(string), "outcome unknown") || cfg["next_rotation"] != "2026-11-27T02:01:00Z" {
+		t.Fatalf("after one failure: %v", cfg)
+	}
+	clock.advance(30 * time.Second)
+	periodic()
+	if attempts() != a1 {
+		t.Fatal("retried before the backoff")
+	}
+	clock.advance(30 * time.Second) // 02:01
+	periodic()
+	if attempts() == a1 {
+		t.Fatal("no retry after the backoff")
+	}
+	cfg = must(t)(e.read(configPath)).Data
+	if cfg["rotation_failures"] != 2 || cfg["next_rotation"] != "2026-11-27T02:03:00Z" || !strings.Contains(cfg["last_rotation_error"].(string), "not finished") {
+		t.Fatalf("after two failures: %v", cfg)
+	}
+	e.srv.ClearFaults()
+	clock.advance(2 * time.Minute) // 02:03
+	periodic()
+	cfg = must(t)(e.read(configPath)).Data
+	if cfg["rotation_failures"] != 0 || cfg["last_rotation_error"] != "" || cfg["next_rotation"] != "2026-11-28T02:00:00Z" {
+		t.Fatalf("after recovery: %v", cfg)
+	}
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entries left: %v", w)
+	}
+	e.mustWork()
+	e.mustOneRoot()
+}
+
+// TestRotateRoot_ScheduleSkipsStandby: performance standbys and secondaries
+// never rotate.
+func TestRotateRoot_ScheduleSkipsStandby(t *testing.T) {
+	e := newRotEnv(t, map[string]any{"rotation_period": 60})
+	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	clock := newRotClock(time.Now().Add(time.Hour))
+	e.b.rot.now = clock.now
+	if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.rotations(); n != 0 {
+		t.Fatalf("a standby rotated (%d)", n)
+	}
+	e.sys.ReplicationStateVal = 0
+	if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.rotations(); n != 1 {
+		t.Fatalf("the active node did not rotate (%d)", n)
+	}
+}
+
+// TestRotateRoot_InvalidateSwitchesOtherNodes: a second backend on the same
+// storage (another node) picks the new secret up through Invalidate.
+func TestRotateRoot_InvalidateSwitchesOtherNodes(t *testing.T) {
+	e := newRotEnv(t, nil)
+	conf := logical.TestBackendConfig()
+	conf.StorageView = e.storage
+	ob, err := Factory(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := ob.(*tookenBackend)
+	defer other.Cleanup(context.Background())
+	c, err := other.getClient(context.Background(), e.storage)
+	if err != nil || c.currentSecret() != e.root {
+		t.Fatalf("other node's client: %v", err)
+	}
+	must(t)(e.rotate())
+	newSecret := e.storedConfig().Token
+	other.InvalidateKey(context.Background(), configPath)
+	c, err = other.getClient(context.Background(), e.storage)
+	if err != nil || c.currentSecret() != newSecret {
+		t.Fatalf("after Invalidate the other node does not use the new secret (%v)", err)
+	}
+	// And this node's client switched in place.
+	c, _ = e.b.getClient(context.Background(), e.storage)
+	if c.currentSecret() != newSecret {
+		t.Fatal("this node's client still uses the old secret")
+	}
+}
+
+func TestRotateRoot_ConfigFields(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	cases := []struct {
+		name    string
+		data    map[string]any
+		wantErr []string
+		warn    string
+		check   map[string]any
+	}{
+		{name: "defaults", data: map[string]any{}, check: map[string]any{"rotation_period": int64(0), "rotation_grace": int64(3600), "rotation_window": "", "next_rotation": nil}},
+		{name: "schedule", data: map[string]any{"rotation_period": "24h", "rotation_window": "22:00-02:00", "rotation_grace": "2h"},
+			check: map[string]any{"rotation_period": int64(86400), "rotation_grace": int64(7200), "rotation_window": "22:00-02:00"}},
+		{name: "short grace warns", data: map[string]any{"rotation_grace": 30}, warn: "rotation_grace 30s is below 5m0s"},
+		{name: "bad values", data: map[string]any{"rotation_period": 30, "rotation_window": "25:00-01:00", "rotation_grace": 5},
+			wantErr: []string{"rotation_period: must be 0 (off) or at least 1m0s", "rotation_window", "rotation_grace: must be between 10s and 24h0m0s"}},
+		{name: "grace above the contract", data: map[string]any{"rotation_grace": 86401}, wantErr: []string{"rotation_grace"}},
+		{name: "window too short", data: map[string]any{"rotation_window": "02:00-02:03"}, wantErr: []string{"at least 5m0s long"}},
+		{name: "window not a window", data: map[string]any{"rotation_window": "daily"}, wantErr: []string{`"HH:MM-HH:MM"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := getTestBackend(t)
+			data := map[string]any{"url": srv.URL(), "token": srv.RootSecret()}
+			for k, v := range tc.data {
+				data[k] = v
+			}
+			resp, err := e.write(configPath, data)
+			if tc.wantErr != nil {
+				mustUserError(t, resp, err, tc.wantErr...)
+				return
+			}
+			mustOK(t, resp, err)
+			if tc.warn != "" && (resp == nil || len(resp.Warnings) == 0 || !strings.Contains(strings.Join(resp.Warnings, "\n"), tc.warn)) {
+				t.Fatalf("want warning %q, got %v", tc.warn, resp)
+			}
+			got := must(t)(e.read(configPath)).Data
+			for k, v := range tc.check {
+				if fmt.Sprint(got[k]) != fmt.Sprint(v) {
+					t.Errorf("%s = %v, want %v", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestDailyWindow(t *testing.T) {
+	at := func(hm string) time.Time {
+		tm, _ := time.Parse("2006-01-02 15:04", "2026-11-26 "+hm)
+		return tm
+	}
+	cases := []struct {
+		window, at string
+		in         bool
+		next       string
+	}{
+		{"", "13:37", true, "2026-11-26 13:37"},
+		{"02:00-03:00", "02:00", true, "2026-11-26 02:00"},
+		{"02:00-03:00", "03:00", false, "2026-11-27 02:00"},
+		{"02:00-03:00", "01:59", false, "2026-11-26 02:00"},
+		{"22:00-02:00", "23:30", true, "2026-11-26 23:30"},
+		{"22:00-02:00", "01:00", true, "2026-11-26 01:00"},
+		{"22:00-02:00", "12:00", false, "2026-11-26 22:00"},
+	}
+	for _, tc := range cases {
+		w, err := parseWindow(tc.window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := w.contains(at(tc.at)); got != tc.in {
+			t.Errorf("%q contains %s = %v", tc.window, tc.at, got)
+		}
+		if got := w.next(at(tc.at)).Format("2006-01-02 15:04"); got != tc.next {
+			t.Errorf("%q next(%s) = %s, want %s", tc.window, tc.at, got, tc.next)
+		}
+	}
+}
+
+func TestWALRollback_UnknownKindKept(t *testing.T) {
+	e := getTestBackend(t)
+	err := e.b.walRollback(context.Background(), e.request(logical.RollbackOperation, "", nil), "from_the_future", map[string]any{})
+	if err == nil {
+		t.Fatal("an unknown WAL kind was accepted (and would be deleted)")
+	}
+}
+
+// TestRotateRoot_StatusCodes: a failed rotation maps to 502 (upstream), not
+// to a user error.
+func TestRotateRoot_StatusCodes(t *testing.T) {
+	e := newRotEnv(t, map[string]any{"max_retries": 0})
+	e.srv.AddFault(tookentest.Fault{Method: "POST", Prefix: true, Path: "/v1/tokens/", Status: 503})
+	_, err := e.rotate()
+	var coded logical.HTTPCodedError
+	if !errors.As(err, &coded) || coded.Code() != http.StatusBadGateway {
+		t.Fatalf("error %v, want a 502 coded error", err)
+	}
+}
