@@ -90,6 +90,10 @@ type orphanGuard struct {
 
 	limiter *rate.Limiter
 
+	// mountUUID is the mount's backend UUID (BackendConfig), the fallback
+	// mount id of mountID.
+	mountUUID string
+
 	// Knobs (unexported: tests shorten them).
 	maxRollbackAttempts int
 	revokeBudget        time.Duration
@@ -193,6 +197,18 @@ func truncateErr(err error) string {
 		s = s[:maxLastErrorLen] + "..."
 	}
 	return s
+}
+
+// mountID is the value of a token's vault_mount_accessor metadata, which
+// tidy matches: the request's mount accessor when Vault passes it (the tests
+// do; Vault 1.14 sets it only after the backend call), else the mount's
+// backend UUID, which Vault hands the plugin at setup and keeps for the
+// mount's life.
+func (b *tookenBackend) mountID(req *logical.Request) string {
+	if req != nil && req.MountAccessor != "" {
+		return req.MountAccessor
+	}
+	return b.guard.mountUUID
 }
 
 func newIssuanceRecord(key, role string, body CreateTokenRequest, now time.Time) *issuanceRecord {

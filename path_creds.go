@@ -158,8 +158,8 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	md := make(map[string]string, len(role.entry.Metadata)+numPluginMetadataKey)
 	maps.Copy(md, role.entry.Metadata)
 	md[metaRole] = roleName
-	if req.MountAccessor != "" {
-		md[metaMountAccessor] = req.MountAccessor
+	if id := b.mountID(req); id != "" {
+		md[metaMountAccessor] = id
 	}
 	md[metaIssueKey] = key
 	body := CreateTokenRequest{

@@ -96,15 +96,16 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 		return logical.ErrorResponse("safety_age: must not be negative"), nil
 	}
 	revoke := d.Get("revoke_orphans").(bool)
-	if req.MountAccessor == "" {
-		return nil, errors.New("tidy: the request carries no mount accessor")
+	mountID := b.mountID(req)
+	if mountID == "" {
+		return nil, errors.New("tidy: the mount's id is unknown (no mount accessor, no backend UUID)")
 	}
 	g := b.guard
 	if !g.tidyMu.TryLock() {
 		return logical.ErrorResponse("a tidy is already running"), nil
 	}
 	defer g.tidyMu.Unlock()
-	st, err := b.runTidy(ctx, req.Storage, req.MountAccessor, safety, revoke)
+	st, err := b.runTidy(ctx, req.Storage, mountID, safety, revoke)
 	if st != nil && !errors.Is(err, errNotConfigured) {
 		if err != nil {
 			st.Error = err.Error()
