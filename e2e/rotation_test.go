@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// configField reads one field of mount/config through the API client.
+func configField(t *testing.T, v *Vault, field string) any {
+	t.Helper()
+	s, err := v.Client.Logical().Read("tooken/config")
+	if err != nil || s == nil {
+		t.Fatalf("reading tooken/config: %v", err)
+	}
+	return s.Data[field]
+}
+
+// credsReaders reads creds without a pause until stop is called, and
+// returns how many reads ran and failed (with the first error).
+func credsReaders(t *testing.T, v *Vault, role string, n int) (stop func() (reads, failed int64, first string)) {
+	var reads, failed atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				s, err := v.Client.Logical().Read("tooken/creds/" + role)
+				reads.Add(1)
+				if err != nil || s == nil || s.Data["token"] == nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
+					continue
+				}
+				// Do not let the leases pile up: revoke at once.
+				_ = v.Client.Sys().Revoke(s.LeaseID)
+			}
+		}()
+	}
+	return func() (int64, int64, string) {
+		close(done)
+		wg.Wait()
+		f, _ := firstErr.Load().(string)
+		return reads.Load(), failed.Load(), f
+	}
+}
+
+func rotationsUpstream(t *testing.T, e *Emulator) int64 {
+	t.Helper()
+	var c map[string]int64
+	e.Admin(t, "GET", "/admin/counters", nil, &c)
+	return c["rotated"]
+}
+
+// TestRootRotation: on a real Vault, `vault write -f tooken/rotate-root` rotates the root while
+// creds are being read (none fails), the bootstrap secret stops working after the (short) grace,
+// and a short schedule rotates by itself through Vault's periodic function.
+func TestRootRotation(t *testing.T) {
+	e := startEmulator(t, EmulatorOptions{})
+	v := startDevVault(t, VaultOptions{})
+	setupTooken(t, v, e)
+	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
+	rootID := e.RootTokenID(t)
+	const grace = 15 * time.Second
+	out, errOut, err := v.Run(t, Run{}, "write", "tooken/config", fmt.Sprintf("rotation_grace=%ds", int(grace/time.Second)))
+	if err != nil {
+		t.Fatalf("vault write tooken/config rotation_grace: %v\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out+errOut, "rotation_grace 15s is below") {
+		t.Errorf("no warning for a short grace: %s%s", out, errOut)
+	}
+
+	stop := credsReaders(t, v, "r", 2)
+	var rot struct {
+		Data     map[string]any `json:"data"`
+		Warnings []string       `json:"warnings"`
+	}
+	start := time.Now()
+	raw := v.MustRun(t, "write", "-format=json", "-f", "tooken/rotate-root")
+	t.Logf("vault write -f tooken/rotate-root took %s", time.Since(start).Round(time.Millisecond))
+	if err := json.Unmarshal([]byte(raw), &rot); err != nil {
+		t.Fatalf("rotate-root answer %q: %v", raw, err)
+	}
+	if rot.Data["token_id"] != rootID || rot.Data["rotated_at"] == nil || rot.Data["previous_secret_expires_at"] == nil {
+		t.Fatalf("rotate-root answer: %v", rot.Data)
+	}
+	if strings.Contains(raw, "tok_test_") || strings.Contains(raw, "tok_live_") {
+		t.Fatal("rotate-root answers a secret")
+	}
+	if !e.SecretValid(t, e.RootSecret) {
+		t.Fatal("the bootstrap secret died at once: the grace was not applied")
+	}
+	if configField(t, v, "last_rotated") == nil {
+		t.Fatal("config read has no last_rotated after rotate-root")
+	}
+	// Creds keep working with the new secret, and the bootstrap one dies after the grace.
+	eventually(t, grace+10*time.Second, "the bootstrap secret stops working after the grace", func() (bool, string) {
+		return !e.SecretValid(t, e.RootSecret), "still valid"
+	})
+	c := v.ReadCreds(t, "tooken", "r", "")
+	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
+		t.Fatalf("creds after the grace: status %d", got)
+	}
+
+	// The schedule: rotate every minute; Vault's periodic function (about once a minute) does it.
+	first := configField(t, v, "last_rotated")
+	before := rotationsUpstream(t, e)
+	v.MustRun(t, "write", "tooken/config", "rotation_period=60")
+	start = time.Now()
+	eventually(t, 3*time.Minute, "a scheduled rotation", func() (bool, string) {
+		got := configField(t, v, "last_rotated")
+		return got != first && rotationsUpstream(t, e) > before, fmt.Sprintf("last_rotated %v, next_rotation %v", got, configField(t, v, "next_rotation"))
+	})
+	t.Logf("scheduled rotation seen %s after setting rotation_period=60 (next_rotation now %v)", time.Since(start).Round(time.Second), configField(t, v, "next_rotation"))
+	v.MustRun(t, "write", "tooken/config", "rotation_period=0")
+
+	reads, failed, firstErr := stop()
+	t.Logf("creds reads during the rotations: %d, failed: %d", reads, failed)
+	if failed != 0 {
+		t.Fatalf("%d creds reads failed during rotations, first: %s", failed, firstErr)
+	}
+	if reads == 0 {
+		t.Fatal("no creds read ran")
+	}
+	live := 0
+	for _, tok := range e.LiveTokens(t) {
+		if tok.CreatedBy == "" {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Fatalf("%d bootstrap-made (root) tokens live upstream, want 1", live)
+	}
+	if msg := configField(t, v, "last_rotation_error"); msg != "" {
+		t.Fatalf("last_rotation_error: %v", msg)
+	}
+	assertNoSecrets(t, []string{v.LogPath, e.LogPath}, []string{e.RootSecret, c.Data.Token})
+}
+
+// TestRootRotationRecoversLostAnswer: Tooken rotates but its answer is lost (every attempt);
+// rotate-root fails and says so, the old secret keeps working, and Vault's own WAL rollback
+// (min age 1m, run about once a minute) replays the rotation and stores the new secret.
+func TestRootRotationRecoversLostAnswer(t *testing.T) {
+	e := startEmulator(t, EmulatorOptions{})
+	v := startDevVault(t, VaultOptions{})
+	setupTooken(t, v, e)
+	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
+	rootID := e.RootTokenID(t)
+	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Drop: true})
+	out, errOut, err := v.Run(t, Run{}, "write", "-f", "tooken/rotate-root")
+	if err == nil {
+		t.Fatalf("rotate-root succeeded with every answer lost: %s", out)
+	}
+	if !strings.Contains(errOut, "outcome unknown") || !strings.Contains(errOut, "keeps working") {
+		t.Fatalf("rotate-root error does not say what happened: %s", errOut)
+	}
+	if rotationsUpstream(t, e) != 1 {
+		t.Fatalf("rotations upstream: %d, want 1", rotationsUpstream(t, e))
+	}
+	e.ClearFaults(t)
+	// The old secret still works meanwhile.
+	c := v.ReadCreds(t, "tooken", "r", "")
+	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
+		t.Fatalf("creds after a failed rotation: %d", got)
+	}
+	start := time.Now()
+	eventually(t, 3*time.Minute, "the WAL rollback finishes the rotation", func() (bool, string) {
+		got := configField(t, v, "last_rotated")
+		return got != nil, fmt.Sprintf("last_rotated %v", got)
+	})
+	t.Logf("rollback finished the rotation %s after the failed call", time.Since(start).Round(time.Second))
+	if n := rotationsUpstream(t, e); n != 1 {
+		t.Fatalf("rotations upstream after the rollback: %d, want 1 (a replay, not a second rotation)", n)
+	}
+	c = v.ReadCreds(t, "tooken", "r", "")
+	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
+		t.Fatalf("creds after the rollback: %d", got)
+	}
+	if msg := configField(t, v, "last_rotation_error"); msg != "" {
+		t.Fatalf("last_rotation_error after recovery: %v", msg)
+	}
+	if !strings.Contains(tail(v.LogPath, 200000), "finished an interrupted root rotation") {
+		t.Error("the recovery is not in Vault's log")
+	}
+	assertNoSecrets(t, []string{v.LogPath, e.LogPath}, []string{e.RootSecret, c.Data.Token})
+}
