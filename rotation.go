@@ -510,6 +510,9 @@ func (b *tookenBackend) rollbackRotateRoot(ctx context.Context, req *logical.Req
 		b.Logger().Error("dropping an unreadable root rotation WAL entry", "error", err)
 		return nil
 	}
+	if !b.WriteSafeReplicationState() {
+		return errors.New("not the active node of the primary: the rotation is finished there")
+	}
 	if !b.rot.mu.TryLock() {
 		return errors.New("a root rotation is running: retry at the next rollback")
 	}
