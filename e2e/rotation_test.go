@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -193,6 +194,67 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 	}
 	if !strings.Contains(tail(v.LogPath, 200000), "finished an interrupted root rotation") {
 		t.Error("the recovery is not in Vault's log")
+	}
+	assertNoSecrets(t, []string{v.LogPath, e.LogPath}, []string{e.RootSecret, c.Data.Token})
+}
+
+// TestRootRotationSurvivesPluginKill: the plugin process is killed (SIGKILL) while Tooken is
+// carrying out a rotation (it answers slowly): the WAL entry is written, the upstream change
+// happens, the answer has nobody to reach. Whether Vault retries the request on the restarted
+// plugin (which first finishes the pending rotation by replaying it) or the WAL rollback does it,
+// Vault ends with a working root secret, with no extra root token.
+func TestRootRotationSurvivesPluginKill(t *testing.T) {
+	e := startEmulator(t, EmulatorOptions{})
+	v := startDevVault(t, VaultOptions{})
+	setupTooken(t, v, e)
+	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
+	rootID := e.RootTokenID(t)
+	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Latency: "3s", Count: 1})
+
+	type result struct {
+		out, errOut string
+		err         error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, errOut, err := v.Run(t, Run{}, "write", "-f", "tooken/rotate-root")
+		done <- result{out, errOut, err}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	pids := v.PluginPIDs()
+	if len(pids) == 0 {
+		t.Fatal("no plugin process to kill")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+	}
+	t.Logf("killed plugin pids %v during the upstream rotation", pids)
+	r := <-done
+	t.Logf("rotate-root after the kill: err=%v stdout=%q stderr=%q", r.err, strings.TrimSpace(r.out), strings.TrimSpace(r.errOut))
+
+	start := time.Now()
+	eventually(t, 3*time.Minute, "Vault holds a rotated, working root secret", func() (bool, string) {
+		s, err := v.Client.Logical().Read("tooken/config")
+		if err != nil || s == nil {
+			return false, fmt.Sprint(err)
+		}
+		return s.Data["last_rotated"] != nil && s.Data["last_rotation_error"] == "", fmt.Sprintf("last_rotated %v, last_rotation_error %q", s.Data["last_rotated"], s.Data["last_rotation_error"])
+	})
+	t.Logf("rotation settled %s after the kill; rotations upstream: %d", time.Since(start).Round(time.Second), rotationsUpstream(t, e))
+	c := v.ReadCreds(t, "tooken", "r", "")
+	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
+		t.Fatalf("creds after the kill: status %d", got)
+	}
+	roots := 0
+	for _, tok := range e.LiveTokens(t) {
+		if tok.CreatedBy == "" {
+			roots++
+		}
+	}
+	if roots != 1 {
+		t.Fatalf("%d root tokens live upstream, want 1", roots)
 	}
 	assertNoSecrets(t, []string{v.LogPath, e.LogPath}, []string{e.RootSecret, c.Data.Token})
 }
