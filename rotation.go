@@ -148,6 +148,13 @@ func fmtTimeOrNil(t *time.Time) any {
 	return t.UTC().Format(time.RFC3339)
 }
 
+func fmtTimeOr(t *time.Time, otherwise string) string {
+	if t == nil || t.IsZero() {
+		return otherwise
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
 // rotationResponseData is the rotation part of a config read.
 func (r *rotationConfig) rotationResponseData(now time.Time) map[string]any {
 	next := r.nextRotation(now)
@@ -393,8 +400,8 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 			b.rot.pending = make(map[string]string)
 		}
 		b.rot.pending[w.IdempotencyKey] = tok.Secret
-		return nil, fmt.Errorf("root rotation incomplete: Tooken rotated the root token %s but storing the new secret failed: %w; the previous secret keeps working until %s and the engine recovers the new one by replaying the rotation within about %s",
-			tokenID, err, fmtTimeOrNil(tok.PreviousSecretExpiresAt), 2*walRollbackMinAge+time.Minute)
+		return nil, fmt.Errorf("root rotation incomplete: Tooken rotated the root token %s but storing the new secret failed: %w; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
+			tokenID, err, fmtTimeOr(tok.PreviousSecretExpiresAt, "the grace ends"), 2*walRollbackMinAge+time.Minute)
 	}
 	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
 		// Harmless: the rollback finds the key in the config and stops.
