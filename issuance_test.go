@@ -453,3 +453,22 @@ func TestIssuance_PeriodicStorageCost(t *testing.T) {
 		t.Errorf("second run: %d Gets, %d Puts, want 0", g, p)
 	}
 }
+
+func TestIssuance_RollbackMinAgeConfig(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	if got := must(t)(e.read(configPath)).Data["rollback_min_age"]; got != int64(120) {
+		t.Errorf("default rollback_min_age = %v, want 120", got)
+	}
+	must(t)(e.write(configPath, map[string]any{"rollback_min_age": "5s"}))
+	if got := must(t)(e.read(configPath)).Data["rollback_min_age"]; got != int64(5) {
+		t.Errorf("rollback_min_age = %v, want 5", got)
+	}
+	resp, err := e.write(configPath, map[string]any{"rollback_min_age": "2h"})
+	mustUserError(t, resp, err, "rollback_min_age")
+	resp, err = e.write(configPath, map[string]any{"rollback_min_age": "-1s"})
+	if err == nil && (resp == nil || !resp.IsError()) {
+		t.Error("negative rollback_min_age accepted")
+	}
+}
