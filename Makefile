@@ -2,6 +2,7 @@
 #
 #   make dev    start the Tooken emulator and a Vault dev server with the plugin mounted at tooken/
 #   make test   gofmt check + go vet + unit tests (-race) + end-to-end tests against a real Vault 1.14.1
+#               (one e2e test: make test-e2e GOTESTFLAGS=-run=TestCLIWorkflow)
 #
 # A Vault binary comes from scripts/vault.sh (VAULT_BIN, else `vault` 1.14.x on PATH, else a one-time
 # build of v1.14.1 into ~/.cache/vault-plugin-secrets-tooken/; ~5 minutes the first time).
@@ -53,7 +54,7 @@ test-e2e: build
 	echo "e2e: VAULT_BIN=$$vault_bin" && \
 	VAULT_BIN="$$vault_bin" TOOKEN_PLUGIN_BIN='$(PLUGIN_BIN)' TOOKEN_SERVER_BIN='$(SERVER_BIN)' \
 	TOOKEN_PLUGIN_VERSION='$(VERSION)' \
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(GOTESTFLAGS) ./e2e/
 
 bench:
 	TOOKEN_E2E=0 $(GO) test -run '^$$' -bench . -benchmem ./...
