@@ -79,6 +79,7 @@ type orphanGuard struct {
 	confirmed map[string]time.Time // issue keys known confirmed -> expires_at
 	scanned   bool                 // one full read of issued/ done since start
 	queueLen  int                  // revoke queue length, as last counted (+ enqueued since)
+	queueNext map[string]time.Time // token id -> next attempt, for the queue entries this node wrote
 	pauseTill time.Time            // honour Retry-After across drains
 
 	periodicMu sync.Mutex // one periodic run at a time
@@ -109,6 +110,7 @@ func newOrphanGuard() *orphanGuard {
 		inFlight:            make(map[string]struct{}),
 		claimed:             make(map[string]struct{}),
 		confirmed:           make(map[string]time.Time),
+		queueNext:           make(map[string]time.Time),
 		limiter:             rate.NewLimiter(defaultDrainRate, defaultDrainRate),
 		maxRollbackAttempts: defaultMaxRollbackAttempts,
 		revokeBudget:        defaultRevokeBudget,

@@ -100,8 +100,18 @@ func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e 
 	}
 	g.mu.Lock()
 	g.queueLen++
+	g.queueNext[e.TokenID] = e.NextAttempt
 	g.mu.Unlock()
 	return nil
+}
+
+// notDue tells, without a storage read, that a queue entry this node wrote
+// is not due yet.
+func (g *orphanGuard) notDue(id string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	next, ok := g.queueNext[id]
+	return ok && now.Before(next)
 }
 
 func putQueueEntry(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
@@ -153,6 +163,17 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	g.mu.Lock()
 	g.queueLen = len(ids)
 	pause := g.pauseTill
+	if len(g.queueNext) > len(ids) {
+		listed := make(map[string]struct{}, len(ids))
+		for _, id := range ids {
+			listed[id] = struct{}{}
+		}
+		for id := range g.queueNext {
+			if _, ok := listed[id]; !ok {
+				delete(g.queueNext, id)
+			}
+		}
+	}
 	g.mu.Unlock()
 	rep.Queued = len(ids)
 	if len(ids) == 0 {
@@ -170,6 +191,10 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	dctx, cancel := context.WithTimeout(ctx, g.drainBudget)
 	defer cancel()
 	for i, id := range ids {
+		if g.notDue(id, g.now()) {
+			rep.Deferred++
+			continue
+		}
 		e, err := getQueueEntry(dctx, s, id)
 		if err != nil {
 			if dctx.Err() != nil {
@@ -191,6 +216,9 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 			continue
 		}
 		if now.Before(e.NextAttempt) {
+			g.mu.Lock()
+			g.queueNext[id] = e.NextAttempt
+			g.mu.Unlock()
 			rep.Deferred++
 			continue
 		}
@@ -223,6 +251,10 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 		rep.Failed++
 		if perr := putQueueEntry(dctx, s, e); perr != nil {
 			b.Logger().Warn("revoke queue: cannot record an attempt", "token_id", e.TokenID, "error", perr)
+		} else {
+			g.mu.Lock()
+			g.queueNext[e.TokenID] = e.NextAttempt
+			g.mu.Unlock()
 		}
 		if rep.RateLimited {
 			rep.Deferred += len(ids) - i - 1
@@ -248,6 +280,7 @@ func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *
 	if g.queueLen > 0 {
 		g.queueLen--
 	}
+	delete(g.queueNext, e.TokenID)
 	g.mu.Unlock()
 	b.dropIssuance(ctx, s, e.IssueKey)
 	return true

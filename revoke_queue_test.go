@@ -87,12 +87,19 @@ func TestRevokeQueue_OutageThenDrain(t *testing.T) {
 				t.Error("queueing is not logged")
 			}
 
-			// Not due yet: nothing happens.
+			// Not due yet: nothing happens; once warm, without a storage read.
 			if err := e.periodic(); err != nil {
 				t.Fatal(err)
 			}
 			if len(e.queueIDs()) != 3 {
 				t.Fatal("drained before the backoff")
+			}
+			e.storage.reset()
+			if err := e.periodic(); err != nil {
+				t.Fatal(err)
+			}
+			if g, p := e.storage.gets.Load(), e.storage.puts.Load(); g != 0 || p != 0 {
+				t.Errorf("idle periodic run: %d Gets, %d Puts", g, p)
 			}
 			// Due: every token dies, entries and records go.
 			e.shiftClock(2 * time.Minute)
