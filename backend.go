@@ -53,7 +53,7 @@ var _ logical.Factory = Factory
 // Factory builds and sets up one backend for a mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := backend()
-	b.guard.mountUUID = conf.BackendUUID // the mount's id: Vault does not pass req.MountAccessor to backends
+	b.guard.mountUUID = conf.BackendUUID // the mount's id in token metadata (vault_mount_uuid)
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,10 @@ import (
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
-const testMountAccessor = "tooken_1234abcd"
+const (
+	testMountAccessor = "tooken_1234abcd"
+	testMountUUID     = "5b0b6c2e-7d0a-4a43-9f6e-2c1d7e9b8a01"
+)
 
 // countingStorage counts storage round trips.
 type countingStorage struct {
@@ -96,6 +99,7 @@ func getTestBackend(t testing.TB, opts ...envOption) *testEnv {
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: logs})
 	conf.StorageView = &logical.InmemStorage{}
+	conf.BackendUUID = testMountUUID
 	for _, o := range opts {
 		o(conf)
 	}

@@ -191,7 +191,7 @@ func TestChaos(t *testing.T) {
 	mine := func() int {
 		n := 0
 		for _, tr := range srv.LiveTokens() {
-			if tr.Metadata[metaMountAccessor] == testMountAccessor {
+			if tr.Metadata[metaMountUUID] == testMountUUID {
 				n++
 			}
 		}

@@ -91,8 +91,11 @@ type orphanGuard struct {
 
 	limiter *rate.Limiter
 
-	// mountUUID is the mount's backend UUID (BackendConfig), the fallback
-	// mount id of mountID.
+	// mountUUID is the mount's backend UUID (BackendConfig), stable for the
+	// mount's life: every token carries it as vault_mount_uuid metadata, and
+	// tidy finds this mount's tokens by it. (The mount accessor would read
+	// better, but Vault 1.14 sets req.MountAccessor only after the backend
+	// call returns.)
 	mountUUID string
 
 	// Knobs (unexported: tests shorten them).
@@ -199,18 +202,6 @@ func truncateErr(err error) string {
 		s = s[:maxLastErrorLen] + "..."
 	}
 	return s
-}
-
-// mountID is the value of a token's vault_mount_accessor metadata, which
-// tidy matches: the request's mount accessor when Vault passes it (the tests
-// do; Vault 1.14 sets it only after the backend call), else the mount's
-// backend UUID, which Vault hands the plugin at setup and keeps for the
-// mount's life.
-func (b *tookenBackend) mountID(req *logical.Request) string {
-	if req != nil && req.MountAccessor != "" {
-		return req.MountAccessor
-	}
-	return b.guard.mountUUID
 }
 
 func newIssuanceRecord(key, role string, body CreateTokenRequest, now time.Time) *issuanceRecord {

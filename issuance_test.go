@@ -130,7 +130,7 @@ func (e *testEnv) pendingRecord(role string, age time.Duration) *issuanceRecord 
 		Name:      "pending-" + key[:8],
 		Scopes:    []string{"deployments:write"},
 		ExpiresAt: &exp,
-		Metadata:  map[string]string{metaRole: role, metaMountAccessor: testMountAccessor, metaIssueKey: key},
+		Metadata:  map[string]string{metaRole: role, metaMountUUID: testMountUUID, metaIssueKey: key},
 	}
 	rec := newIssuanceRecord(key, role, body, now.Add(-age))
 	if err := putIssuance(context.Background(), e.storage.Storage, rec); err != nil {

@@ -158,8 +158,11 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	md := make(map[string]string, len(role.entry.Metadata)+numPluginMetadataKey)
 	maps.Copy(md, role.entry.Metadata)
 	md[metaRole] = roleName
-	if id := b.mountID(req); id != "" {
-		md[metaMountAccessor] = id
+	if b.guard.mountUUID != "" {
+		md[metaMountUUID] = b.guard.mountUUID
+	}
+	if req.MountAccessor != "" {
+		md[metaMountAccessor] = req.MountAccessor
 	}
 	md[metaIssueKey] = key
 	body := CreateTokenRequest{
@@ -300,7 +303,8 @@ const pathCredsHelpSyn = `Issue a Tooken token for a role.`
 
 const pathCredsHelpDesc = `
 Reading creds/<role> creates a new Tooken token with the role's scopes and
-metadata (plus vault_role, vault_mount_accessor and vault_issue_key) and
+metadata (plus vault_role, vault_mount_uuid, vault_mount_accessor when
+Vault passes it, and vault_issue_key) and
 returns token (the secret), token_id, name, scopes and expires_at under a
 renewable lease.
 

@@ -128,6 +128,7 @@ func TestCreds_Read(t *testing.T) {
 	wantMD := map[string]string{
 		"team":                 "platform",
 		"vault_role":           "ci-deploy",
+		"vault_mount_uuid":     testMountUUID,
 		"vault_mount_accessor": testMountAccessor,
 		"vault_issue_key":      s.InternalData[internalIssueKey].(string),
 	}

@@ -26,9 +26,10 @@ const (
 const (
 	metaKeyPrefix        = "vault_"
 	metaRole             = "vault_role"
-	metaMountAccessor    = "vault_mount_accessor"
+	metaMountUUID        = "vault_mount_uuid"     // the mount's backend UUID: how tidy finds this mount's tokens
+	metaMountAccessor    = "vault_mount_accessor" // set only when Vault passes it (Vault 1.14 does not)
 	metaIssueKey         = "vault_issue_key"
-	numPluginMetadataKey = 3
+	numPluginMetadataKey = 4
 )
 
 // scopeRegex is the contract's scope grammar, resource:action.
@@ -192,7 +193,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"metadata": {
 			Type:        framework.TypeKVPairs,
-			Description: fmt.Sprintf("Metadata set on issued tokens beside the engine's own vault_role, vault_mount_accessor and vault_issue_key (at most %d keys of up to %d characters, values up to %d; keys starting with vault_ are reserved).", maxMetadataKeys-numPluginMetadataKey, maxMetadataKeyLen, maxMetadataValueLen),
+			Description: fmt.Sprintf("Metadata set on issued tokens beside the engine's own vault_role, vault_mount_uuid, vault_mount_accessor and vault_issue_key (at most %d keys of up to %d characters, values up to %d; keys starting with vault_ are reserved).", maxMetadataKeys-numPluginMetadataKey, maxMetadataKeyLen, maxMetadataValueLen),
 		},
 		"description": {
 			Type:        framework.TypeString,
@@ -384,7 +385,7 @@ renewal increment; default: the mount's), max_ttl (hard lifetime of a token,
 capped by the mount's max lease TTL and 366 days; the token expires upstream
 then), name_template (Go template with .RoleName, .DisplayName and Vault's
 template functions; must render a valid Tooken name), metadata (key=value
-pairs set on each token beside vault_role, vault_mount_accessor and
+pairs set on each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
 vault_issue_key), description.
 
 An update changes only the fields it names; metadata is replaced as a whole.

@@ -91,7 +91,7 @@ func TestRoles_CRUD(t *testing.T) {
 
 func TestRoles_BadInput(t *testing.T) {
 	tooMany := map[string]any{}
-	for i := 0; i < 18; i++ {
+	for i := 0; i < 17; i++ {
 		tooMany[fmt.Sprintf("k%d", i)] = "v"
 	}
 	cases := []struct {
@@ -121,7 +121,7 @@ func TestRoles_BadInput(t *testing.T) {
 		{"template renders too long", nil, map[string]any{"scopes": "a:read", "name_template": strings.Repeat("x", 129)}, []string{"name_template: renders"}},
 		{"template renders empty", nil, map[string]any{"scopes": "a:read", "name_template": "{{ .DisplayName }}"}, []string{"name_template: renders"}},
 		{"template bad random", nil, map[string]any{"scopes": "a:read", "name_template": "x{{ random 0 }}"}, []string{"name_template:", "random"}},
-		{"too many metadata keys", nil, map[string]any{"scopes": "a:read", "metadata": tooMany}, []string{"metadata: at most 17 keys"}},
+		{"too many metadata keys", nil, map[string]any{"scopes": "a:read", "metadata": tooMany}, []string{"metadata: at most 16 keys"}},
 		{"metadata key too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{strings.Repeat("k", 41): "v"}}, []string{"metadata: key", "longer than 40"}},
 		{"metadata value too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"k": strings.Repeat("v", 501)}}, []string{"metadata: value", "longer than 500"}},
 		{"metadata reserved key", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"vault_role": "x"}}, []string{"metadata: key \"vault_role\"", "reserved"}},

@@ -96,9 +96,9 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 		return logical.ErrorResponse("safety_age: must not be negative"), nil
 	}
 	revoke := d.Get("revoke_orphans").(bool)
-	mountID := b.mountID(req)
+	mountID := b.guard.mountUUID
 	if mountID == "" {
-		return nil, errors.New("tidy: the mount's id is unknown (no mount accessor, no backend UUID)")
+		return nil, errors.New("tidy: the mount's backend UUID is unknown")
 	}
 	g := b.guard
 	if !g.tidyMu.TryLock() {
@@ -123,11 +123,11 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 	return &logical.Response{Data: structToMap(st)}, nil
 }
 
-// runTidy lists this mount's tokens upstream (metadata vault_mount_accessor)
+// runTidy lists this mount's tokens upstream (metadata vault_mount_uuid)
 // and reports those that neither an issuance record (pending, confirmed) nor
 // the revoke queue accounts for and that are older than safety; it revokes
 // them when asked. It also deletes issuance records whose token has expired.
-func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, accessor string, safety time.Duration, revoke bool) (*tidyStatus, error) {
+func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUID string, safety time.Duration, revoke bool) (*tidyStatus, error) {
 	g := b.guard
 	start := g.now()
 	st := &tidyStatus{LastRunAt: start.UTC(), SafetyAge: safety.String(), RevokeOrphans: revoke, Orphans: []string{}}
@@ -173,7 +173,7 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, accessor
 			return st, upstreamError("tidy: listing tokens", err)
 		}
 		for _, tok := range list.Data {
-			if tok.Metadata[metaMountAccessor] != accessor {
+			if tok.Metadata[metaMountUUID] != mountUUID {
 				continue
 			}
 			st.UpstreamScanned++
@@ -300,8 +300,8 @@ func structToMap(v any) map[string]any {
 const pathTidyHelpSyn = `Find, and optionally revoke, Tooken tokens of this mount that no lease accounts for.`
 
 const pathTidyHelpDesc = `
-Lists the upstream tokens this mount created (metadata vault_mount_accessor
-equal to the mount's accessor, paginated) and compares them with the mount's
+Lists the upstream tokens this mount created (metadata vault_mount_uuid
+equal to the mount's backend UUID, paginated) and compares them with the mount's
 issuance records (issued/<issue_key>: one per creds read, deleted when the
 lease is revoked) and revoke queue. A token is accounted for when its
 vault_issue_key has a pending or confirmed record naming it, or its id is

@@ -32,15 +32,15 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 	// was abandoned by rollback. Not orphans: another mount's token, a
 	// pending record's token.
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	mk := func(accessor, key string) string {
+	mk := func(mountUUID, key string) string {
 		tok, err := c.CreateToken(ctx, CreateTokenRequest{Name: "x", Scopes: []string{"deployments:write"}, ExpiresAt: &exp,
-			Metadata: map[string]string{metaMountAccessor: accessor, metaIssueKey: key, metaRole: "r"}}, "")
+			Metadata: map[string]string{metaMountUUID: mountUUID, metaIssueKey: key, metaRole: "r"}}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok.ID
 	}
-	orphan := mk(testMountAccessor, "no-such-record")
+	orphan := mk(testMountUUID, "no-such-record")
 	abandoned := e.pendingRecord("r", time.Hour)
 	abandoned.State = issueStateAbandoned
 	if err := putIssuance(ctx, e.storage, abandoned); err != nil {

@@ -109,6 +109,7 @@ func (e *rotEnv) restart() {
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: e.logs})
 	conf.StorageView = e.storage
+	conf.BackendUUID = testMountUUID
 	b, err := Factory(context.Background(), conf)
 	if err != nil {
 		e.t.Fatal(err)
@@ -676,6 +677,7 @@ func TestRotateRoot_InvalidateSwitchesOtherNodes(t *testing.T) {
 	e := newRotEnv(t, nil)
 	conf := logical.TestBackendConfig()
 	conf.StorageView = e.storage
+	conf.BackendUUID = testMountUUID
 	ob, err := Factory(context.Background(), conf)
 	if err != nil {
 		t.Fatal(err)

@@ -16,15 +16,15 @@ import (
 // The issue-6 end-to-end tests: no orphaned Tooken token when the plugin process dies in the
 // middle of creds requests, nor when Tooken is down while leases expire.
 
-// mountIDOf returns the vault_mount_accessor metadata the engine put on a token it issued (Vault
-// 1.14 does not pass the accessor to backends, so the engine uses the mount's backend UUID).
+// mountIDOf returns the vault_mount_uuid metadata (the mount's backend UUID) the engine put on a
+// token it issued: tidy and these tests find the mount's tokens by it.
 func mountIDOf(t testing.TB, e *Emulator, c Creds) string {
 	t.Helper()
 	tok, ok := e.Token(t, c.Data.TokenID)
-	if !ok || tok.Metadata["vault_mount_accessor"] == "" {
-		t.Fatalf("token %s has no vault_mount_accessor metadata: %+v", c.Data.TokenID, tok.Metadata)
+	if !ok || tok.Metadata["vault_mount_uuid"] == "" {
+		t.Fatalf("token %s has no vault_mount_uuid metadata: %+v", c.Data.TokenID, tok.Metadata)
 	}
-	return tok.Metadata["vault_mount_accessor"]
+	return tok.Metadata["vault_mount_uuid"]
 }
 
 // waitAdmin waits until the emulator's admin API answers (after Start).
@@ -76,12 +76,12 @@ func (v *Vault) irrevocableLeases(t testing.TB) int {
 	return int(c)
 }
 
-// liveOfMount lists the live upstream tokens whose metadata names the mount accessor.
-func (e *Emulator) liveOfMount(t testing.TB, accessor string) []TokenRecord {
+// liveOfMount lists the live upstream tokens whose metadata names the mount (vault_mount_uuid).
+func (e *Emulator) liveOfMount(t testing.TB, mountUUID string) []TokenRecord {
 	t.Helper()
 	var out []TokenRecord
 	for _, tok := range e.LiveTokens(t) {
-		if tok.Metadata["vault_mount_accessor"] == accessor {
+		if tok.Metadata["vault_mount_uuid"] == mountUUID {
 			out = append(out, tok)
 		}
 	}
