@@ -176,6 +176,12 @@ func TestConfig_BadInput(t *testing.T) {
 	}{
 		{"no token on create", map[string]any{"url": srv.URL()}, []string{"token: required"}},
 		{"malformed token", map[string]any{"url": srv.URL(), "token": "hunter2-secret"}, []string{"token: not a Tooken secret"}},
+		{"token of whitespace only", map[string]any{"url": srv.URL(), "token": " \n"}, []string{"token: required"}},
+		{"token with a bad prefix", map[string]any{"url": srv.URL(), "token": "tok_prod_hunter2hunter2hunter2hunter2"}, []string{"token: not a Tooken secret"}},
+		{"token too short (19 after the prefix)", map[string]any{"url": srv.URL(), "token": "tok_live_hunter2hunter2hunte"}, []string{"token: not a Tooken secret"}},
+		{"token with a character outside [A-Za-z0-9]", map[string]any{"url": srv.URL(), "token": "tok_test_hunter2hunter2hunter2-hunter2"}, []string{"token: not a Tooken secret"}},
+		{"token with inner whitespace", map[string]any{"url": srv.URL(), "token": "tok_test_hunter2hunter2 hunter2hunter2"}, []string{"token: not a Tooken secret"}},
+		{"two tokens on two lines", map[string]any{"url": srv.URL(), "token": goodSecret + "\n" + goodSecret}, []string{"token: not a Tooken secret"}},
 		{"unknown token", map[string]any{"url": srv.URL(), "token": unknownSecret}, []string{"token:", "401"}},
 		{"unparsable url", map[string]any{"url": "://nope", "token": goodSecret}, []string{"url:"}},
 		{"bad scheme", map[string]any{"url": "ftp://example.com/v1", "token": goodSecret}, []string{"url: scheme"}},
@@ -226,6 +232,49 @@ func TestConfig_BadInput(t *testing.T) {
 			t.Error("config changed")
 		}
 	})
+}
+
+// The CLI's token=- and token=@file pass the secret with its trailing
+// newline: surrounding whitespace is trimmed before the format check and the
+// verification, and the trimmed secret is what is stored.
+func TestConfig_TokenTrimmed(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	if !secretRegex.MatchString(srv.RootSecret()) {
+		t.Fatalf("the emulator's generated secret (%d characters) does not match the contract's format", len(srv.RootSecret()))
+	}
+	cases := []struct {
+		name, token string
+		verify      bool
+	}{
+		{"token=- (trailing newline)", srv.RootSecret() + "\n", true},
+		{"token=@file (CRLF)", srv.RootSecret() + "\r\n", true},
+		{"surrounding spaces and tabs", " \t" + srv.RootSecret() + " \n", true},
+		{"unverified, trailing newline", "tok_live_abcdefghijklmnopqrstuvwxyz\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := getTestBackend(t)
+			must(t)(e.write(configPath, map[string]any{"url": srv.URL(), "token": tc.token, "verify_connection": tc.verify}))
+			cfg, err := readConfig(context.Background(), e.storage)
+			if err != nil || cfg == nil {
+				t.Fatalf("config not stored: %v", err)
+			}
+			if cfg.Token != strings.TrimSpace(tc.token) {
+				t.Errorf("stored token has %d characters, want %d (trimmed)", len(cfg.Token), len(strings.TrimSpace(tc.token)))
+			}
+			if tc.verify && cfg.TokenID != srv.RootTokenID() {
+				t.Errorf("token_id = %q, want %q", cfg.TokenID, srv.RootTokenID())
+			}
+		})
+	}
+
+	// An update that sets only the token trims it too.
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	must(t)(e.write(configPath, map[string]any{"token": srv.RootSecret() + "\n"}))
+	if cfg, _ := readConfig(context.Background(), e.storage); cfg.Token != srv.RootSecret() {
+		t.Error("update stored an untrimmed token")
+	}
 }
 
 func TestConfig_DeleteThenCreds(t *testing.T) {
