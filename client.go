@@ -373,27 +373,46 @@ type trackerKey struct{}
 // them may have been carried out by the server.
 type attemptTracker struct{ mayHaveReached bool }
 
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, in any, idempotencyKey string, out any) error {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return fmt.Errorf("tooken: encoding %s %s body: %w", method, path, err)
-		}
+// markReached notes in ctx's tracker that an attempt may have been carried
+// out upstream.
+func markReached(ctx context.Context) {
+	if tr, ok := ctx.Value(trackerKey{}).(*attemptTracker); ok {
+		tr.mayHaveReached = true
 	}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in any, idempotencyKey string, out any) error {
 	tr := &attemptTracker{}
-	ctx = context.WithValue(ctx, trackerKey{}, tr)
+	req, err := c.newRequest(context.WithValue(ctx, trackerKey{}, tr), method, path, query, in, idempotencyKey)
+	if err != nil {
+		return err
+	}
+	if err := c.roundTrip(req, method, path, out); err != nil {
+		if tr.mayHaveReached {
+			return &outcomeUnknownError{err}
+		}
+		return err
+	}
+	return nil
+}
+
+// newRequest builds one API call: JSON body, auth and the fixed headers.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, in any, idempotencyKey string) (*retryablehttp.Request, error) {
+	var body any // a nil []byte would still be sent as an empty body
+	if in != nil {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("tooken: encoding %s %s body: %w", method, path, err)
+		}
+		body = raw
+	}
 	u := c.baseURL + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	var rawBody any
-	if body != nil {
-		rawBody = body
-	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, method, u, rawBody)
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return fmt.Errorf("tooken: building %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("tooken: building %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.currentSecret())
 	req.Header.Set("Accept", "application/json")
@@ -404,31 +423,29 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if idempotencyKey != "" {
 		req.Header.Set("Idempotency-Key", idempotencyKey)
 	}
+	return req, nil
+}
 
-	wrap := func(err error) error {
-		if tr.mayHaveReached {
-			return &outcomeUnknownError{err}
-		}
-		return err
-	}
-
+// roundTrip sends req (with the retries) and decodes a 2xx answer into out,
+// or turns the answer into an *APIError / *RateLimitError.
+func (c *Client) roundTrip(req *retryablehttp.Request, method, path string, out any) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// Transport errors name the URL (never a secret: parseBaseURL
 		// rejects user info and queries) but not the Authorization header.
-		return wrap(fmt.Errorf("tooken: %s %s: %w", method, path, err))
+		return fmt.Errorf("tooken: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
-		tr.mayHaveReached = true
-		return wrap(fmt.Errorf("tooken: reading answer to %s %s: %w", method, path, err))
+		markReached(req.Context())
+		return fmt.Errorf("tooken: reading answer to %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if out != nil && len(bytes.TrimSpace(data)) > 0 {
 			if err := json.Unmarshal(data, out); err != nil {
 				// The body may hold a secret: never include it.
-				return wrap(fmt.Errorf("tooken: decoding answer to %s %s (status %d): %s", method, path, resp.StatusCode, jsonErrorKind(err)))
+				return fmt.Errorf("tooken: decoding answer to %s %s (status %d): %s", method, path, resp.StatusCode, jsonErrorKind(err))
 			}
 		}
 		return nil
@@ -436,9 +453,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	apiErr := parseAPIError(resp.StatusCode, data)
 	if resp.StatusCode == http.StatusTooManyRequests {
 		ra, _ := retryAfter(resp)
-		return wrap(&RateLimitError{RetryAfter: ra, APIError: *apiErr})
+		return &RateLimitError{RetryAfter: ra, APIError: *apiErr}
 	}
-	return wrap(apiErr)
+	return apiErr
 }
 
 // jsonErrorKind describes a JSON decoding error without quoting input.
@@ -484,10 +501,8 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	// succeed, and a later retry gets its answer replayed.
 	inFlight := err == nil && resp.StatusCode == http.StatusConflict &&
 		resp.Request != nil && resp.Request.Header.Get("Idempotency-Key") != ""
-	if tr, ok := ctx.Value(trackerKey{}).(*attemptTracker); ok {
-		if (err != nil && mayHaveBeenSent(err)) || (err == nil && resp.StatusCode >= 500) || inFlight {
-			tr.mayHaveReached = true
-		}
+	if (err != nil && mayHaveBeenSent(err)) || (err == nil && resp.StatusCode >= 500) || inFlight {
+		markReached(ctx)
 	}
 	if ctx.Err() != nil {
 		return false, ctx.Err()
