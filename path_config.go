@@ -155,6 +155,16 @@ func configFields() map[string]*framework.FieldSchema {
 }
 
 func pathConfig(b *tookenBackend) *framework.Path {
+	// Create and update are one operation: the handler tells them apart.
+	write := &framework.PathOperation{
+		Callback: b.pathConfigWrite,
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationVerb: "configure",
+		},
+		Summary:                     "Configure the connection to Tooken.",
+		ForwardPerformanceStandby:   true,
+		ForwardPerformanceSecondary: true,
+	}
 	return &framework.Path{
 		Pattern: configPath + "$",
 		DisplayAttrs: &framework.DisplayAttributes{
@@ -169,24 +179,8 @@ func pathConfig(b *tookenBackend) *framework.Path {
 				},
 				Summary: "Read the Tooken connection configuration (never the secret).",
 			},
-			logical.CreateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationVerb: "configure",
-				},
-				Summary:                     "Configure the connection to Tooken.",
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationVerb: "configure",
-				},
-				Summary:                     "Configure the connection to Tooken.",
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
+			logical.CreateOperation: write,
+			logical.UpdateOperation: write,
 			logical.DeleteOperation: &framework.PathOperation{
 				Callback: b.pathConfigDelete,
 				DisplayAttrs: &framework.DisplayAttributes{
@@ -228,28 +222,62 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	// Not during a root rotation: it reads, then writes, the config too.
 	b.rot.mu.Lock()
 	defer b.rot.mu.Unlock()
-	cfg, err := readConfig(ctx, req.Storage)
+	stored, err := readConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	create := cfg == nil
-	if create {
-		cfg = &tookenConfig{
-			URL:              defaultURL,
-			RequestTimeout:   defaultRequestTimeout,
-			MaxRetries:       defaultMaxRetries,
-			VerifyConnection: true,
-		}
+	cfg := newDefaultConfig()
+	if stored != nil {
+		cfg = new(tookenConfig)
+		*cfg = *stored
 	}
-	prev := *cfg
+	if _, ok := d.GetOk("token"); !ok && stored == nil {
+		return logical.ErrorResponse("token: required when creating the config"), nil
+	}
+	applyConfigFields(cfg, d)
+	if err := cfg.validate(); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 
+	resp := &logical.Response{}
+	if stored == nil || cfg.Token != stored.Token {
+		cfg.secretChanged(b.rot.clock())
+	}
+	for _, w := range cfg.rotationConfig.warnings() {
+		resp.AddWarning(w)
+	}
+	if msg := b.learnRoot(ctx, cfg, stored, resp); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	if err := putConfig(ctx, req.Storage, cfg); err != nil {
+		return nil, err
+	}
+	b.resetConfig()
+	if len(resp.Warnings) == 0 {
+		return nil, nil
+	}
+	return resp, nil
+}
+
+// newDefaultConfig is the config a first write starts from.
+func newDefaultConfig() *tookenConfig {
+	return &tookenConfig{
+		URL:              defaultURL,
+		RequestTimeout:   defaultRequestTimeout,
+		MaxRetries:       defaultMaxRetries,
+		VerifyConnection: true,
+	}
+}
+
+// applyConfigFields copies the fields given in a config write; the others
+// keep their value. The token and the PEM are trimmed: the CLI's token=- and
+// token=@file pass a trailing newline.
+func applyConfigFields(cfg *tookenConfig, d *framework.FieldData) {
 	if v, ok := d.GetOk("url"); ok {
 		cfg.URL = strings.TrimSpace(v.(string))
 	}
 	if v, ok := d.GetOk("token"); ok {
 		cfg.Token = strings.TrimSpace(v.(string))
-	} else if create {
-		return logical.ErrorResponse("token: required when creating the config"), nil
 	}
 	if v, ok := d.GetOk("ca_cert"); ok {
 		cfg.CACert = strings.TrimSpace(v.(string))
@@ -267,47 +295,43 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		cfg.RollbackMinAge = time.Duration(v.(int)) * time.Second
 	}
 	applyRotationFields(&cfg.rotationConfig, d)
-	if err := cfg.validate(); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+}
 
-	resp := &logical.Response{}
-	credentialChanged := create || cfg.URL != prev.URL || cfg.Token != prev.Token || cfg.CACert != prev.CACert
-	if create || cfg.Token != prev.Token {
-		cfg.secretChanged(b.rot.clock())
-	}
-	for _, w := range cfg.rotationConfig.warnings() {
-		resp.AddWarning(w)
-	}
+// learnRoot records in cfg what the root token is (token_id, scopes,
+// expires_at): from GET /tokens/self when verify_connection is on, otherwise
+// it forgets what no longer applies to a changed connection. It returns a
+// message for the caller when the verification fails, and adds warnings to
+// resp.
+func (b *tookenBackend) learnRoot(ctx context.Context, cfg, stored *tookenConfig, resp *logical.Response) string {
 	if cfg.VerifyConnection {
 		self, err := b.verifyConnection(ctx, cfg)
 		if err != nil {
-			return logical.ErrorResponse(err.Error()), nil
+			return err.Error()
 		}
-		cfg.TokenID = self.ID
-		cfg.Scopes = self.Scopes
-		cfg.ExpiresAt = self.ExpiresAt
+		cfg.TokenID, cfg.Scopes, cfg.ExpiresAt = self.ID, self.Scopes, self.ExpiresAt
 		if !holdsScope(self.Scopes, "tokens:write") {
 			resp.AddWarning("the token does not hold tokens:write: creds reads will fail until it does")
 		}
-	} else if credentialChanged {
+		return ""
+	}
+	if stored == nil || cfg.URL != stored.URL || cfg.Token != stored.Token || cfg.CACert != stored.CACert {
 		// What we knew about the old root no longer applies.
 		cfg.TokenID, cfg.Scopes, cfg.ExpiresAt = "", nil, nil
 		resp.AddWarning("connection not verified: token_id and scopes are unknown, and role scopes are not checked against the root's")
 	}
+	return ""
+}
 
+// putConfig stores the config (seal-wrapped by the mount).
+func putConfig(ctx context.Context, s logical.Storage, cfg *tookenConfig) error {
 	entry, err := logical.StorageEntryJSON(configPath, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("encoding config: %w", err)
+		return fmt.Errorf("encoding config: %w", err)
 	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
-		return nil, fmt.Errorf("storing config: %w", err)
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing config: %w", err)
 	}
-	b.resetConfig()
-	if len(resp.Warnings) == 0 {
-		return nil, nil
-	}
-	return resp, nil
+	return nil
 }
 
 // verifyConnection checks url, ca_cert and token with GET /tokens/self. The
