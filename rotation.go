@@ -354,44 +354,19 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 		return nil, fmt.Errorf("building Tooken client: %w", err)
 	}
 	defer client.Close()
-
-	tokenID := cfg.TokenID
-	if tokenID == "" {
-		// The config was stored without verification: learn the id.
-		self, err := client.Self(ctx)
-		if err != nil {
-			return nil, rotationFailed(http.StatusBadGateway, "root rotation failed: reading the root token (GET /tokens/self): %v; nothing was changed", err)
-		}
-		tokenID = self.ID
+	tokenID, err := rootTokenID(ctx, client, cfg)
+	if err != nil {
+		return nil, err
 	}
-
-	now := b.rot.clock().UTC()
-	grace := cfg.grace()
 	w := rotateWAL{
 		IdempotencyKey: NewIdempotencyKey(),
 		TokenID:        tokenID,
-		GraceSeconds:   int64(grace / time.Second),
-		StartedAt:      now,
+		GraceSeconds:   int64(cfg.grace() / time.Second),
+		StartedAt:      b.rot.clock().UTC(),
 	}
-	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, w)
+	tok, walID, err := b.rotateUpstream(ctx, s, client, w)
 	if err != nil {
-		return nil, fmt.Errorf("root rotation failed: writing its WAL entry: %w; nothing was changed", err)
-	}
-
-	tok, err := client.RotateToken(ctx, tokenID, grace, w.IdempotencyKey)
-	if err == nil && (tok.Secret == "" || tok.ID != tokenID) {
-		err = &outcomeUnknownError{errors.New("Tooken's answer has no secret or another token id")}
-	}
-	if err != nil {
-		if !errors.Is(err, ErrOutcomeUnknown) {
-			// Tooken refused: nothing changed upstream.
-			if derr := framework.DeleteWAL(ctx, s, walID); derr != nil {
-				b.Logger().Warn("could not delete the WAL entry of a refused root rotation (harmless: its rollback replays the refusal)", "token_id", tokenID, "error", derr)
-			}
-			return nil, rotationFailed(http.StatusBadGateway, "root rotation failed: %v; nothing changed upstream: the current root secret is unchanged and keeps working", err)
-		}
-		return nil, rotationFailed(http.StatusBadGateway, "root rotation outcome unknown: %v; the current root secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
-			err, now.Add(grace).Format(time.RFC3339), 2*walRollbackMinAge+time.Minute)
+		return nil, err
 	}
 
 	newCfg, err := b.storeRotatedLocked(ctx, s, cfg, tok, w)
@@ -401,7 +376,7 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 		}
 		b.rot.pending[w.IdempotencyKey] = tok.Secret
 		return nil, fmt.Errorf("root rotation incomplete: Tooken rotated the root token %s but storing the new secret failed: %w; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
-			tokenID, err, fmtTimeOr(tok.PreviousSecretExpiresAt, "the grace ends"), 2*walRollbackMinAge+time.Minute)
+			tokenID, err, fmtTimeOr(tok.PreviousSecretExpiresAt, "the grace ends"), rotationRecoveryDelay)
 	}
 	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
 		// Harmless: the rollback finds the key in the config and stops.
@@ -415,6 +390,51 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 		PreviousSecretExpiresAt: tok.PreviousSecretExpiresAt,
 		Config:                  newCfg,
 	}, nil
+}
+
+// rotationRecoveryDelay is about how long the WAL rollback takes to finish an
+// interrupted rotation.
+const rotationRecoveryDelay = 2*walRollbackMinAge + time.Minute
+
+// rootTokenID is the root token's id: from the config, or from GET
+// /tokens/self when the config was stored without verification.
+func rootTokenID(ctx context.Context, client *Client, cfg *tookenConfig) (string, error) {
+	if cfg.TokenID != "" {
+		return cfg.TokenID, nil
+	}
+	self, err := client.Self(ctx)
+	if err != nil {
+		return "", rotationFailed(http.StatusBadGateway, "root rotation failed: reading the root token (GET /tokens/self): %v; nothing was changed", err)
+	}
+	return self.ID, nil
+}
+
+// rotateUpstream writes the WAL entry of w, then rotates the root token
+// upstream with w's key and grace. It returns the new token (with its secret)
+// and the WAL entry's id. When Tooken refuses, nothing changed: the entry is
+// deleted. When the outcome is unknown the entry stays, for the rollback.
+func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, client *Client, w rotateWAL) (*Token, string, error) {
+	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, w)
+	if err != nil {
+		return nil, "", fmt.Errorf("root rotation failed: writing its WAL entry: %w; nothing was changed", err)
+	}
+	grace := time.Duration(w.GraceSeconds) * time.Second
+	tok, err := client.RotateToken(ctx, w.TokenID, grace, w.IdempotencyKey)
+	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
+		err = &outcomeUnknownError{errors.New("Tooken's answer has no secret or another token id")}
+	}
+	switch {
+	case err == nil:
+		return tok, walID, nil
+	case errors.Is(err, ErrOutcomeUnknown):
+		return nil, "", rotationFailed(http.StatusBadGateway, "root rotation outcome unknown: %v; the current root secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
+			err, w.StartedAt.Add(grace).Format(time.RFC3339), rotationRecoveryDelay)
+	}
+	// Tooken refused: nothing changed upstream.
+	if derr := framework.DeleteWAL(ctx, s, walID); derr != nil {
+		b.Logger().Warn("could not delete the WAL entry of a refused root rotation (harmless: its rollback replays the refusal)", "token_id", w.TokenID, "error", derr)
+	}
+	return nil, "", rotationFailed(http.StatusBadGateway, "root rotation failed: %v; nothing changed upstream: the current root secret is unchanged and keeps working", err)
 }
 
 // storeRotatedLocked stores cfg with the rotated token's secret and installs
@@ -437,11 +457,7 @@ func (b *tookenBackend) storeRotatedLocked(ctx context.Context, s logical.Storag
 	newCfg.LastRotationKey = w.IdempotencyKey
 	newCfg.PreviousSecretExpiresAt = tok.PreviousSecretExpiresAt
 	newCfg.clearFailures()
-	entry, err := logical.StorageEntryJSON(configPath, &newCfg)
-	if err != nil {
-		return nil, fmt.Errorf("encoding config: %w", err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
+	if err := putConfig(ctx, s, &newCfg); err != nil {
 		return nil, err
 	}
 	delete(b.rot.pending, w.IdempotencyKey)
@@ -547,14 +563,14 @@ func (b *tookenBackend) rollbackRotationLocked(ctx context.Context, s logical.St
 		log.Info("root rotation WAL entry dropped: the config now holds another root token")
 		return nil
 	}
-	now := b.rot.clock()
-	if now.Sub(w.StartedAt) > rotationGiveUpAfter {
+	if b.rot.clock().Sub(w.StartedAt) > rotationGiveUpAfter {
 		b.rotationLockout(ctx, s, log, fmt.Sprintf("root rotation started %s could not be confirmed for more than %s", w.StartedAt.Format(time.RFC3339), rotationGiveUpAfter))
 		return nil
 	}
 	ctx, cancel := rotationContext(ctx, cfg)
 	defer cancel()
 
+	// The stored secret first, then the one a failed store kept in memory.
 	candidates := []string{cfg.Token}
 	if p := b.rot.pending[w.IdempotencyKey]; p != "" && p != cfg.Token {
 		candidates = append(candidates, p)
@@ -562,60 +578,20 @@ func (b *tookenBackend) rollbackRotationLocked(ctx context.Context, s logical.St
 	storedAlive := false
 	var lastErr error
 	for i, secret := range candidates {
-		c := *cfg
-		c.Token = secret
-		client, err := newClient(&c, b.Logger().Named("client"))
+		res, err := b.replayRotation(ctx, cfg, secret, w)
 		if err != nil {
 			return err
 		}
-		tok, err := client.RotateToken(ctx, w.TokenID, time.Duration(w.GraceSeconds)*time.Second, w.IdempotencyKey)
-		if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
-			err = errors.New("Tooken's answer has no secret or another token id")
+		if res.tok != nil {
+			if _, err := b.storeRotatedLocked(ctx, s, cfg, res.tok, w); err != nil {
+				return fmt.Errorf("storing the recovered root secret: %w", err)
+			}
+			log.Info("finished an interrupted root rotation", "previous_secret_expires_at", fmtTimeOrNil(res.tok.PreviousSecretExpiresAt))
+			return nil
 		}
-		if err == nil {
-			// The replayed secret may be stale (rotated by hand since):
-			// check it before it replaces anything.
-			probe := c
-			probe.Token = tok.Secret
-			pc, perr := newClient(&probe, b.Logger().Named("client"))
-			if perr == nil {
-				var self *Token
-				self, perr = pc.Self(ctx)
-				pc.Close()
-				if perr == nil && self.ID != w.TokenID {
-					perr = errors.New("the replayed secret belongs to another token")
-				}
-			}
-			client.Close()
-			if perr != nil && !errors.Is(perr, ErrUnauthorized) {
-				return fmt.Errorf("checking the replayed root secret: %w", perr)
-			}
-			if perr == nil {
-				if _, err := b.storeRotatedLocked(ctx, s, cfg, tok, w); err != nil {
-					return fmt.Errorf("storing the recovered root secret: %w", err)
-				}
-				log.Info("finished an interrupted root rotation", "previous_secret_expires_at", fmtTimeOrNil(tok.PreviousSecretExpiresAt))
-				return nil
-			}
-			lastErr = errors.New("the replayed answer's secret is no longer accepted (the root was rotated since)")
-			if i == 0 {
-				storedAlive = true
-			}
-			continue
-		}
-		client.Close()
-		lastErr = err
-		switch {
-		case errors.Is(err, ErrUnauthorized):
-			continue // this secret is dead; try the next one
-		case errors.Is(err, ErrOutcomeUnknown), errors.Is(err, ErrRateLimited), errors.Is(err, ErrConflict),
-			errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), isUnreachable(err):
-			return fmt.Errorf("replaying the root rotation: %w", err)
-		default:
-			// A definitive answer to an authenticated call: this secret works.
-			if i == 0 {
-				storedAlive = true
-			}
+		lastErr = res.err
+		if i == 0 && res.accepted {
+			storedAlive = true
 		}
 	}
 	if storedAlive {
@@ -624,6 +600,69 @@ func (b *tookenBackend) rollbackRotationLocked(ctx context.Context, s logical.St
 	}
 	b.rotationLockout(ctx, s, log, fmt.Sprintf("root rotation started %s could not be finished: Tooken rejects the stored root secret and the replay (%v)", w.StartedAt.Format(time.RFC3339), lastErr))
 	return nil
+}
+
+// replayResult is what replaying a rotation with one secret gave.
+type replayResult struct {
+	tok      *Token // the replayed answer, its secret checked to work; nil otherwise
+	accepted bool   // Tooken accepted the secret the replay was made with
+	err      error  // why tok is nil
+}
+
+// replayRotation replays the rotation of w authenticated with secret, and
+// checks that the replayed secret works. An error means "not yet" (Tooken
+// unreachable, rate limiting, the original still in flight).
+func (b *tookenBackend) replayRotation(ctx context.Context, cfg *tookenConfig, secret string, w rotateWAL) (replayResult, error) {
+	c := *cfg
+	c.Token = secret
+	client, err := newClient(&c, b.Logger().Named("client"))
+	if err != nil {
+		return replayResult{}, err
+	}
+	defer client.Close()
+	tok, err := client.RotateToken(ctx, w.TokenID, time.Duration(w.GraceSeconds)*time.Second, w.IdempotencyKey)
+	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
+		err = errors.New("Tooken's answer has no secret or another token id")
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrUnauthorized):
+		return replayResult{err: err}, nil // this secret is dead
+	case errors.Is(err, ErrOutcomeUnknown), errors.Is(err, ErrRateLimited), errors.Is(err, ErrConflict),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), isUnreachable(err):
+		return replayResult{}, fmt.Errorf("replaying the root rotation: %w", err)
+	default:
+		// A definitive answer to an authenticated call: this secret works.
+		return replayResult{accepted: true, err: err}, nil
+	}
+
+	// The replayed secret may be stale (rotated by hand since): check it
+	// before it replaces anything.
+	switch err := b.checkRootSecret(ctx, &c, tok.Secret, w.TokenID); {
+	case err == nil:
+		return replayResult{tok: tok, accepted: true}, nil
+	case errors.Is(err, ErrUnauthorized):
+		return replayResult{accepted: true, err: errors.New("the replayed answer's secret is no longer accepted (the root was rotated since)")}, nil
+	default:
+		return replayResult{}, fmt.Errorf("checking the replayed root secret: %w", err)
+	}
+}
+
+// checkRootSecret checks with GET /tokens/self that secret authenticates as
+// the root token tokenID, over cfg's connection.
+func (b *tookenBackend) checkRootSecret(ctx context.Context, cfg *tookenConfig, secret, tokenID string) error {
+	c := *cfg
+	c.Token = secret
+	client, err := newClient(&c, b.Logger().Named("client"))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	self, err := client.Self(ctx)
+	if err == nil && self.ID != tokenID {
+		err = errors.New("the replayed secret belongs to another token")
+	}
+	return err
 }
 
 // rotationLockout records a rotation that can never finish, loudly, once.
@@ -653,11 +692,7 @@ func (b *tookenBackend) recordRotationFailure(ctx context.Context, s logical.Sto
 	retry := now.Add(wait)
 	c.RotationRetryAt = &retry
 	b.rot.retryAt = retry
-	entry, err := logical.StorageEntryJSON(configPath, &c)
-	if err == nil {
-		err = s.Put(ctx, entry)
-	}
-	if err != nil {
+	if err := putConfig(ctx, s, &c); err != nil {
 		b.Logger().Warn("could not store the root rotation failure status", "error", err)
 		return
 	}
