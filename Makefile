@@ -57,7 +57,7 @@ test-e2e: build
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(GOTESTFLAGS) ./e2e/
 
 # The engine's cost as ratios against a baseline measured in the same run, plus the machine
-# (scripts/bench.sh; ~1.5 minutes on 2 cores; knobs BENCH_ROUNDS, BENCH_N, BENCH_VAULT=auto|0|1).
+# (scripts/bench.sh; ~1 minute on 2 idle cores; knobs BENCH_ROUNDS, BENCH_N, BENCH_VAULT=auto|0|1).
 bench:
 	@GO='$(GO)' scripts/bench.sh
 

@@ -12,7 +12,7 @@
 # ratio is the median of the per-round ratios; IQR is the interquartile range of ns/op over the
 # rounds, as a share of the median (how much the machine's load moved the figure).
 #
-# Knobs: BENCH_ROUNDS (8), BENCH_N (3000 iterations per in-process benchmark and round),
+# Knobs: BENCH_ROUNDS (10), BENCH_N (3000 iterations per in-process benchmark and round),
 # BENCH_VAULT_N (300), BENCH_VAULT (auto: only when a Vault binary exists without building one;
 # 1: get one with scripts/vault.sh, building it if needed, ~5 minutes once; 0: skip).
 # Raw `go test` output (benchstat format) is kept in a temporary file, named at the end.
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ROUNDS=${BENCH_ROUNDS:-8}
+ROUNDS=${BENCH_ROUNDS:-10}
 N=${BENCH_N:-3000}
 VAULT_N=${BENCH_VAULT_N:-300}
 WANT_VAULT=${BENCH_VAULT:-auto}
@@ -55,7 +55,8 @@ vault_bin() {
 	esac
 }
 
-echo "==> machine: $machine"
+load_start=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
+echo "==> machine: $machine; load average $load_start"
 echo "==> building the test binary and the plugin"
 $GO test -c -o "$WORK/tooken.test" .
 CGO_ENABLED=0 $GO build -trimpath -o "$WORK/vault-plugin-secrets-tooken" ./cmd/vault-plugin-secrets-tooken
@@ -85,8 +86,9 @@ if grep -q -e '^--- FAIL' -e '^FAIL' "$RAW"; then
 	die "a benchmark failed (output above)"
 fi
 
+load_end=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 echo
-echo "machine: $machine"
+echo "machine: $machine; load average $load_start at start, $load_end at end"
 echo "command: make bench   (scripts/bench.sh: $ROUNDS rounds; $N iterations in process, $VAULT_N through Vault)"
 echo
 # Rows: benchmark, what it is, the row it is compared with (besides the baseline).
@@ -135,3 +137,8 @@ awk -v rounds="$ROUNDS" '
 echo
 echo "(ns/op: median of $ROUNDS rounds; Parallel rows: wall time per operation with GOMAXPROCS*4 goroutines,"
 echo " so a ratio below 1 against the serial row is the throughput gain. Raw output: $RAW)"
+# Other work on the machine takes the cores the parallel rows need: say so.
+if awk -v l="$load_start" -v m="$load_end" -v n="$(nproc)" 'BEGIN { exit !(l + 0 > n / 2 || m + 0 > n / 2) }'; then
+	echo "note: the machine was busy (load average above nproc/2): the Parallel rows understate scaling, and"
+	echo "      the figures moved more than usual (IQR column). Run again on an idle machine to compare."
+fi
