@@ -46,15 +46,22 @@ const (
 
 // issuanceRecord is stored at issuedPrefix + Key. It never holds a secret.
 type issuanceRecord struct {
-	Key         string             `json:"key"`
-	State       string             `json:"state"`
-	Role        string             `json:"role"`
-	Body        CreateTokenRequest `json:"body"` // the exact POST body: a replay reuses it
-	TokenID     string             `json:"token_id,omitempty"`
-	CreatedAt   time.Time          `json:"created_at"`
-	Attempts    int                `json:"attempts,omitempty"`
-	NextAttempt time.Time          `json:"next_attempt,omitempty"`
-	LastError   string             `json:"last_error,omitempty"`
+	Key        string             `json:"key"`
+	State      string             `json:"state"`
+	Role       string             `json:"role"`
+	Body       CreateTokenRequest `json:"body"` // the exact POST body: a replay reuses it
+	TokenID    string             `json:"token_id,omitempty"`
+	CreatedAt  time.Time          `json:"created_at"`
+	retryState                    // rollback attempts
+}
+
+// retryState is the backoff of work that the periodic func retries (the
+// rollback of an issuance record, a queued revoke). Its fields sit inline in
+// the stored JSON.
+type retryState struct {
+	Attempts    int       `json:"attempts,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
 }
 
 // expiresAt is the upstream expiry the record's token has (or would have).
@@ -196,6 +203,25 @@ func (g *orphanGuard) retryDelay(attempts int) time.Duration {
 	return min(d, g.retryMax)
 }
 
+// recordFailure counts a failed attempt of r at now, and sets when to try
+// again.
+func (g *orphanGuard) recordFailure(r *retryState, err error, now time.Time) {
+	r.Attempts++
+	r.LastError = truncateErr(err)
+	r.NextAttempt = now.Add(g.retryDelay(r.Attempts))
+}
+
+// revokeGone revokes a token within timeout; nil when Tooken confirms it is
+// dead (204, or 404: already gone).
+func revokeGone(ctx context.Context, client *Client, id string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
 func truncateErr(err error) string {
 	s := err.Error()
 	if len(s) > maxLastErrorLen {
@@ -209,24 +235,13 @@ func newIssuanceRecord(key, role string, body CreateTokenRequest, now time.Time)
 }
 
 func putIssuance(ctx context.Context, s logical.Storage, rec *issuanceRecord) error {
-	entry, err := logical.StorageEntryJSON(issuedPrefix+rec.Key, rec)
-	if err != nil {
-		return fmt.Errorf("encoding issuance record: %w", err)
-	}
-	return s.Put(ctx, entry)
+	return putJSON(ctx, s, issuedPrefix+rec.Key, rec)
 }
 
 func getIssuance(ctx context.Context, s logical.Storage, key string) (*issuanceRecord, error) {
-	entry, err := s.Get(ctx, issuedPrefix+key)
-	if err != nil {
-		return nil, fmt.Errorf("reading issuance record %s: %w", key, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
 	rec := new(issuanceRecord)
-	if err := entry.DecodeJSON(rec); err != nil {
-		return nil, fmt.Errorf("decoding issuance record %s: %w", key, err)
+	if ok, err := getJSON(ctx, s, issuedPrefix+key, rec); !ok {
+		return nil, err
 	}
 	if rec.Key == "" {
 		rec.Key = key
@@ -274,7 +289,6 @@ func (b *tookenBackend) rollbackPending(ctx context.Context, s logical.Storage) 
 	if cfg == nil {
 		return rep, nil
 	}
-	minAge := cfg.effectiveRollbackMinAge()
 	keys, err := s.List(ctx, issuedPrefix)
 	if err != nil {
 		return rep, fmt.Errorf("listing issuance records: %w", err)
@@ -283,66 +297,89 @@ func (b *tookenBackend) rollbackPending(ctx context.Context, s logical.Storage) 
 	full := !g.scanned
 	g.mu.Unlock()
 
-	now := g.now()
-	present := make(map[string]struct{}, len(keys))
-	var client *Client
+	p := &rollbackPass{now: g.now(), minAge: cfg.effectiveRollbackMinAge(), full: full}
 	for _, key := range keys {
-		present[key] = struct{}{}
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
-		if !full && g.isConfirmed(key) {
-			continue
-		}
-		if g.isInFlight(key) {
-			continue
-		}
-		rec, err := getIssuance(ctx, s, key)
-		if err != nil {
+		if err := b.rollbackKey(ctx, s, p, key, &rep); err != nil {
 			return rep, err
-		}
-		if rec == nil {
-			continue
-		}
-		switch rec.State {
-		case issueStateConfirmed:
-			g.markConfirmed(key, rec.expiresAt())
-			continue
-		case issueStateAbandoned:
-			rep.Abandoned++
-			if rec.expired(now) {
-				b.dropIssuance(ctx, s, key)
-				rep.Collected++
-			}
-			continue
-		}
-		rep.Pending++
-		if now.Sub(rec.CreatedAt) < minAge || now.Before(rec.NextAttempt) {
-			continue
-		}
-		if client == nil {
-			if client, err = b.getClient(ctx, s); err != nil {
-				return rep, err
-			}
-		}
-		done, err := b.rollbackOne(ctx, s, client, key)
-		switch {
-		case err != nil:
-			return rep, err
-		case done:
-			rep.Finished++
-		default:
-			rep.Failed++
 		}
 	}
-	g.mu.Lock()
 	if full {
+		g.mu.Lock()
 		g.scanned = true
+		g.mu.Unlock()
 	}
-	// Collect the records known confirmed whose token has expired upstream
-	// (their lease is gone: it never outlives the token), and forget keys
-	// deleted elsewhere.
+	rep.Collected += b.collectConfirmed(ctx, s, keys, p.now)
+	return rep, nil
+}
+
+// rollbackPass is the state of one rollbackPending pass.
+type rollbackPass struct {
+	now    time.Time
+	minAge time.Duration
+	full   bool    // read every record, even those known confirmed
+	client *Client // built when first needed
+}
+
+// rollbackKey handles one issuance record: it learns a confirmed one,
+// collects an expired abandoned one, and finishes a pending one that is due.
+// Only storage and client-building failures are returned.
+func (b *tookenBackend) rollbackKey(ctx context.Context, s logical.Storage, p *rollbackPass, key string, rep *rollbackReport) error {
+	g := b.guard
+	if (!p.full && g.isConfirmed(key)) || g.isInFlight(key) {
+		return nil
+	}
+	rec, err := getIssuance(ctx, s, key)
+	if err != nil || rec == nil {
+		return err
+	}
+	switch rec.State {
+	case issueStateConfirmed:
+		g.markConfirmed(key, rec.expiresAt())
+		return nil
+	case issueStateAbandoned:
+		rep.Abandoned++
+		if rec.expired(p.now) {
+			b.dropIssuance(ctx, s, key)
+			rep.Collected++
+		}
+		return nil
+	}
+	rep.Pending++
+	if p.now.Sub(rec.CreatedAt) < p.minAge || p.now.Before(rec.NextAttempt) {
+		return nil
+	}
+	if p.client == nil {
+		if p.client, err = b.getClient(ctx, s); err != nil {
+			return err
+		}
+	}
+	done, err := b.rollbackOne(ctx, s, p.client, key)
+	switch {
+	case err != nil:
+		return err
+	case done:
+		rep.Finished++
+	default:
+		rep.Failed++
+	}
+	return nil
+}
+
+// collectConfirmed deletes the records known confirmed whose token has
+// expired upstream (their lease is gone: it never outlives the token), and
+// forgets the keys no longer listed (deleted elsewhere). It returns how many
+// records it deleted.
+func (b *tookenBackend) collectConfirmed(ctx context.Context, s logical.Storage, listed []string, now time.Time) int {
+	present := make(map[string]struct{}, len(listed))
+	for _, key := range listed {
+		present[key] = struct{}{}
+	}
+	g := b.guard
 	var expired []string
+	g.mu.Lock()
 	for key, exp := range g.confirmed {
 		if _, ok := present[key]; !ok {
 			delete(g.confirmed, key)
@@ -355,9 +392,8 @@ func (b *tookenBackend) rollbackPending(ctx context.Context, s logical.Storage) 
 	g.mu.Unlock()
 	for _, key := range expired {
 		b.dropIssuance(ctx, s, key)
-		rep.Collected++
 	}
-	return rep, nil
+	return len(expired)
 }
 
 // rollbackOne finishes one pending record: replay the POST with its key and
@@ -393,10 +429,7 @@ func (b *tookenBackend) rollbackOne(ctx context.Context, s logical.Storage, clie
 	cancel()
 	switch {
 	case err == nil && tok.ID != "":
-		cctx, cancel := context.WithTimeout(ctx, g.callTimeout)
-		err = client.RevokeToken(cctx, tok.ID)
-		cancel()
-		if err == nil || errors.Is(err, ErrNotFound) {
+		if err = revokeGone(ctx, client, tok.ID, g.callTimeout); err == nil {
 			b.Logger().Info("rollback revoked the token of an unfinished creds request", "role", rec.Role, "token_id", tok.ID, "issue_key", key)
 			b.dropIssuance(ctx, s, key)
 			return true, nil
@@ -411,9 +444,7 @@ func (b *tookenBackend) rollbackOne(ctx context.Context, s logical.Storage, clie
 		b.dropIssuance(ctx, s, key)
 		return true, nil
 	}
-	rec.Attempts++
-	rec.LastError = truncateErr(err)
-	rec.NextAttempt = now.Add(g.retryDelay(rec.Attempts))
+	g.recordFailure(&rec.retryState, err, now)
 	if rec.Attempts >= g.maxRollbackAttempts {
 		rec.State = issueStateAbandoned
 		b.Logger().Error("rollback gives up on an unfinished creds request: a token may live upstream until its expiry; tidy reports it",

@@ -19,14 +19,12 @@ import (
 
 // revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
 type revokeQueueEntry struct {
-	TokenID     string    `json:"token_id"`
-	IssueKey    string    `json:"issue_key,omitempty"`
-	Role        string    `json:"role,omitempty"`
-	ExpiresAt   time.Time `json:"expires_at"` // the token's upstream expiry; zero = unknown
-	QueuedAt    time.Time `json:"queued_at"`
-	Attempts    int       `json:"attempts"`
-	NextAttempt time.Time `json:"next_attempt"`
-	LastError   string    `json:"last_error,omitempty"`
+	TokenID    string    `json:"token_id"`
+	IssueKey   string    `json:"issue_key,omitempty"`
+	Role       string    `json:"role,omitempty"`
+	ExpiresAt  time.Time `json:"expires_at"` // the token's upstream expiry; zero = unknown
+	QueuedAt   time.Time `json:"queued_at"`
+	retryState           // revoke attempts: the first failed one is the lease revoke's
 }
 
 func (e *revokeQueueEntry) expired(now time.Time) bool {
@@ -49,10 +47,7 @@ func (b *tookenBackend) revokeToken(ctx context.Context, req *logical.Request, i
 		return err
 	}
 	if err == nil {
-		rctx, cancel := context.WithTimeout(ctx, g.revokeBudget)
-		err = client.RevokeToken(rctx, id)
-		cancel()
-		if err == nil || errors.Is(err, ErrNotFound) {
+		if err = revokeGone(ctx, client, id, g.revokeBudget); err == nil {
 			b.Logger().Debug("revoked token", "token_id", id, "role", role)
 			b.dropIssuance(ctx, req.Storage, issueKey)
 			return nil
@@ -69,16 +64,8 @@ func (b *tookenBackend) revokeToken(ctx context.Context, req *logical.Request, i
 		b.dropIssuance(ctx, req.Storage, issueKey)
 		return nil
 	}
-	entry := &revokeQueueEntry{
-		TokenID:     id,
-		IssueKey:    issueKey,
-		Role:        role,
-		ExpiresAt:   exp,
-		QueuedAt:    now,
-		Attempts:    1,
-		NextAttempt: now.Add(g.retryDelay(1)),
-		LastError:   truncateErr(err),
-	}
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: issueKey, Role: role, ExpiresAt: exp, QueuedAt: now}
+	g.recordFailure(&entry.retryState, err, now)
 	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
 	}
@@ -100,9 +87,17 @@ func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e 
 	}
 	g.mu.Lock()
 	g.queueLen++
-	g.queueNext[e.TokenID] = e.NextAttempt
 	g.mu.Unlock()
+	g.setNext(e.TokenID, e.NextAttempt)
 	return nil
+}
+
+// setNext remembers when a queue entry is due next, so that an idle drain
+// needs no storage read for it.
+func (g *orphanGuard) setNext(id string, next time.Time) {
+	g.mu.Lock()
+	g.queueNext[id] = next
+	g.mu.Unlock()
 }
 
 // notDue tells, without a storage read, that a queue entry this node wrote
@@ -115,24 +110,13 @@ func (g *orphanGuard) notDue(id string, now time.Time) bool {
 }
 
 func putQueueEntry(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
-	entry, err := logical.StorageEntryJSON(revokeQueuePrefix+e.TokenID, e)
-	if err != nil {
-		return fmt.Errorf("encoding revoke queue entry: %w", err)
-	}
-	return s.Put(ctx, entry)
+	return putJSON(ctx, s, revokeQueuePrefix+e.TokenID, e)
 }
 
 func getQueueEntry(ctx context.Context, s logical.Storage, id string) (*revokeQueueEntry, error) {
-	entry, err := s.Get(ctx, revokeQueuePrefix+id)
-	if err != nil {
-		return nil, fmt.Errorf("reading revoke queue entry %s: %w", id, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
 	e := new(revokeQueueEntry)
-	if err := entry.DecodeJSON(e); err != nil {
-		return nil, fmt.Errorf("decoding revoke queue entry %s: %w", id, err)
+	if ok, err := getJSON(ctx, s, revokeQueuePrefix+id, e); !ok {
+		return nil, err
 	}
 	if e.TokenID == "" {
 		e.TokenID = id
@@ -160,21 +144,7 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	if err != nil {
 		return rep, fmt.Errorf("listing the revoke queue: %w", err)
 	}
-	g.mu.Lock()
-	g.queueLen = len(ids)
-	pause := g.pauseTill
-	if len(g.queueNext) > len(ids) {
-		listed := make(map[string]struct{}, len(ids))
-		for _, id := range ids {
-			listed[id] = struct{}{}
-		}
-		for id := range g.queueNext {
-			if _, ok := listed[id]; !ok {
-				delete(g.queueNext, id)
-			}
-		}
-	}
-	g.mu.Unlock()
+	pause := g.syncQueue(ids)
 	rep.Queued = len(ids)
 	if len(ids) == 0 {
 		return rep, nil
@@ -191,81 +161,108 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	dctx, cancel := context.WithTimeout(ctx, g.drainBudget)
 	defer cancel()
 	for i, id := range ids {
-		if g.notDue(id, g.now()) {
-			rep.Deferred++
-			continue
-		}
-		e, err := getQueueEntry(dctx, s, id)
-		if err != nil {
-			if dctx.Err() != nil {
-				rep.Deferred += len(ids) - i
-				break
-			}
-			b.Logger().Warn("revoke queue: cannot read an entry", "token_id", id, "error", err)
-			rep.Failed++
-			continue
-		}
-		if e == nil {
-			continue
-		}
-		now := g.now()
-		if e.expired(now) {
-			if b.finishQueued(dctx, s, e) {
-				rep.Dropped++
-			}
-			continue
-		}
-		if now.Before(e.NextAttempt) {
-			g.mu.Lock()
-			g.queueNext[id] = e.NextAttempt
-			g.mu.Unlock()
-			rep.Deferred++
-			continue
-		}
-		if err := g.limiter.Wait(dctx); err != nil {
-			rep.Deferred += len(ids) - i
-			break
-		}
-		cctx, ccancel := context.WithTimeout(dctx, g.callTimeout)
-		err = client.RevokeToken(cctx, e.TokenID)
-		ccancel()
-		if err == nil || errors.Is(err, ErrNotFound) {
-			if b.finishQueued(dctx, s, e) {
-				rep.Revoked++
-				b.Logger().Info("revoke queue: token revoked", "token_id", e.TokenID, "role", e.Role, "attempts", e.Attempts+1)
-			}
-			continue
-		}
-		e.Attempts++
-		e.LastError = truncateErr(err)
-		e.NextAttempt = now.Add(g.retryDelay(e.Attempts))
-		var rl *RateLimitError
-		if errors.As(err, &rl) {
-			wait := max(rl.RetryAfter, time.Second)
-			g.mu.Lock()
-			g.pauseTill = now.Add(wait)
-			g.mu.Unlock()
-			e.NextAttempt = now.Add(wait)
-			rep.RateLimited = true
-		}
-		rep.Failed++
-		if perr := putQueueEntry(dctx, s, e); perr != nil {
-			b.Logger().Warn("revoke queue: cannot record an attempt", "token_id", e.TokenID, "error", perr)
-		} else {
-			g.mu.Lock()
-			g.queueNext[e.TokenID] = e.NextAttempt
-			g.mu.Unlock()
-		}
-		if rep.RateLimited {
-			rep.Deferred += len(ids) - i - 1
-			break
-		}
-		if dctx.Err() != nil {
-			rep.Deferred += len(ids) - i - 1
+		if stop := b.drainOne(dctx, s, client, id, &rep); stop {
+			rep.Deferred += len(ids) - i - 1 // the rest waits for the next drain
 			break
 		}
 	}
 	return rep, nil
+}
+
+// syncQueue takes the queue length from a fresh listing and forgets the
+// next attempts of entries no longer listed. It returns the Retry-After
+// pause in force.
+func (g *orphanGuard) syncQueue(ids []string) (pause time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.queueLen = len(ids)
+	if len(g.queueNext) > len(ids) {
+		listed := make(map[string]struct{}, len(ids))
+		for _, id := range ids {
+			listed[id] = struct{}{}
+		}
+		for id := range g.queueNext {
+			if _, ok := listed[id]; !ok {
+				delete(g.queueNext, id)
+			}
+		}
+	}
+	return g.pauseTill
+}
+
+// drainOne works on one queue entry, and counts what it did in rep. It
+// reports stop when the drain must end here (budget spent, rate limited).
+func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *Client, id string, rep *drainReport) (stop bool) {
+	g := b.guard
+	if g.notDue(id, g.now()) {
+		rep.Deferred++
+		return false
+	}
+	e, err := getQueueEntry(ctx, s, id)
+	if err != nil {
+		if ctx.Err() != nil {
+			rep.Deferred++
+			return true
+		}
+		b.Logger().Warn("revoke queue: cannot read an entry", "token_id", id, "error", err)
+		rep.Failed++
+		return false
+	}
+	if e == nil {
+		return false
+	}
+	now := g.now()
+	if e.expired(now) {
+		if b.finishQueued(ctx, s, e) {
+			rep.Dropped++
+		}
+		return false
+	}
+	if now.Before(e.NextAttempt) {
+		g.setNext(id, e.NextAttempt)
+		rep.Deferred++
+		return false
+	}
+	if err := g.limiter.Wait(ctx); err != nil {
+		rep.Deferred++
+		return true
+	}
+	if err := revokeGone(ctx, client, e.TokenID, g.callTimeout); err != nil {
+		rep.Failed++
+		if b.retryQueued(ctx, s, e, err, now) {
+			rep.RateLimited = true
+			return true
+		}
+		return ctx.Err() != nil
+	}
+	if b.finishQueued(ctx, s, e) {
+		rep.Revoked++
+		b.Logger().Info("revoke queue: token revoked", "token_id", e.TokenID, "role", e.Role, "attempts", e.Attempts+1)
+	}
+	return false
+}
+
+// retryQueued records a failed revoke of a queue entry with its backoff; a
+// 429 pauses the whole queue for its Retry-After (at least a second), and
+// retryQueued then reports true.
+func (b *tookenBackend) retryQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry, err error, now time.Time) (rateLimited bool) {
+	g := b.guard
+	g.recordFailure(&e.retryState, err, now)
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		wait := max(rl.RetryAfter, time.Second)
+		g.mu.Lock()
+		g.pauseTill = now.Add(wait)
+		g.mu.Unlock()
+		e.NextAttempt = now.Add(wait)
+		rateLimited = true
+	}
+	if perr := putQueueEntry(ctx, s, e); perr != nil {
+		b.Logger().Warn("revoke queue: cannot record an attempt", "token_id", e.TokenID, "error", perr)
+	} else {
+		g.setNext(e.TokenID, e.NextAttempt)
+	}
+	return rateLimited
 }
 
 // finishQueued deletes a queue entry whose token is dead, and its issuance
