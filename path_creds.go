@@ -138,39 +138,14 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	if err != nil {
 		return nil, err
 	}
-
 	now := time.Now().UTC().Truncate(time.Second)
 	maxTTL := b.effectiveMaxTTL(role.entry)
-	ttl := role.entry.TTL
-	if ttl <= 0 {
-		ttl = b.System().DefaultLeaseTTL()
-	}
-	if ttl <= 0 || ttl > maxTTL {
-		ttl = maxTTL
-	}
-	expiresAt := now.Add(maxTTL)
-
 	name, err := role.tmpl.render(newNameTemplateData(roleName, req.DisplayName))
 	if err != nil {
 		return nil, fmt.Errorf("rendering the name of a token for role %q: %w", roleName, err)
 	}
 	key := NewIdempotencyKey()
-	md := make(map[string]string, len(role.entry.Metadata)+numPluginMetadataKey)
-	maps.Copy(md, role.entry.Metadata)
-	md[metaRole] = roleName
-	if b.guard.mountUUID != "" {
-		md[metaMountUUID] = b.guard.mountUUID
-	}
-	if req.MountAccessor != "" {
-		md[metaMountAccessor] = req.MountAccessor
-	}
-	md[metaIssueKey] = key
-	body := CreateTokenRequest{
-		Name:      name,
-		Scopes:    role.entry.Scopes,
-		ExpiresAt: &expiresAt,
-		Metadata:  md,
-	}
+	body := b.createBody(req, roleName, role.entry, name, key, now.Add(maxTTL))
 
 	// Storage write 1: the pending record, before anything exists upstream.
 	// The key stays in flight until the request is over, so that rollback
@@ -189,45 +164,85 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 		}
 		return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
 	}
-	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
-		expiresAt = tok.ExpiresAt.UTC()
+	it, err := b.leaseFor(tok, roleName, role.entry, maxTTL, *body.ExpiresAt)
+	if err != nil {
+		b.discardCreated(ctx, req.Storage, client, tok.ID, key, roleName)
+		return nil, err
 	}
-	if rem := leaseRemaining(expiresAt, time.Now()); rem < ttl {
-		ttl = rem
-	}
-	if tok.Secret == "" || tok.ID == "" {
-		if tok.ID == "" || b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil {
-			b.dropIssuance(ctx, req.Storage, key)
-		}
-		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
-	}
-	if ttl <= 0 {
-		if b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil {
-			b.dropIssuance(ctx, req.Storage, key)
-		}
-		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
-	}
+	it.role, it.issueKey, it.issuedAt = roleName, key, now
 
 	// Storage write 2: confirmed. If it fails the lease will never exist:
 	// revoke at once; if that fails too, the pending record stays and
 	// rollback finishes it.
 	rec.State, rec.TokenID = issueStateConfirmed, tok.ID
 	if err := putIssuance(ctx, req.Storage, rec); err != nil {
-		if b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil {
-			b.dropIssuance(ctx, req.Storage, key)
-		}
+		b.discardCreated(ctx, req.Storage, client, tok.ID, key, roleName)
 		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
 	}
-	b.guard.markConfirmed(key, expiresAt)
+	b.guard.markConfirmed(key, it.expiresAt)
 	b.Logger().Debug("issued token", "role", roleName, "token_id", tok.ID)
-	return &issuedToken{
-		token:     tok,
-		role:      roleName,
-		issueKey:  key,
-		issuedAt:  now,
-		expiresAt: expiresAt,
-		ttl:       ttl,
-	}, nil
+	return it, nil
+}
+
+// createBody is the POST /tokens body of a creds read: the role's scopes, its
+// metadata plus the engine's own keys, and the upstream expiry.
+func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *roleEntry, name, key string, expiresAt time.Time) CreateTokenRequest {
+	md := make(map[string]string, len(role.Metadata)+numPluginMetadataKey)
+	maps.Copy(md, role.Metadata)
+	md[metaRole] = roleName
+	if b.guard.mountUUID != "" {
+		md[metaMountUUID] = b.guard.mountUUID
+	}
+	if req.MountAccessor != "" {
+		md[metaMountAccessor] = req.MountAccessor
+	}
+	md[metaIssueKey] = key
+	return CreateTokenRequest{
+		Name:      name,
+		Scopes:    role.Scopes,
+		ExpiresAt: &expiresAt,
+		Metadata:  md,
+	}
+}
+
+// leaseFor checks Tooken's answer to a create and works out the lease: the
+// upstream expiry (the one asked for, or Tooken's if earlier) and the first
+// lease TTL, which ends before it. An error means the token cannot be handed
+// out.
+func (b *tookenBackend) leaseFor(tok *Token, roleName string, role *roleEntry, maxTTL time.Duration, expiresAt time.Time) (*issuedToken, error) {
+	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
+		expiresAt = tok.ExpiresAt.UTC()
+	}
+	ttl := b.leaseTTL(role, min(maxTTL, leaseRemaining(expiresAt, time.Now())))
+	if tok.Secret == "" || tok.ID == "" {
+		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
+	}
+	return &issuedToken{token: tok, expiresAt: expiresAt, ttl: ttl}, nil
+}
+
+// leaseTTL is the role's ttl, the mount's default lease TTL when unset, at
+// most limit.
+func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Duration {
+	ttl := role.TTL
+	if ttl <= 0 {
+		ttl = b.System().DefaultLeaseTTL()
+	}
+	if ttl <= 0 || ttl > limit {
+		ttl = limit
+	}
+	return ttl
+}
+
+// discardCreated revokes the token of a creds read that failed after the
+// create, and deletes its issuance record once the token is dead (or was
+// never made: id ""). A record left behind is finished by the rollback.
+func (b *tookenBackend) discardCreated(ctx context.Context, s logical.Storage, client *Client, id, key, roleName string) {
+	if id == "" || b.revokeBestEffort(ctx, client, id, roleName) == nil {
+		b.dropIssuance(ctx, s, key)
+	}
 }
 
 // rollbackCreate learns, by replaying the POST with the same key, which token

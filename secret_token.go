@@ -97,13 +97,7 @@ func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Reque
 	if remaining <= 0 {
 		return logical.ErrorResponse("the lease has reached its max TTL: the token expires upstream at %s", expiresAt.UTC().Format(time.RFC3339)), nil
 	}
-	ttl := role.entry.TTL
-	if ttl <= 0 {
-		ttl = b.System().DefaultLeaseTTL()
-	}
-	if ttl <= 0 || ttl > remaining {
-		ttl = remaining
-	}
+	ttl := b.leaseTTL(role.entry, remaining)
 
 	// Vault computes the new TTL from the requested increment (or TTL), capped
 	// at IssueTime (truncated to the second) + MaxTTL, measured from a
