@@ -290,15 +290,42 @@ func (b *tookenBackend) pathRolesWrite(ctx context.Context, req *logical.Request
 	if err != nil {
 		return nil, err
 	}
-	create := role == nil
-	if create {
+	if role == nil {
+		if _, ok := d.GetOk("scopes"); !ok {
+			return logical.ErrorResponse("scopes: required when creating a role"), nil
+		}
 		role = &roleEntry{}
 	}
+	applyRoleFields(role, d)
+	if err := role.validate(name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil && cfg.TokenID != "" {
+		if missing := missingScopes(cfg.Scopes, role.Scopes); len(missing) > 0 {
+			return logical.ErrorResponse("scopes: the root token does not hold %s", strings.Join(missing, ", ")), nil
+		}
+	}
 
+	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
+		return nil, fmt.Errorf("storing role %q: %w", name, err)
+	}
+	b.forgetRole(name)
+	warnings := b.roleWarnings(role, cfg)
+	if len(warnings) == 0 {
+		return nil, nil
+	}
+	return &logical.Response{Warnings: warnings}, nil
+}
+
+// applyRoleFields copies the fields given in a role write; the others keep
+// their value. The default template and an empty map are stored as unset.
+func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 	if v, ok := d.GetOk("scopes"); ok {
 		role.Scopes = normalizeScopes(v.([]string))
-	} else if create {
-		return logical.ErrorResponse("scopes: required when creating a role"), nil
 	}
 	if v, ok := d.GetOk("ttl"); ok {
 		role.TTL = time.Duration(v.(int)) * time.Second
@@ -321,47 +348,26 @@ func (b *tookenBackend) pathRolesWrite(ctx context.Context, req *logical.Request
 	if v, ok := d.GetOk("description"); ok {
 		role.Description = v.(string)
 	}
-	if err := role.validate(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
+}
 
-	cfg, err := b.getConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	if cfg != nil && cfg.TokenID != "" {
-		if missing := missingScopes(cfg.Scopes, role.Scopes); len(missing) > 0 {
-			return logical.ErrorResponse("scopes: the root token does not hold %s", strings.Join(missing, ", ")), nil
-		}
-	}
-
-	entry, err := logical.StorageEntryJSON(rolePrefix+name, role)
-	if err != nil {
-		return nil, fmt.Errorf("encoding role %q: %w", name, err)
-	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
-		return nil, fmt.Errorf("storing role %q: %w", name, err)
-	}
-	b.forgetRole(name)
-
-	resp := &logical.Response{}
+// roleWarnings are the caps a valid role runs into, and the scope check that
+// could not be made.
+func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []string {
+	var out []string
 	mountMax := b.System().MaxLeaseTTL()
 	if role.TTL > mountMax {
-		resp.AddWarning(fmt.Sprintf("ttl %s is greater than the mount's max lease TTL %s: leases will be capped", role.TTL, mountMax))
+		out = append(out, fmt.Sprintf("ttl %s is greater than the mount's max lease TTL %s: leases will be capped", role.TTL, mountMax))
 	}
 	if role.MaxTTL > mountMax {
-		resp.AddWarning(fmt.Sprintf("max_ttl %s is greater than the mount's max lease TTL %s: tokens will be capped", role.MaxTTL, mountMax))
+		out = append(out, fmt.Sprintf("max_ttl %s is greater than the mount's max lease TTL %s: tokens will be capped", role.MaxTTL, mountMax))
 	}
 	if role.MaxTTL > maxUpstreamTTL {
-		resp.AddWarning(fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", role.MaxTTL))
+		out = append(out, fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", role.MaxTTL))
 	}
 	if cfg != nil && cfg.TokenID == "" {
-		resp.AddWarning("the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
+		out = append(out, "the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
 	}
-	if len(resp.Warnings) == 0 {
-		return nil, nil
-	}
-	return resp, nil
+	return out
 }
 
 func (b *tookenBackend) pathRolesDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
