@@ -137,77 +137,19 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	if err != nil {
 		return st, err
 	}
-	keys, err := s.List(ctx, issuedPrefix)
-	if err != nil {
-		return st, fmt.Errorf("listing issuance records: %w", err)
+	run := &tidyRun{client: client, s: s, safety: safety, revoke: revoke, start: start, st: st}
+	if err := b.loadTidyAccounts(ctx, run); err != nil {
+		return st, err
 	}
-	records := make(map[string]*issuanceRecord, len(keys))
-	for _, key := range keys {
-		rec, err := getIssuance(ctx, s, key)
-		if err != nil {
-			return st, err
-		}
-		if rec == nil {
-			continue
-		}
-		if rec.expired(start) && !g.isInFlight(key) {
-			b.dropIssuance(ctx, s, key)
-			st.RecordsCollected++
-			continue
-		}
-		records[key] = rec
-	}
-	queued := make(map[string]struct{})
-	ids, err := s.List(ctx, revokeQueuePrefix)
-	if err != nil {
-		return st, fmt.Errorf("listing the revoke queue: %w", err)
-	}
-	for _, id := range ids {
-		queued[id] = struct{}{}
-	}
-
 	cursor := ""
 	for page := 0; page < tidyMaxPages; page++ {
 		list, err := client.ListTokens(ctx, ListOptions{Limit: tidyPageSize, Cursor: cursor})
 		if err != nil {
 			return st, upstreamError("tidy: listing tokens", err)
 		}
-		for _, tok := range list.Data {
-			if tok.Metadata[metaMountUUID] != mountUUID {
-				continue
-			}
-			st.UpstreamScanned++
-			key := tok.Metadata[metaIssueKey]
-			rec := records[key]
-			_, isQueued := queued[tok.ID]
-			accounted := isQueued || (key != "" && g.isInFlight(key)) ||
-				(rec != nil && rec.State != issueStateAbandoned && (rec.TokenID == "" || rec.TokenID == tok.ID))
-			if accounted {
-				st.Accounted++
-				continue
-			}
-			if start.Sub(tok.CreatedAt) < safety {
-				st.TooYoung++
-				continue
-			}
-			st.OrphansFound++
-			if len(st.Orphans) < maxReportedOrphans {
-				st.Orphans = append(st.Orphans, tok.ID)
-			}
-			b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", key, "revoke", revoke)
-			if !revoke {
-				continue
-			}
-			cctx, cancel := context.WithTimeout(ctx, g.callTimeout)
-			err := client.RevokeToken(cctx, tok.ID)
-			cancel()
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
-				continue
-			}
-			st.OrphansRevoked++
-			if rec != nil && rec.State == issueStateAbandoned && (rec.TokenID == "" || rec.TokenID == tok.ID) {
-				b.dropIssuance(ctx, s, key)
+		for i := range list.Data {
+			if list.Data[i].Metadata[metaMountUUID] == mountUUID {
+				b.tidyToken(ctx, run, &list.Data[i])
 			}
 		}
 		if list.NextCursor == nil || *list.NextCursor == "" {
@@ -217,6 +159,89 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	}
 	b.Logger().Info("tidy done", "upstream_scanned", st.UpstreamScanned, "orphans_found", st.OrphansFound, "orphans_revoked", st.OrphansRevoked, "records_collected", st.RecordsCollected)
 	return st, nil
+}
+
+// tidyRun is one tidy pass: its options, what accounts for a token, and the
+// status it fills in.
+type tidyRun struct {
+	client  *Client
+	s       logical.Storage
+	safety  time.Duration
+	revoke  bool
+	start   time.Time
+	records map[string]*issuanceRecord // by issue key, not expired
+	queued  map[string]struct{}        // token ids in the revoke queue
+	st      *tidyStatus
+}
+
+// loadTidyAccounts reads the issuance records (deleting the expired ones)
+// and the revoke queue.
+func (b *tookenBackend) loadTidyAccounts(ctx context.Context, run *tidyRun) error {
+	g := b.guard
+	keys, err := run.s.List(ctx, issuedPrefix)
+	if err != nil {
+		return fmt.Errorf("listing issuance records: %w", err)
+	}
+	run.records = make(map[string]*issuanceRecord, len(keys))
+	for _, key := range keys {
+		rec, err := getIssuance(ctx, run.s, key)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			continue
+		}
+		if rec.expired(run.start) && !g.isInFlight(key) {
+			b.dropIssuance(ctx, run.s, key)
+			run.st.RecordsCollected++
+			continue
+		}
+		run.records[key] = rec
+	}
+	ids, err := run.s.List(ctx, revokeQueuePrefix)
+	if err != nil {
+		return fmt.Errorf("listing the revoke queue: %w", err)
+	}
+	run.queued = make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		run.queued[id] = struct{}{}
+	}
+	return nil
+}
+
+// tidyToken classifies one upstream token of this mount: accounted for, too
+// young, or an orphan (reported, and revoked when asked).
+func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *Token) {
+	g, st := b.guard, run.st
+	st.UpstreamScanned++
+	key := tok.Metadata[metaIssueKey]
+	rec := run.records[key]
+	names := rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) // the record is this token's
+	_, queued := run.queued[tok.ID]
+	if queued || (key != "" && g.isInFlight(key)) || (names && rec.State != issueStateAbandoned) {
+		st.Accounted++
+		return
+	}
+	if run.start.Sub(tok.CreatedAt) < run.safety {
+		st.TooYoung++
+		return
+	}
+	st.OrphansFound++
+	if len(st.Orphans) < maxReportedOrphans {
+		st.Orphans = append(st.Orphans, tok.ID)
+	}
+	b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", key, "revoke", run.revoke)
+	if !run.revoke {
+		return
+	}
+	if err := revokeGone(ctx, run.client, tok.ID, g.callTimeout); err != nil {
+		b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
+		return
+	}
+	st.OrphansRevoked++
+	if names { // abandoned: its token is dead now
+		b.dropIssuance(ctx, run.s, key)
+	}
 }
 
 func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
