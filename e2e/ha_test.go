@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -523,4 +524,123 @@ func haCounter(t *testing.T, e *Emulator, name string) int64 {
 	var c map[string]int64
 	e.Admin(t, "GET", "/admin/counters", nil, &c)
 	return c[name]
+}
+
+// haLiveOfMount lists the live upstream tokens whose vault_mount_uuid metadata is mountUUID.
+func haLiveOfMount(t *testing.T, e *Emulator, mountUUID string) int {
+	t.Helper()
+	n := 0
+	for _, tok := range e.LiveTokens(t) {
+		if tok.Metadata["vault_mount_uuid"] == mountUUID {
+			n++
+		}
+	}
+	return n
+}
+
+// haLeases counts the leases under tooken/creds/<role> (sys/leases/lookup, through node n).
+func haLeases(t *testing.T, n *haNode, role string) int {
+	t.Helper()
+	s, err := n.v.Client.Logical().List("sys/leases/lookup/tooken/creds/" + role)
+	if err != nil {
+		t.Fatalf("%s: list sys/leases/lookup/tooken/creds/%s: %v", n.name, role, err)
+	}
+	if s == nil {
+		return 0
+	}
+	keys, _ := s.Data["keys"].([]any)
+	return len(keys)
+}
+
+// TestHAClusterCrashDuringCreds: the active node is killed (SIGKILL, no leadership transfer)
+// while creds reads sent to the standbys are in flight (Tooken answers slowly, and still creates
+// the tokens of the requests that died). A standby takes over and its periodic rollback kills
+// the orphans the dead node left (its pending issuance records are in raft storage): the live
+// upstream tokens of the mount end equal to the live leases, and every lease still revokes.
+func TestHAClusterCrashDuringCreds(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	e := startEmulator(t, EmulatorOptions{})
+	c := startHACluster(t, 3)
+	active := c.nodes[0]
+	sb := c.standbys(active)
+	active.v.RegisterPlugin(t)
+	active.v.EnableTooken(t, "tooken")
+	sb[0].v.ConfigureTooken(t, "tooken", e)
+	sb[0].v.MustRun(t, "write", "tooken/config", "rollback_min_age=5s")
+	sb[1].v.WriteRole(t, "tooken", "ci", "scopes=deployments:write", "ttl=30m", "max_ttl=1h")
+	first := haCreds(t, e, sb[0], "ci", e.RootTokenID(t))
+	mountUUID, _ := e.Token(t, first.Data.TokenID)
+	mount := mountUUID.Metadata["vault_mount_uuid"]
+	if mount == "" {
+		t.Fatalf("token has no vault_mount_uuid metadata: %v", mountUUID.Metadata)
+	}
+
+	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens", Latency: "1500ms"})
+	var mu sync.Mutex
+	ok, failed := 0, 0
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		n := sb[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				s, err := n.v.Client.Logical().Read("tooken/creds/ci")
+				mu.Lock()
+				if err != nil || s == nil || s.LeaseID == "" {
+					failed++
+				} else {
+					ok++
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second) // a couple of slow creates done, four in flight
+	kill := time.Now()
+	active.p.kill()
+	newActive := c.waitReady(t, 120*time.Second)
+	t.Logf("SIGKILL of %s: %s active, standbys forwarding, %s later", active.name, newActive.name, time.Since(kill).Round(100*time.Millisecond))
+	time.Sleep(2 * time.Second) // creds through the new active while it starts its plugin
+	close(done)
+	wg.Wait()
+	e.ClearFaults(t)
+	time.Sleep(2 * time.Second) // the emulator finishes the slow creates of the requests that died
+
+	leases, live := haLeases(t, newActive, "ci"), haLiveOfMount(t, e, mount)
+	t.Logf("creds: %d ok, %d failed; %d live upstream tokens of the mount, %d live leases", ok, failed, live, leases)
+	if ok+1 > leases {
+		t.Errorf("%d creds reads succeeded but only %d leases exist", ok+1, leases)
+	}
+	if live <= leases {
+		t.Logf("the kill left no token without a lease (%d live, %d leases)", live, leases)
+	}
+	roll := time.Now()
+	eventually(t, 3*time.Minute, "live upstream tokens of the mount = live leases", func() (bool, string) {
+		up, ls := haLiveOfMount(t, e, mount), haLeases(t, newActive, "ci")
+		return up == ls, fmt.Sprintf("%d live upstream tokens, %d live leases", up, ls)
+	})
+	t.Logf("orphans rolled back by %s %s after the check (%d killed)", newActive.name, time.Since(roll).Round(time.Second), live-leases)
+
+	// Every lease, issued before or after the crash, still revokes its token (through a standby).
+	rest := c.standbys(newActive)[0]
+	rest.v.MustRun(t, "lease", "revoke", "-prefix", "tooken/creds/ci")
+	eventually(t, 60*time.Second, "no live upstream token of the mount", func() (bool, string) {
+		n := haLiveOfMount(t, e, mount)
+		return n == 0, fmt.Sprintf("%d live", n)
+	})
+	if st := e.SelfStatus(t, first.Data.Token); st != 401 {
+		t.Errorf("secret of the first lease after revoke: status %d, want 401", st)
+	}
+	t.Logf("TestHAClusterCrashDuringCreds took %s", time.Since(start).Round(100*time.Millisecond))
 }
