@@ -283,7 +283,15 @@ func TestBackend_PathHelpAndOpenAPI(t *testing.T) {
 			t.Errorf("%s: OperationPrefix not tooken", p.Pattern)
 		}
 	}
-	for _, path := range []string{"config", "roles/x", "roles/", "creds/x"} {
+	// The help names every field of its path.
+	for _, p := range e.b.Paths {
+		for field := range p.Fields {
+			if field != "name" && !strings.Contains(p.HelpDescription, field) {
+				t.Errorf("%s: help does not mention the field %s", p.Pattern, field)
+			}
+		}
+	}
+	for _, path := range []string{"config", "roles/x", "roles/", "creds/x", "rotate-root", "tidy", "tidy/status"} {
 		resp, err := e.handle(e.request(logical.HelpOperation, path, nil))
 		if err != nil || resp == nil || resp.Data["help"] == "" {
 			t.Errorf("help %s: %v %v", path, resp, err)
@@ -314,7 +322,7 @@ func TestBackend_PathHelpAndOpenAPI(t *testing.T) {
 	for _, want := range []string{
 		"tooken-read-configuration", "tooken-configure", "tooken-delete-configuration",
 		"tooken-read-role", "tooken-write-role", "tooken-delete-role", "tooken-list-roles",
-		"tooken-generate-credentials",
+		"tooken-generate-credentials", "tooken-rotate-root-credentials", "tooken-tidy", "tooken-read-tidy-status",
 	} {
 		if !ids[want] {
 			t.Errorf("missing operation id %q (have %v)", want, ids)
