@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -481,14 +482,27 @@ func parseAPIError(status int, data []byte) *APIError {
 	}
 	e := &APIError{Status: status}
 	if json.Unmarshal(data, &envelope) == nil {
-		e.Code = envelope.Error.Code
-		e.Message = envelope.Error.Message
-		e.RequestID = envelope.Error.RequestID
+		// The answer is quoted in errors, logs and stored status: a
+		// server that echoes a secret must not make us repeat it.
+		e.Code = redactSecrets(envelope.Error.Code)
+		e.Message = redactSecrets(envelope.Error.Message)
+		e.RequestID = redactSecrets(envelope.Error.RequestID)
 	}
 	if e.Code == "" && e.Message == "" {
 		e.Message = http.StatusText(status)
 	}
 	return e
+}
+
+// secretLike matches anything shaped like a Tooken secret, and its tail.
+var secretLike = regexp.MustCompile(`tok_(live|test)_[A-Za-z0-9]*`)
+
+// redactSecrets replaces whatever looks like a Tooken secret in s.
+func redactSecrets(s string) string {
+	if !strings.Contains(s, "tok_") {
+		return s
+	}
+	return secretLike.ReplaceAllString(s, "[redacted secret]")
 }
 
 // checkRetry is the retry policy: connection errors, 5xx (but 501), 429, and

@@ -285,6 +285,26 @@ func TestClient_BadURL(t *testing.T) {
 }
 
 // No secret (the root's or an issued one) ever reaches a log line or an error.
+// A server that echoes the secret in an error answer: the client's error
+// (quoted in responses, logs and stored status) must not repeat it.
+func TestClient_ErrorAnswerRedacted(t *testing.T) {
+	const secret = "tok_live_abcdefghijklmnopqrstuvwxyz0123"
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error": {"code": "unauthorized", "message": "unknown secret %s", "request_id": "req_1"}}`, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	}))
+	t.Cleanup(ts.Close)
+	c := testClient(t, ts.URL+"/v1", secret, 0)
+	_, err := c.Self(context.Background())
+	if !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("want unauthorized, got %v", err)
+	}
+	if strings.Contains(err.Error(), "abcdefghij") || !strings.Contains(err.Error(), "unknown secret [redacted secret]") {
+		t.Errorf("error = %q", err)
+	}
+}
+
 func TestSecretsNeverLogged(t *testing.T) {
 	srv := newEmulator(t, tookentest.Options{})
 	e := getTestBackend(t)
