@@ -399,6 +399,6 @@ Read returns every field but the secret, plus the root token's token_id,
 scopes and expires_at as learned at the last verification, and the rotation
 state: last_rotated, next_rotation, previous_secret_expires_at,
 rotation_failures, last_rotation_error and last_rotation_error_at. Delete
-removes the configuration; leases already issued can then no longer be
-revoked upstream until a configuration is written again.
+removes the configuration; the revokes of leases already issued are then
+queued until a configuration is written again.
 `
