@@ -130,10 +130,15 @@ func (b *tookenBackend) clean(_ context.Context) {
 	b.resetConfig()
 }
 
-// periodicFunc is the hook for periodic work (root rotation in issue 5, the
-// revoke queue in issue 6). Vault calls it about once a minute, on the active
-// node.
+// periodicFunc is the hook for periodic work: scheduled root rotation, the
+// rollback of unfinished creds reads and the revoke queue. Vault calls it
+// about once a minute. All of it writes storage and changes things upstream,
+// so it runs only where storage is writable: not on a performance standby or
+// secondary (the active node of the primary does it), as the SDK asks.
 func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
 	b.rotateRootIfDue(ctx, req)
 	return b.periodicOrphanWork(ctx, req.Storage)
 }

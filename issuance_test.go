@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
@@ -355,6 +356,51 @@ func TestIssuance_RollbackSkipsInFlightAndYoung(t *testing.T) {
 	}
 	if n := len(issuedLive(srv)); n != 0 || len(e.issuanceKeys()) != 0 {
 		t.Errorf("%d live tokens, records %v", n, e.issuanceKeys())
+	}
+}
+
+// The periodic rollback and queue drain write storage and call Tooken: a
+// performance standby (read-only storage) leaves them to the active node.
+func TestIssuance_PeriodicSkipsStandby(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"rollback_min_age": "1s"})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	rec := e.pendingRecord("r", time.Minute)
+	if _, err := e.client().CreateToken(context.Background(), rec.Body, rec.Key); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := e.client().CreateToken(context.Background(), CreateTokenRequest{Name: "queued", Scopes: []string{"deployments:write"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := putQueueEntry(context.Background(), e.storage.Storage, &revokeQueueEntry{TokenID: queued.ID, QueuedAt: now.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	srv.ResetRequests()
+	e.storage.reset()
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv.Requests()); n != 0 {
+		t.Errorf("a standby called Tooken %d times", n)
+	}
+	if n := e.storage.puts.Load() + e.storage.deletes.Load(); n != 0 {
+		t.Errorf("a standby wrote storage %d times", n)
+	}
+	if n := len(issuedLive(srv)); n != 2 {
+		t.Fatalf("%d live tokens, want 2", n)
+	}
+
+	e.sys.ReplicationStateVal = 0
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(issuedLive(srv)); n != 0 || e.issuance(rec.Key) != nil {
+		t.Errorf("the active node left %d live tokens (record %v)", n, e.issuance(rec.Key))
 	}
 }
 
