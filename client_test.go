@@ -338,19 +338,72 @@ func TestSecretsNeverLogged(t *testing.T) {
 			note(e.revoke(lease(resp)))
 		}
 	}
+
+	// Storage: no secret in any key, nor in any value but the config's.
+	var stored []string
+	var walk func(prefix string)
+	walk = func(prefix string) {
+		keys, err := e.storage.Storage.List(context.Background(), prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if strings.HasSuffix(k, "/") {
+				walk(prefix + k)
+				continue
+			}
+			stored = append(stored, prefix+k)
+			if prefix+k == configPath {
+				continue
+			}
+			entry, err := e.storage.Storage.Get(context.Background(), prefix+k)
+			if err != nil || entry == nil {
+				t.Fatalf("get %s: %v", prefix+k, err)
+			}
+			stored = append(stored, string(entry.Value))
+		}
+	}
+	// A revoke while Tooken is down queues the token; the drain logs it.
+	queued := note(e.read("creds/r"))
 	srv.SetDown(true)
 	note(e.read("creds/r"))
+	if queued != nil && !queued.IsError() {
+		issued = append(issued, queued.Data["token"].(string))
+		note(e.revoke(lease(queued)))
+	}
+	walk("") // the queue entry and the issuance records
 	srv.SetDown(false)
+	e.shiftClock(time.Hour)
+	if err := e.periodic(); err != nil {
+		errs = append(errs, err.Error())
+	}
+
+	// Root rotation: an outcome unknown (503s), then the next rotation
+	// finishes it first; tidy.
+	rootSecrets := []string{srv.RootSecret()}
+	srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + srv.RootTokenID() + "/rotate", Status: 503, Count: 10})
+	note(e.write("rotate-root", nil))
+	srv.ClearFaults()
+	note(e.write("rotate-root", nil))
+	if cfg, _ := readConfig(context.Background(), e.storage); cfg != nil {
+		rootSecrets = append(rootSecrets, cfg.Token)
+	}
+	note(e.write("tidy", map[string]any{"revoke_orphans": true, "safety_age": 0}))
+	note(e.read("tidy/status"))
+	walk("")
 
 	logs := e.logs.String()
 	if !strings.Contains(logs, "token_id") {
 		t.Errorf("expected some logging, got:\n%s", logs)
 	}
-	all := logs + "\n" + strings.Join(errs, "\n")
+	all := logs + "\n" + strings.Join(errs, "\n") + "\n" + strings.Join(stored, "\n")
 	if m := secretRegexAnywhere.FindString(all); m != "" {
 		t.Errorf("something shaped like a secret (%.12s...) appears in logs or errors", m)
 	}
-	for _, s := range append(issued, srv.RootSecret(), "not-a-secret-but-private", strings.Repeat("Q", 30)) {
+	if len(rootSecrets) != 2 || rootSecrets[0] == rootSecrets[1] {
+		t.Error("the root was not rotated")
+	}
+	for _, s := range append(append(issued, rootSecrets...), "not-a-secret-but-private", strings.Repeat("Q", 30)) {
 		if strings.Contains(all, s) {
 			t.Errorf("a secret (%.12s...) appears in logs or errors", s)
 		}
