@@ -15,6 +15,7 @@ package e2e
 //   e.SelfStatus(t, secret) int                     GET /v1/tokens/self with that secret, as an app would
 //   e.SetDown(t, bool), e.AddFault(t, Fault), e.ClearFaults(t), e.Admin(t, method, path, body, out)
 //   e.Stop(t), e.Start(t)                           an outage of the whole process (state file kept)
+//   e.LiveRootTokens(t) int                         live tokens made by the bootstrap (the root)
 //
 // Vault (a dev server, or a real one with file storage that survives restarts)
 //   startDevVault(t, VaultOptions{}) *Vault          -dev, root token "root", plugin dir with the plugin
@@ -24,9 +25,21 @@ package e2e
 //   v.Run(t, Run{Token, Stdin, Env}, args...)        the vault CLI with VAULT_ADDR/VAULT_TOKEN set
 //   v.MustRun(t, args...), v.MustRunJSON(t, &out, args...)   (put -format=json in args yourself)
 //   v.RegisterPlugin(t), v.EnableTooken(t, mount), v.ConfigureTooken(t, mount, e), setupTooken(t, v, e)
+//   startTooken(t, VaultOptions{}) (*Emulator, *Vault)   emulator + dev Vault + setupTooken
 //   v.WriteRole(t, mount, name, kv...), v.ReadCreds(t, mount, role, token) Creds
+//   v.ReadWorkingCreds(t, e, mount, role, token, what)  ReadCreds, and the secret must work upstream
 //   v.EnableFileAudit(t) (path), v.PluginPIDs() []int    plugin processes running from v.PluginDir
+//   v.KillPlugin(t) []int                            kill -9 of those processes
+//   v.CredsLoad(path, n, timeout, each) (stop)       n goroutines reading creds back to back
 //   v.StartAgent(t, AgentOptions{...}) *Agent         Vault Agent with token_file auto-auth + templates
+//
+// Parallel tests
+//   Every test calls t.Parallel(): each has its own ports (freePort never hands one out twice),
+//   temp dirs, HOME, state file and process groups, and touches no environment variable. The
+//   tests mostly wait for Vault's once-a-minute periodic and rollback functions, so TestMain runs
+//   up to 16 at once (TOOKEN_E2E_PARALLEL, or -parallel, overrides it) instead of GOMAXPROCS.
+//   Poll with eventually, with timeouts generous enough for a loaded 2-core machine; never sleep
+//   for an outcome.
 //
 // Checks
 //   eventually(t, timeout, what, func() (bool, string))
@@ -41,9 +54,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -109,32 +124,106 @@ func requireBinaries(t testing.TB) Binaries {
 	return b
 }
 
+// defaultParallel is how many e2e tests run at once unless -parallel or TOOKEN_E2E_PARALLEL says.
+const defaultParallel = 16
+
+// TestMain raises the default of -test.parallel (GOMAXPROCS) to defaultParallel: the tests spend
+// their time waiting for Vault's timers, not on CPU.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		n := defaultParallel
+		if s := os.Getenv("TOOKEN_E2E_PARALLEL"); s != "" {
+			var err error
+			if n, err = strconv.Atoi(s); err != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "TOOKEN_E2E_PARALLEL=%q is not a positive number\n", s)
+				os.Exit(2)
+			}
+		}
+		if err := flag.Set("test.parallel", strconv.Itoa(n)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
+	os.Exit(m.Run())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ports, processes, polling
 
-// freePort returns a loopback TCP port that is free now (and, when pair is true, port+1 too,
-// for a Vault dev server's cluster listener).
+// handedOut holds every port freePort has returned in this process: with parallel tests, a port
+// one test chose (and whose server may not be listening yet, or is down for an outage) must not
+// be given to another test.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// freePort returns a loopback TCP port that is free now and was never returned before in this
+// process (and, when pair is true, port+1 too, for a Vault dev server's cluster listener).
+// It takes ports below the kernel's ephemeral range when it can, so that no outgoing connection
+// (of this or any process) takes the port before the server binds it, or while it is stopped.
 func freePort(t testing.TB, pair bool) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
+	lo, hi := listenPortRange()
+	for i := 0; i < 500; i++ {
+		port := 0
+		if hi > lo {
+			port = lo + mrand.IntN(hi-lo)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			if port == 0 {
+				t.Fatalf("listen: %v", err)
+			}
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		if handedOut.ports[port] || (pair && handedOut.ports[port+1]) {
+			l.Close()
+			continue
+		}
 		if !pair {
 			l.Close()
+			handedOut.ports[port] = true
 			return port
 		}
 		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
 		l.Close()
 		if err == nil {
 			l2.Close()
+			handedOut.ports[port], handedOut.ports[port+1] = true, true
 			return port
 		}
 	}
-	t.Fatal("no free port pair found")
+	t.Fatal("no free port (pair) found")
 	return 0
+}
+
+// listenPortRange is [lo, hi) below the kernel's ephemeral port range (ip_local_port_range),
+// from 20000; lo == hi when there is no such room (then freePort lets the kernel choose).
+func listenPortRange() (lo, hi int) {
+	const floor = 20000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	ephemeralLo, err := strconv.Atoi(f[0])
+	if err != nil || ephemeralLo-1 <= floor+1000 {
+		return 0, 0
+	}
+	return floor, ephemeralLo - 1 // -1: port+1 of a pair stays below the range too
 }
 
 // proc is a child process in its own process group, with its output in a log file.
@@ -299,9 +388,6 @@ func startEmulator(t testing.TB, opts EmulatorOptions) *Emulator {
 	bins := requireBinaries(t)
 	dir := t.TempDir()
 	apiPort, adminPort := freePort(t, false), freePort(t, false)
-	for adminPort == apiPort {
-		adminPort = freePort(t, false)
-	}
 	e := &Emulator{
 		URL:            fmt.Sprintf("http://127.0.0.1:%d/v1", apiPort),
 		AdminURL:       fmt.Sprintf("http://127.0.0.1:%d", adminPort),
@@ -337,13 +423,22 @@ func (e *Emulator) Start(t testing.TB) {
 	if e.p != nil && !e.p.exited() {
 		t.Fatal("emulator already running")
 	}
+	// The log file is appended to across restarts: only what this run writes, after the current
+	// end, can say it is ready (the line is printed once both listeners are bound).
+	var from int64
+	if st, err := os.Stat(e.LogPath); err == nil {
+		from = st.Size()
+	}
 	e.p = startProc(t, "tooken-server", e.LogPath, e.env, nil, e.bin, e.args...)
-	eventually(t, 20*time.Second, "tooken-server prints its listening line", func() (bool, string) {
+	eventually(t, 30*time.Second, "tooken-server prints its listening line", func() (bool, string) {
 		if e.p.exited() {
 			t.Fatalf("tooken-server exited at start-up; log:\n%s", tail(e.LogPath, 4000))
 		}
 		b, _ := os.ReadFile(e.LogPath)
-		return bytes.Contains(b, []byte("listening on")), tail(e.LogPath, 2000)
+		if int64(len(b)) < from {
+			return false, "log file shrank"
+		}
+		return bytes.Contains(b[from:], []byte("listening on")), tail(e.LogPath, 2000)
 	})
 	secret, err := os.ReadFile(e.RootSecretFile)
 	if err != nil {
@@ -359,6 +454,19 @@ func (e *Emulator) Start(t testing.TB) {
 func (e *Emulator) Stop(t testing.TB) {
 	t.Helper()
 	e.p.stop(5 * time.Second)
+}
+
+// LiveRootTokens counts the live tokens made by the bootstrap (CreatedBy ""): the root, and any
+// root made again by a rotation gone wrong.
+func (e *Emulator) LiveRootTokens(t testing.TB) int {
+	t.Helper()
+	n := 0
+	for _, tok := range e.LiveTokens(t) {
+		if tok.CreatedBy == "" {
+			n++
+		}
+	}
+	return n
 }
 
 // TokenRecord is the emulator's view of a token (admin API).
@@ -660,9 +768,6 @@ func newVault(t testing.TB, opts VaultOptions, dev bool) *Vault {
 			"-dev-plugin-dir=" + v.PluginDir, "-log-level=" + level}, opts.Args...)
 	} else {
 		port, cport := freePort(t, false), freePort(t, false)
-		for cport == port {
-			cport = freePort(t, false)
-		}
 		v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 		v.configPath = filepath.Join(dir, "vault.hcl")
 		cfg := fmt.Sprintf(`storage "file" {
@@ -700,18 +805,13 @@ log_level        = %q
 // dev server without a version; v.RegisterPlugin registers it again with sha256 and version).
 func startDevVault(t testing.TB, opts VaultOptions) *Vault {
 	t.Helper()
-	v := newVault(t, opts, true)
-	v.start(t)
-	t.Cleanup(func() { v.Stop(t) })
-	return v
+	return launchVault(t, opts, true)
 }
 
 // startVault starts a non-dev server with file storage, initialises it (1 unseal key) and unseals it.
 func startVault(t testing.TB, opts VaultOptions) *Vault {
 	t.Helper()
-	v := newVault(t, opts, false)
-	v.start(t)
-	t.Cleanup(func() { v.Stop(t) })
+	v := launchVault(t, opts, false)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	init, err := v.Client.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
@@ -725,10 +825,19 @@ func startVault(t testing.TB, opts VaultOptions) *Vault {
 	return v
 }
 
+// launchVault starts a Vault server, stopped by t.Cleanup.
+func launchVault(t testing.TB, opts VaultOptions, dev bool) *Vault {
+	t.Helper()
+	v := newVault(t, opts, dev)
+	v.start(t)
+	t.Cleanup(func() { v.Stop(t) })
+	return v
+}
+
 func (v *Vault) start(t testing.TB) {
 	t.Helper()
 	v.p = startProc(t, "vault", v.LogPath, v.env, nil, v.Bins.Vault, v.args...)
-	eventually(t, 60*time.Second, "vault answers sys/health", func() (bool, string) {
+	eventually(t, 2*time.Minute, "vault answers sys/health", func() (bool, string) {
 		if v.p.exited() {
 			t.Fatalf("vault exited at start-up; log:\n%s", tail(v.LogPath, 4000))
 		}
@@ -754,7 +863,7 @@ func (v *Vault) unseal(t testing.TB) {
 	if st.Sealed {
 		t.Fatal("vault still sealed after unseal")
 	}
-	eventually(t, 30*time.Second, "vault becomes active after unseal", func() (bool, string) {
+	eventually(t, time.Minute, "vault becomes active after unseal", func() (bool, string) {
 		h, err := v.Client.Sys().Health()
 		if err != nil {
 			return false, err.Error()
@@ -801,6 +910,22 @@ func (v *Vault) PluginPIDs() []int {
 		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
 		if err == nil && exe == want {
 			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// KillPlugin kills (SIGKILL) every process of this Vault's plugin, failing the test if there is
+// none, and returns their pids.
+func (v *Vault) KillPlugin(t testing.TB) []int {
+	t.Helper()
+	pids := v.PluginPIDs()
+	if len(pids) == 0 {
+		t.Fatal("no plugin process to kill")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
 		}
 	}
 	return pids
@@ -885,6 +1010,16 @@ func setupTooken(t testing.TB, v *Vault, e *Emulator) {
 	v.ConfigureTooken(t, "tooken", e)
 }
 
+// startTooken starts an emulator and a dev Vault with the plugin registered, mounted at tooken/
+// and configured against it: the start of most tests.
+func startTooken(t testing.TB, opts VaultOptions) (*Emulator, *Vault) {
+	t.Helper()
+	e := startEmulator(t, EmulatorOptions{})
+	v := startDevVault(t, opts)
+	setupTooken(t, v, e)
+	return e, v
+}
+
 // WriteRole writes mount/roles/name with key=value arguments.
 func (v *Vault) WriteRole(t testing.TB, mount, name string, kv ...string) {
 	t.Helper()
@@ -931,6 +1066,46 @@ func (v *Vault) ReadCreds(t testing.TB, mount, role, token string) Creds {
 			c.Data.TokenID, c.Data.Name, c.LeaseID)
 	}
 	return c
+}
+
+// ReadWorkingCreds reads creds (token "" = root) and fails the test, saying what, unless the
+// issued secret works upstream (GET /v1/tokens/self answers 200).
+func (v *Vault) ReadWorkingCreds(t testing.TB, e *Emulator, mount, role, token, what string) Creds {
+	t.Helper()
+	c := v.ReadCreds(t, mount, role, token)
+	if got := e.SelfStatus(t, c.Data.Token); got != http.StatusOK {
+		t.Fatalf("%s: status %d", what, got)
+	}
+	return c
+}
+
+// CredsLoad starts n goroutines that read path (e.g. "tooken/creds/ci") back to back with the
+// root token, each read bounded by timeout, and hands every answer to each (called from those
+// goroutines at once). stop ends the loops and waits for the reads in flight.
+func (v *Vault) CredsLoad(path string, n int, timeout time.Duration, each func(*api.Secret, error)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				s, err := v.Client.Logical().ReadWithContext(ctx, path)
+				cancel()
+				each(s, err)
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 // LeaseTTL looks a lease up (sys/leases/lookup) and returns its remaining TTL; ok is false when

@@ -1,16 +1,15 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // The issue-6 end-to-end tests: no orphaned Tooken token when the plugin process dies in the
@@ -25,19 +24,6 @@ func mountIDOf(t testing.TB, e *Emulator, c Creds) string {
 		t.Fatalf("token %s has no vault_mount_uuid metadata: %+v", c.Data.TokenID, tok.Metadata)
 	}
 	return tok.Metadata["vault_mount_uuid"]
-}
-
-// waitAdmin waits until the emulator's admin API answers (after Start).
-func (e *Emulator) waitAdmin(t testing.TB) {
-	t.Helper()
-	eventually(t, 20*time.Second, "emulator admin API answers", func() (bool, string) {
-		resp, err := e.http.Get(e.AdminURL + "/admin/counters")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
 }
 
 // leaseIDs lists the leases Vault holds under prefix (e.g. "tooken/creds/ci").
@@ -93,55 +79,29 @@ func (e *Emulator) liveOfMount(t testing.TB, mountUUID string) []TokenRecord {
 // the requests that died. After the periodic rollback (rollback_min_age=5s; Vault calls it
 // about once a minute), the live upstream tokens of the mount are exactly the live leases.
 func TestKillPluginDuringCreds(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.MustRun(t, "write", "tooken/config", "rollback_min_age=5s")
 	v.WriteRole(t, "tooken", "ci", "scopes=deployments:write", "ttl=30m", "max_ttl=1h")
 	accessor := mountIDOf(t, e, v.ReadCreds(t, "tooken", "ci", ""))
 
 	e.AddFault(t, Fault{Method: http.MethodPost, Path: "/v1/tokens", Latency: "1500ms"})
 	var ok, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 6; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				s, err := v.Client.Logical().ReadWithContext(ctx, "tooken/creds/ci")
-				cancel()
-				if err != nil || s == nil || s.LeaseID == "" {
-					failed.Add(1)
-					time.Sleep(200 * time.Millisecond)
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
+	stop := v.CredsLoad("tooken/creds/ci", 6, 30*time.Second, func(s *api.Secret, err error) {
+		if err != nil || s == nil || s.LeaseID == "" {
+			failed.Add(1)
+			time.Sleep(200 * time.Millisecond)
+			return
+		}
+		ok.Add(1)
+	})
 	for round := 1; round <= 2; round++ {
 		time.Sleep(3 * time.Second)
-		pids := v.PluginPIDs()
-		if len(pids) == 0 {
-			t.Fatal("no plugin process to kill")
-		}
-		for _, pid := range pids {
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatalf("kill -9 %d: %v", pid, err)
-			}
-		}
+		pids := v.KillPlugin(t)
 		t.Logf("round %d: killed plugin pids %v with creds requests in flight", round, pids)
 	}
 	time.Sleep(4 * time.Second)
-	close(stop)
-	wg.Wait()
+	stop()
 	e.ClearFaults(t)
 	// Let the emulator finish the slow creations of the requests that died.
 	time.Sleep(2 * time.Second)
@@ -181,9 +141,8 @@ func TestKillPluginDuringCreds(t *testing.T) {
 // (same state file), the periodic drain kills every token within minutes, long before its
 // upstream expiry.
 func TestTookenOutageWhileLeasesExpire(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.MustRun(t, "write", "tooken/config", "max_retries=1", "request_timeout=2s")
 	v.WriteRole(t, "tooken", "brief", "scopes=deployments:write", "ttl=10s", "max_ttl=30m")
 
@@ -226,7 +185,6 @@ func TestTookenOutageWhileLeasesExpire(t *testing.T) {
 	}
 
 	e.Start(t)
-	e.waitAdmin(t)
 	back := time.Now()
 	t.Logf("emulator back after %s down; its tokens survived: %d live of the mount", back.Sub(down).Round(time.Second), len(e.liveOfMount(t, accessor)))
 	eventually(t, 3*time.Minute, "every expired lease's token dead upstream", func() (bool, string) {

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // configField reads one field of mount/config through the API client.
@@ -26,36 +26,30 @@ func configField(t *testing.T, v *Vault, field string) any {
 func credsReaders(t *testing.T, v *Vault, role string, n int) (stop func() (reads, failed int64, first string)) {
 	var reads, failed atomic.Int64
 	var firstErr atomic.Value
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				s, err := v.Client.Logical().Read("tooken/creds/" + role)
-				reads.Add(1)
-				if err != nil || s == nil || s.Data["token"] == nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
-					continue
-				}
-				// Do not let the leases pile up: revoke at once.
-				_ = v.Client.Sys().Revoke(s.LeaseID)
-			}
-		}()
-	}
+	stopLoad := v.CredsLoad("tooken/creds/"+role, n, time.Minute, func(s *api.Secret, err error) {
+		reads.Add(1)
+		if err != nil || s == nil || s.Data["token"] == nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Sprint(err))
+			return
+		}
+		// Do not let the leases pile up: revoke at once.
+		_ = v.Client.Sys().Revoke(s.LeaseID)
+	})
 	return func() (int64, int64, string) {
-		close(done)
-		wg.Wait()
+		stopLoad()
 		f, _ := firstErr.Load().(string)
 		return reads.Load(), failed.Load(), f
 	}
+}
+
+// startRotationTest starts an emulator and a configured dev Vault with a role "r", and returns
+// them with the root token's id.
+func startRotationTest(t *testing.T) (*Emulator, *Vault, string) {
+	t.Helper()
+	e, v := startTooken(t, VaultOptions{})
+	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
+	return e, v, e.RootTokenID(t)
 }
 
 func rotationsUpstream(t *testing.T, e *Emulator) int64 {
@@ -69,11 +63,8 @@ func rotationsUpstream(t *testing.T, e *Emulator) int64 {
 // creds are being read (none fails), the bootstrap secret stops working after the (short) grace,
 // and a short schedule rotates by itself through Vault's periodic function.
 func TestRootRotation(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
-	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
-	rootID := e.RootTokenID(t)
+	t.Parallel()
+	e, v, rootID := startRotationTest(t)
 	const grace = 15 * time.Second
 	out, errOut, err := v.Run(t, Run{}, "write", "tooken/config", fmt.Sprintf("rotation_grace=%ds", int(grace/time.Second)))
 	if err != nil {
@@ -110,10 +101,7 @@ func TestRootRotation(t *testing.T) {
 	eventually(t, grace+10*time.Second, "the bootstrap secret stops working after the grace", func() (bool, string) {
 		return !e.SecretValid(t, e.RootSecret), "still valid"
 	})
-	c := v.ReadCreds(t, "tooken", "r", "")
-	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
-		t.Fatalf("creds after the grace: status %d", got)
-	}
+	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the grace")
 
 	// The schedule: rotate every minute; Vault's periodic function (about once a minute) does it.
 	first := configField(t, v, "last_rotated")
@@ -135,13 +123,7 @@ func TestRootRotation(t *testing.T) {
 	if reads == 0 {
 		t.Fatal("no creds read ran")
 	}
-	live := 0
-	for _, tok := range e.LiveTokens(t) {
-		if tok.CreatedBy == "" {
-			live++
-		}
-	}
-	if live != 1 {
+	if live := e.LiveRootTokens(t); live != 1 {
 		t.Fatalf("%d bootstrap-made (root) tokens live upstream, want 1", live)
 	}
 	if msg := configField(t, v, "last_rotation_error"); msg != "" {
@@ -154,11 +136,8 @@ func TestRootRotation(t *testing.T) {
 // rotate-root fails and says so, the old secret keeps working, and Vault's own WAL rollback
 // (min age 1m, run about once a minute) replays the rotation and stores the new secret.
 func TestRootRotationRecoversLostAnswer(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
-	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
-	rootID := e.RootTokenID(t)
+	t.Parallel()
+	e, v, rootID := startRotationTest(t)
 	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Drop: true})
 	out, errOut, err := v.Run(t, Run{}, "write", "-f", "tooken/rotate-root")
 	if err == nil {
@@ -172,10 +151,7 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 	}
 	e.ClearFaults(t)
 	// The old secret still works meanwhile.
-	c := v.ReadCreds(t, "tooken", "r", "")
-	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
-		t.Fatalf("creds after a failed rotation: %d", got)
-	}
+	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after a failed rotation")
 	start := time.Now()
 	eventually(t, 3*time.Minute, "the WAL rollback finishes the rotation", func() (bool, string) {
 		got := configField(t, v, "last_rotated")
@@ -185,10 +161,7 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 	if n := rotationsUpstream(t, e); n != 1 {
 		t.Fatalf("rotations upstream after the rollback: %d, want 1 (a replay, not a second rotation)", n)
 	}
-	c = v.ReadCreds(t, "tooken", "r", "")
-	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
-		t.Fatalf("creds after the rollback: %d", got)
-	}
+	c = v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the rollback")
 	if msg := configField(t, v, "last_rotation_error"); msg != "" {
 		t.Fatalf("last_rotation_error after recovery: %v", msg)
 	}
@@ -204,11 +177,8 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 // plugin (which first finishes the pending rotation by replaying it) or the WAL rollback does it,
 // Vault ends with a working root secret, with no extra root token.
 func TestRootRotationSurvivesPluginKill(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
-	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
-	rootID := e.RootTokenID(t)
+	t.Parallel()
+	e, v, rootID := startRotationTest(t)
 	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Latency: "3s", Count: 1})
 
 	type result struct {
@@ -221,15 +191,7 @@ func TestRootRotationSurvivesPluginKill(t *testing.T) {
 		done <- result{out, errOut, err}
 	}()
 	time.Sleep(1500 * time.Millisecond)
-	pids := v.PluginPIDs()
-	if len(pids) == 0 {
-		t.Fatal("no plugin process to kill")
-	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatalf("kill -9 %d: %v", pid, err)
-		}
-	}
+	pids := v.KillPlugin(t)
 	t.Logf("killed plugin pids %v during the upstream rotation", pids)
 	r := <-done
 	t.Logf("rotate-root after the kill: err=%v stdout=%q stderr=%q", r.err, strings.TrimSpace(r.out), strings.TrimSpace(r.errOut))
@@ -243,17 +205,8 @@ func TestRootRotationSurvivesPluginKill(t *testing.T) {
 		return s.Data["last_rotated"] != nil && s.Data["last_rotation_error"] == "", fmt.Sprintf("last_rotated %v, last_rotation_error %q", s.Data["last_rotated"], s.Data["last_rotation_error"])
 	})
 	t.Logf("rotation settled %s after the kill; rotations upstream: %d", time.Since(start).Round(time.Second), rotationsUpstream(t, e))
-	c := v.ReadCreds(t, "tooken", "r", "")
-	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
-		t.Fatalf("creds after the kill: status %d", got)
-	}
-	roots := 0
-	for _, tok := range e.LiveTokens(t) {
-		if tok.CreatedBy == "" {
-			roots++
-		}
-	}
-	if roots != 1 {
+	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the kill")
+	if roots := e.LiveRootTokens(t); roots != 1 {
 		t.Fatalf("%d root tokens live upstream, want 1", roots)
 	}
 	assertNoSecrets(t, []string{v.LogPath, e.LogPath}, []string{e.RootSecret, c.Data.Token})

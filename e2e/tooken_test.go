@@ -17,6 +17,15 @@ const appPolicy = `path "tooken/creds/ci-deploy" {
 }
 `
 
+// ciDeployToken writes the ci-deploy policy (appPolicy) and returns a new token holding only it.
+func ciDeployToken(t *testing.T, v *Vault) string {
+	t.Helper()
+	if out, errOut, err := v.Run(t, Run{Stdin: appPolicy}, "policy", "write", "ci-deploy", "-"); err != nil {
+		t.Fatalf("policy write: %v %s %s", err, out, errOut)
+	}
+	return strings.TrimSpace(v.MustRun(t, "token", "create", "-policy=ci-deploy", "-ttl=1h", "-field=token"))
+}
+
 // leaseRenew runs `vault lease renew -increment=...` and returns the granted duration.
 func leaseRenew(t *testing.T, v *Vault, leaseID, increment string) (time.Duration, error) {
 	t.Helper()
@@ -72,6 +81,7 @@ func readData(t *testing.T, v *Vault, path string) map[string]any {
 // TestCLIWorkflow: register (sha256 + version), enable, config, role, creds, renew, revoke, all
 // through the vault CLI.
 func TestCLIWorkflow(t *testing.T) {
+	t.Parallel()
 	e := startEmulator(t, EmulatorOptions{})
 	v := startDevVault(t, VaultOptions{})
 	secrets := []string{e.RootSecret}
@@ -174,9 +184,8 @@ func TestCLIWorkflow(t *testing.T) {
 // TestLeaseRenewUpToMaxTTL: renewals stop at max_ttl (the upstream expiry); then Vault revokes the
 // lease and the token dies upstream. Renew of a lease whose role is gone fails; its revoke works.
 func TestLeaseRenewUpToMaxTTL(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.WriteRole(t, "tooken", "short", "scopes=deployments:write", "ttl=4s", "max_ttl=12s")
 
 	issued := time.Now()
@@ -228,9 +237,8 @@ func TestLeaseRenewUpToMaxTTL(t *testing.T) {
 // TestLeaseExpiryRevokesUpstream: a lease with a short TTL, never renewed, expires and Vault's
 // revocation reaches the emulator within seconds.
 func TestLeaseExpiryRevokesUpstream(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.WriteRole(t, "tooken", "brief", "scopes=deployments:write", "ttl=3s", "max_ttl=1h")
 
 	issued := time.Now()
@@ -262,14 +270,10 @@ func TestLeaseExpiryRevokesUpstream(t *testing.T) {
 // TestAgentRendersAndRefreshes: Vault Agent renders the token from tooken/creds/ci-deploy, the
 // token works upstream, and Agent fetches a new one as the lease nears its max TTL.
 func TestAgentRendersAndRefreshes(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.WriteRole(t, "tooken", "ci-deploy", "scopes=deployments:write", "ttl=5s", "max_ttl=12s")
-	if out, errOut, err := v.Run(t, Run{Stdin: appPolicy}, "policy", "write", "ci-deploy", "-"); err != nil {
-		t.Fatalf("policy write: %v %s %s", err, out, errOut)
-	}
-	appToken := strings.TrimSpace(v.MustRun(t, "token", "create", "-policy=ci-deploy", "-ttl=1h", "-field=token"))
+	appToken := ciDeployToken(t, v)
 
 	a := v.StartAgent(t, AgentOptions{
 		Token:     appToken,
@@ -323,20 +327,13 @@ func TestAgentRendersAndRefreshes(t *testing.T) {
 
 // TestPolicyFencesRoles: a policy on tooken/creds/ci-deploy lets a token read it and nothing else.
 func TestPolicyFencesRoles(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.WriteRole(t, "tooken", "ci-deploy", "scopes=deployments:write", "ttl=1h", "max_ttl=2h")
 	v.WriteRole(t, "tooken", "billing", "scopes=billing:read", "ttl=1h", "max_ttl=2h")
-	if out, errOut, err := v.Run(t, Run{Stdin: appPolicy}, "policy", "write", "ci-deploy", "-"); err != nil {
-		t.Fatalf("policy write: %v %s %s", err, out, errOut)
-	}
-	app := strings.TrimSpace(v.MustRun(t, "token", "create", "-policy=ci-deploy", "-ttl=1h", "-field=token"))
+	app := ciDeployToken(t, v)
 
-	c := v.ReadCreds(t, "tooken", "ci-deploy", app)
-	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
-		t.Fatalf("token read under the policy: status %d", got)
-	}
+	v.ReadWorkingCreds(t, e, "tooken", "ci-deploy", app, "token read under the policy")
 
 	denied := [][]string{
 		{"read", "tooken/creds/billing"},
@@ -373,6 +370,7 @@ func TestPolicyFencesRoles(t *testing.T) {
 // a failed read, neither a file audit device nor the server (and emulator) log holds the root
 // secret or an issued secret.
 func TestNoPlaintextSecretsInAuditOrServerLog(t *testing.T) {
+	t.Parallel()
 	e := startEmulator(t, EmulatorOptions{})
 	v := startDevVault(t, VaultOptions{LogLevel: "trace"})
 	audit := v.EnableFileAudit(t)
@@ -420,6 +418,7 @@ func TestNoPlaintextSecretsInAuditOrServerLog(t *testing.T) {
 // TestPluginReloadAndVaultRestart: `vault plugin reload` and a restart of a Vault with file
 // storage keep config, roles and leases working.
 func TestPluginReloadAndVaultRestart(t *testing.T) {
+	t.Parallel()
 	e := startEmulator(t, EmulatorOptions{})
 	v := startVault(t, VaultOptions{})
 	setupTooken(t, v, e)
@@ -435,32 +434,26 @@ func TestPluginReloadAndVaultRestart(t *testing.T) {
 	if len(before) == 0 || len(after) == 0 || slices.Equal(before, after) {
 		t.Errorf("vault plugin reload did not restart the plugin process (before %v, after %v)", before, after)
 	}
-	if cfg := readData(t, v, "tooken/config"); cfg["token_id"] != rootID || cfg["url"] != e.URL {
-		t.Errorf("config after reload: %v", cfg)
+	// Config, role and the lease are all still there and working.
+	kept := func(after string, c Creds) {
+		t.Helper()
+		if cfg := readData(t, v, "tooken/config"); cfg["token_id"] != rootID || cfg["url"] != e.URL {
+			t.Errorf("config after %s: %v", after, cfg)
+		}
+		if role := readData(t, v, "tooken/roles/ci-deploy"); fmt.Sprint(role["scopes"]) != "[deployments:write]" {
+			t.Errorf("role after %s: %v", after, role)
+		}
+		if _, err := leaseRenew(t, v, c.LeaseID, "30m"); err != nil {
+			t.Fatalf("renew after %s: %v", after, err)
+		}
 	}
-	if role := readData(t, v, "tooken/roles/ci-deploy"); fmt.Sprint(role["scopes"]) != "[deployments:write]" {
-		t.Errorf("role after reload: %v", role)
-	}
-	if _, err := leaseRenew(t, v, a.LeaseID, "30m"); err != nil {
-		t.Fatalf("renew after reload: %v", err)
-	}
+	kept("reload", a)
 
 	v.Restart(t)
-	if cfg := readData(t, v, "tooken/config"); cfg["token_id"] != rootID || cfg["url"] != e.URL {
-		t.Errorf("config after restart: %v", cfg)
-	}
-	if role := readData(t, v, "tooken/roles/ci-deploy"); fmt.Sprint(role["scopes"]) != "[deployments:write]" {
-		t.Errorf("role after restart: %v", role)
-	}
-	if _, err := leaseRenew(t, v, b.LeaseID, "30m"); err != nil {
-		t.Fatalf("renew after restart: %v", err)
-	}
+	kept("restart", b)
 	v.MustRun(t, "lease", "revoke", a.LeaseID)
 	waitRevoked(t, e, a, 10*time.Second)
-	c := v.ReadCreds(t, "tooken", "ci-deploy", "")
-	if got := e.SelfStatus(t, c.Data.Token); got != 200 {
-		t.Fatalf("creds after restart: status %d", got)
-	}
+	c := v.ReadWorkingCreds(t, e, "tooken", "ci-deploy", "", "creds after restart")
 	v.MustRun(t, "lease", "revoke", "-prefix", "tooken/")
 	waitRevoked(t, e, b, 10*time.Second)
 	waitRevoked(t, e, c, 10*time.Second)
@@ -470,9 +463,8 @@ func TestPluginReloadAndVaultRestart(t *testing.T) {
 // TestSecretsDisableRevokesEveryToken: disabling the mount revokes every token it issued; only
 // the root stays live upstream.
 func TestSecretsDisableRevokesEveryToken(t *testing.T) {
-	e := startEmulator(t, EmulatorOptions{})
-	v := startDevVault(t, VaultOptions{})
-	setupTooken(t, v, e)
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
 	v.WriteRole(t, "tooken", "ci-deploy", "scopes=deployments:write", "ttl=1h", "max_ttl=2h")
 	v.WriteRole(t, "tooken", "billing", "scopes=billing:read", "ttl=1h", "max_ttl=2h")
 	var issued []Creds
