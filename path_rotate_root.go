@@ -38,7 +38,7 @@ func pathRotateRoot(b *tookenBackend) *framework.Path {
 func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.rot.mu.Lock()
 	defer b.rot.mu.Unlock()
-	res, err := b.rotateRootLocked(ctx, req.Storage, "manual")
+	cfg, err := b.rotateRootLocked(ctx, req.Storage, "manual")
 	if err != nil {
 		if errors.Is(err, errNotConfigured) {
 			return logical.ErrorResponse(err.Error()), nil
@@ -52,15 +52,15 @@ func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Re
 		return nil, err
 	}
 	data := map[string]any{
-		"token_id":                   res.TokenID,
-		"rotated_at":                 res.RotatedAt.UTC().Format(time.RFC3339),
-		"previous_secret_expires_at": fmtTimeOrNil(res.PreviousSecretExpiresAt),
+		"token_id":                   cfg.TokenID,
+		"rotated_at":                 fmtTimeOrNil(cfg.LastRotated),
+		"previous_secret_expires_at": fmtTimeOrNil(cfg.PreviousSecretExpiresAt),
 	}
-	if next := res.Config.nextRotation(b.rot.clock()); !next.IsZero() {
+	if next := cfg.nextRotation(b.rot.clock()); !next.IsZero() {
 		data["next_rotation"] = next.Format(time.RFC3339)
 	}
 	resp := &logical.Response{Data: data}
-	for _, w := range res.Config.warnings() {
+	for _, w := range cfg.warnings() {
 		resp.AddWarning(w)
 	}
 	return resp, nil

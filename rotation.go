@@ -307,14 +307,6 @@ type rotateWAL struct {
 	StartedAt      time.Time `json:"started_at"`
 }
 
-// rotationResult is what a successful rotation answers.
-type rotationResult struct {
-	TokenID                 string
-	RotatedAt               time.Time
-	PreviousSecretExpiresAt *time.Time
-	Config                  *tookenConfig
-}
-
 // rotationError is a failed rotation, with the HTTP status its answer gets.
 type rotationError struct {
 	status int
@@ -334,8 +326,10 @@ func rotationContext(ctx context.Context, cfg *tookenConfig) (context.Context, c
 	return context.WithTimeout(context.WithoutCancel(ctx), budget)
 }
 
-// rotateRootLocked runs one rotation. The caller holds b.rot.mu.
-func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage, trigger string) (*rotationResult, error) {
+// rotateRootLocked runs one rotation and returns the config it stored (the
+// rotated token's id, last_rotated, previous_secret_expires_at). The caller
+// holds b.rot.mu.
+func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage, trigger string) (*tookenConfig, error) {
 	if err := b.finishPendingRotationsLocked(ctx, s); err != nil {
 		return nil, err
 	}
@@ -384,12 +378,7 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 	}
 	b.Logger().Info("rotated the root token", "token_id", tokenID, "trigger", trigger,
 		"previous_secret_expires_at", fmtTimeOrNil(tok.PreviousSecretExpiresAt))
-	return &rotationResult{
-		TokenID:                 tokenID,
-		RotatedAt:               *newCfg.LastRotated,
-		PreviousSecretExpiresAt: tok.PreviousSecretExpiresAt,
-		Config:                  newCfg,
-	}, nil
+	return newCfg, nil
 }
 
 // rotationRecoveryDelay is about how long the WAL rollback takes to finish an
