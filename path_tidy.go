@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -102,7 +103,7 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 	}
 	g := b.guard
 	if !g.tidyMu.TryLock() {
-		return logical.ErrorResponse("a tidy is already running"), nil
+		return nil, logical.CodedError(http.StatusConflict, "a tidy is already running on this mount: retry when it has finished (see tidy/status)")
 	}
 	defer g.tidyMu.Unlock()
 	st, err := b.runTidy(ctx, req.Storage, mountID, safety, revoke)

@@ -2,6 +2,9 @@ package tooken
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,5 +125,40 @@ func TestTidy_BadInput(t *testing.T) {
 	st := must(t)(e.read("tidy/status")).Data
 	if st["last_tidy"] != nil || st["queue_length"] != int64(0) {
 		t.Errorf("status before any tidy: %v", st)
+	}
+}
+
+// A second tidy while one runs is refused with 409, and runs once the first
+// has finished.
+func TestTidy_OneAtATime(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+
+	// Tooken answers the first tidy's list slowly, so that it is still running.
+	srv.AddFault(tookentest.Fault{Method: "GET", Path: "/v1/tokens", Count: 1, Latency: 2 * time.Second})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.write("tidy", nil)
+		first <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.Faults()) > 0 { // the slow answer has begun: the first tidy holds the lock
+		if time.Now().After(deadline) {
+			t.Fatal("the first tidy never reached Tooken")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	_, err := e.write("tidy", nil)
+	var coded logical.HTTPCodedError
+	if !errors.As(err, &coded) || coded.Code() != http.StatusConflict || !strings.Contains(err.Error(), "already running") {
+		t.Fatalf("second tidy: err = %v, want 409 already running", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first tidy: %v", err)
+	}
+	if _, err := e.write("tidy", nil); err != nil {
+		t.Fatalf("tidy after the first finished: %v", err)
 	}
 }
