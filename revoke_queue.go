@@ -160,13 +160,32 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	}
 	dctx, cancel := context.WithTimeout(ctx, g.drainBudget)
 	defer cancel()
+	// Backoff is for outages. When Tooken answers again (GET /tokens/self,
+	// one call a run), the first entry is tried whatever its backoff, and
+	// while tries work the rest are too: the queue of a long outage drains at
+	// the first periodic run after it, not when the entries' backoffs end. A
+	// try that fails (Tooken answers, its DELETEs do not) puts the rest back
+	// on their backoff.
+	force := b.tookenAnswers(dctx, client)
 	for i, id := range ids {
-		if stop := b.drainOne(dctx, s, client, id, &rep); stop {
+		called, ok, stop := b.drainOne(dctx, s, client, id, force, &rep)
+		if called {
+			force = ok
+		}
+		if stop {
 			rep.Deferred += len(ids) - i - 1 // the rest waits for the next drain
 			break
 		}
 	}
 	return rep, nil
+}
+
+// tookenAnswers tells whether Tooken answers the root token now.
+func (b *tookenBackend) tookenAnswers(ctx context.Context, client *Client) bool {
+	ctx, cancel := context.WithTimeout(ctx, b.guard.callTimeout)
+	defer cancel()
+	_, err := client.Self(ctx)
+	return err == nil
 }
 
 // syncQueue takes the queue length from a fresh listing and forgets the
@@ -190,56 +209,58 @@ func (g *orphanGuard) syncQueue(ids []string) (pause time.Time) {
 	return g.pauseTill
 }
 
-// drainOne works on one queue entry, and counts what it did in rep. It
-// reports stop when the drain must end here (budget spent, rate limited).
-func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *Client, id string, rep *drainReport) (stop bool) {
+// drainOne works on one queue entry, and counts what it did in rep; with
+// force it ignores the entry's backoff. It reports whether it called Tooken,
+// whether that call killed the token, and stop when the drain must end here
+// (budget spent, rate limited).
+func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *Client, id string, force bool, rep *drainReport) (called, ok, stop bool) {
 	g := b.guard
-	if g.notDue(id, g.now()) {
+	if !force && g.notDue(id, g.now()) {
 		rep.Deferred++
-		return false
+		return false, false, false
 	}
 	e, err := getQueueEntry(ctx, s, id)
 	if err != nil {
 		if ctx.Err() != nil {
 			rep.Deferred++
-			return true
+			return false, false, true
 		}
 		b.Logger().Warn("revoke queue: cannot read an entry", "token_id", id, "error", err)
 		rep.Failed++
-		return false
+		return false, false, false
 	}
 	if e == nil {
-		return false
+		return false, false, false
 	}
 	now := g.now()
 	if e.expired(now) {
 		if b.finishQueued(ctx, s, e) {
 			rep.Dropped++
 		}
-		return false
+		return false, false, false
 	}
-	if now.Before(e.NextAttempt) {
+	if !force && now.Before(e.NextAttempt) {
 		g.setNext(id, e.NextAttempt)
 		rep.Deferred++
-		return false
+		return false, false, false
 	}
 	if err := g.limiter.Wait(ctx); err != nil {
 		rep.Deferred++
-		return true
+		return false, false, true
 	}
 	if err := revokeGone(ctx, client, e.TokenID, g.callTimeout); err != nil {
 		rep.Failed++
 		if b.retryQueued(ctx, s, e, err, now) {
 			rep.RateLimited = true
-			return true
+			return true, false, true
 		}
-		return ctx.Err() != nil
+		return true, false, ctx.Err() != nil
 	}
 	if b.finishQueued(ctx, s, e) {
 		rep.Revoked++
 		b.Logger().Info("revoke queue: token revoked", "token_id", e.TokenID, "role", e.Role, "attempts", e.Attempts+1)
 	}
-	return false
+	return true, true, false
 }
 
 // retryQueued records a failed revoke of a queue entry with its backoff; a

@@ -22,6 +22,17 @@ func (e *testEnv) queueIDs() []string {
 	return ids
 }
 
+// deletes counts the DELETE calls in the emulator's request log.
+func deletes(srv *tookentest.Server) int {
+	n := 0
+	for _, r := range srv.Requests() {
+		if r.Method == http.MethodDelete {
+			n++
+		}
+	}
+	return n
+}
+
 func (e *testEnv) queueEntry(id string) *revokeQueueEntry {
 	e.t.Helper()
 	q, err := getQueueEntry(context.Background(), e.storage.Storage, id)
@@ -87,22 +98,28 @@ func TestRevokeQueue_OutageThenDrain(t *testing.T) {
 				t.Error("queueing is not logged")
 			}
 
-			// Not due yet: nothing happens; once warm, without a storage read.
+			// Tooken still failing, nothing due: the drain waits out the
+			// backoff; once warm, an idle run reads no storage (where Tooken
+			// answers but its DELETEs fail, one entry is tried: 1 Get, 1 Put).
+			tc.outage(srv)
 			if err := e.periodic(); err != nil {
 				t.Fatal(err)
 			}
 			if len(e.queueIDs()) != 3 {
-				t.Fatal("drained before the backoff")
+				t.Fatal("drained while Tooken still fails")
 			}
 			e.storage.reset()
 			if err := e.periodic(); err != nil {
 				t.Fatal(err)
 			}
-			if g, p := e.storage.gets.Load(), e.storage.puts.Load(); g != 0 || p != 0 {
+			if g, p := e.storage.gets.Load(), e.storage.puts.Load(); g > 1 || p > 1 || (tc.name == "emulator down" && g+p != 0) {
 				t.Errorf("idle periodic run: %d Gets, %d Puts", g, p)
 			}
-			// Due: every token dies, entries and records go.
-			e.shiftClock(2 * time.Minute)
+			// Tooken is back: the next drain kills every token at once,
+			// though every entry still has backoff to go.
+			srv.SetDown(false)
+			srv.ClearFaults()
+			e.shiftClock(31 * time.Second) // past the 429 case's Retry-After (30s), before the entries' backoff (1m) ends
 			if err := e.periodic(); err != nil {
 				t.Fatal(err)
 			}
@@ -162,21 +179,21 @@ func TestRevokeQueue_DrainBackoffAndExpiry(t *testing.T) {
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(srv.Requests()); n != 1 {
+	if n := deletes(srv); n != 1 {
 		t.Errorf("%d calls, want 1 (stop at the 429)", n)
 	}
 	if err := e.periodic(); err != nil { // within Retry-After: no call
 		t.Fatal(err)
 	}
-	if n := len(srv.Requests()); n != 1 {
-		t.Errorf("%d calls within Retry-After, want 1", n)
+	if n := len(srv.Requests()); n != 2 { // the probe and the 429'd DELETE of the run before
+		t.Errorf("%d calls within Retry-After, want none", n-2)
 	}
 	e.shiftClock(10 * time.Minute) // past the tokens' expiry: dropped without a call
 	srv.ResetRequests()
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(srv.Requests()); n != 0 || len(e.queueIDs()) != 0 {
+	if n := deletes(srv); n != 0 || len(e.queueIDs()) != 0 {
 		t.Errorf("expired entries: %d calls, queue %v", n, e.queueIDs())
 	}
 
@@ -250,5 +267,65 @@ func TestRevokeQueue_Bound(t *testing.T) {
 	}
 	if len(issuedLive(srv)) != 0 || len(e.queueIDs()) != 0 {
 		t.Errorf("live %d, queue %v", len(issuedLive(srv)), e.queueIDs())
+	}
+}
+
+// After a long outage every queued entry backs off for minutes; the first
+// drain once Tooken is back kills them all anyway: GET /tokens/self probes
+// Tooken and, when it answers, the entries are tried whatever their backoff.
+// During the outage that probe is the only call of a drain.
+func TestRevokeQueue_DrainsAtOnceWhenTookenIsBack(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"max_retries": 0})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "24h"})
+	g := e.b.guard
+	g.revokeBudget = 200 * time.Millisecond
+	g.retryBase, g.retryMax = time.Minute, 10*time.Minute
+
+	var ids []string
+	for i := 0; i < 5; i++ {
+		resp := must(t)(e.read("creds/r"))
+		ids = append(ids, resp.Data["token_id"].(string))
+		srv.SetDown(true)
+		must(t)(e.revoke(lease(resp)))
+		srv.SetDown(false)
+	}
+	srv.SetDown(true)
+
+	// A long outage: every entry fails a few times and backs off further.
+	shift := time.Duration(0)
+	for round := 0; round < 4; round++ {
+		shift += 11 * time.Minute
+		e.shiftClock(shift)
+		must(t)(nil, e.periodic())
+	}
+	now := time.Now().Add(shift)
+	for _, id := range ids {
+		if q := e.queueEntry(id); q == nil || q.Attempts < 3 || q.NextAttempt.Sub(now) < 5*time.Minute {
+			t.Fatalf("entry %s after the outage: %+v, want several attempts and a next attempt minutes away", id, q)
+		}
+	}
+	// Nothing is due: a drain during the outage makes exactly one call.
+	srv.ResetRequests()
+	shift += time.Minute
+	e.shiftClock(shift)
+	must(t)(nil, e.periodic())
+	if n := len(srv.Requests()); n != 1 {
+		t.Errorf("a drain during the outage made %d calls, want 1 (the probe, GET /tokens/self)", n)
+	}
+
+	// Tooken is back; every entry still has minutes of backoff to go.
+	srv.SetDown(false)
+	shift += time.Minute
+	e.shiftClock(shift)
+	must(t)(nil, e.periodic())
+	if q := e.queueIDs(); len(q) != 0 {
+		t.Errorf("queue after the first drain with Tooken back: %v, want empty", q)
+	}
+	for _, id := range ids {
+		if tr, _ := srv.Token(id); tr.State != "revoked" {
+			t.Errorf("token %s is %s, want revoked", id, tr.State)
+		}
 	}
 }
