@@ -63,6 +63,24 @@ func adminBody(r *http.Request, allowed ...string) (map[string]json.RawMessage, 
 	return out, ""
 }
 
+// adminField decodes a body holding exactly one required field. On a bad body
+// it answers 400 (with typeMsg when the field is missing or of the wrong
+// type) and reports false.
+func adminField[T any](w http.ResponseWriter, r *http.Request, field, typeMsg string) (T, bool) {
+	var v T
+	obj, msg := adminBody(r, field)
+	if msg != "" {
+		adminError(w, http.StatusBadRequest, msg)
+		return v, false
+	}
+	raw, ok := obj[field]
+	if !ok || strictUnmarshal(raw, &v) != nil {
+		adminError(w, http.StatusBadRequest, typeMsg)
+		return v, false
+	}
+	return v, true
+}
+
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
@@ -145,29 +163,15 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		rps, burst = s.RateLimit()
 		adminJSON(w, http.StatusOK, map[string]any{"rps": rps, "burst": burst})
 	case path == "/admin/down" && r.Method == http.MethodPost:
-		obj, msg := adminBody(r, "down")
-		if msg != "" {
-			adminError(w, http.StatusBadRequest, msg)
-			return
-		}
-		var down bool
-		raw, ok := obj["down"]
-		if !ok || strictUnmarshal(raw, &down) != nil {
-			adminError(w, http.StatusBadRequest, `down must be true or false`)
+		down, ok := adminField[bool](w, r, "down", "down must be true or false")
+		if !ok {
 			return
 		}
 		s.SetDown(down)
 		adminJSON(w, http.StatusOK, map[string]bool{"down": down})
 	case path == "/admin/auth" && r.Method == http.MethodPost:
-		obj, msg := adminBody(r, "secret")
-		if msg != "" {
-			adminError(w, http.StatusBadRequest, msg)
-			return
-		}
-		var secret string
-		raw, ok := obj["secret"]
-		if !ok || strictUnmarshal(raw, &secret) != nil {
-			adminError(w, http.StatusBadRequest, "secret must be a string")
+		secret, ok := adminField[string](w, r, "secret", "secret must be a string")
+		if !ok {
 			return
 		}
 		rec, valid := s.Authenticate(secret)
