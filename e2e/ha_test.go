@@ -65,21 +65,8 @@ func startHACluster(t *testing.T, n int) *haCluster {
 		copyFile(t, bins.Plugin, filepath.Join(pluginDir, pluginName), 0o755)
 		apiPort, clusterPort := ports[2*i], ports[2*i+1]
 		addr := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
-		cfg := fmt.Sprintf(`storage "raft" {
-  path    = %q
-  node_id = "node%d"
-}
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-api_addr         = %q
-cluster_addr     = "https://127.0.0.1:%d"
-disable_mlock    = true
-plugin_directory = %q
-log_level        = "debug"
-`, filepath.Join(nd, "data"), i, apiPort, clusterPort, addr, clusterPort, pluginDir)
+		cfg := serverConfig(fmt.Sprintf("storage \"raft\" {\n  path    = %q\n  node_id = \"node%d\"\n}", filepath.Join(nd, "data"), i),
+			apiPort, clusterPort, pluginDir, "debug")
 		cfgPath := filepath.Join(nd, "vault.hcl")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)

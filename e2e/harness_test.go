@@ -770,20 +770,8 @@ func newVault(t testing.TB, opts VaultOptions, dev bool) *Vault {
 		port, cport := freePort(t, false), freePort(t, false)
 		v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 		v.configPath = filepath.Join(dir, "vault.hcl")
-		cfg := fmt.Sprintf(`storage "file" {
-  path = %q
-}
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-api_addr         = %q
-cluster_addr     = "https://127.0.0.1:%d"
-disable_mlock    = true
-plugin_directory = %q
-log_level        = %q
-`, filepath.Join(dir, "data"), port, cport, v.Addr, cport, v.PluginDir, level)
+		cfg := serverConfig(fmt.Sprintf("storage \"file\" {\n  path = %q\n}", filepath.Join(dir, "data")),
+			port, cport, v.PluginDir, level)
 		if err := os.WriteFile(v.configPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -803,6 +791,24 @@ log_level        = %q
 
 // startDevVault starts `vault server -dev` with the plugin in its plugin dir (registered by the
 // dev server without a version; v.RegisterPlugin registers it again with sha256 and version).
+// serverConfig is a Vault server config (HCL) listening on 127.0.0.1:port
+// without TLS, with its cluster port, the plugin directory and the log level;
+// storage is the whole storage stanza.
+func serverConfig(storage string, port, clusterPort int, pluginDir, level string) string {
+	return fmt.Sprintf(`%s
+listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+api_addr         = "http://127.0.0.1:%d"
+cluster_addr     = "https://127.0.0.1:%d"
+disable_mlock    = true
+plugin_directory = %q
+log_level        = %q
+`, storage, port, clusterPort, port, clusterPort, pluginDir, level)
+}
+
 func startDevVault(t testing.TB, opts VaultOptions) *Vault {
 	t.Helper()
 	return launchVault(t, opts, true)
