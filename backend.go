@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // Storage keys. Every storage call uses these constants.
@@ -59,7 +61,7 @@ type tookenBackend struct {
 	config       *tookenConfig // cached copy; nil with configLoaded = no config stored
 	configLoaded bool
 	configGen    uint64 // bumped on every invalidation, so a slow load cannot cache stale data
-	client       *Client
+	client       *tookenapi.Client
 
 	// roleLock guards roles and roleGen.
 	roleLock sync.RWMutex
@@ -187,7 +189,7 @@ func (b *tookenBackend) getConfig(ctx context.Context, s logical.Storage) (*took
 
 // getClient returns the API client for the stored config, building it once.
 // It returns errNotConfigured when there is no config.
-func (b *tookenBackend) getClient(ctx context.Context, s logical.Storage) (*Client, error) {
+func (b *tookenBackend) getClient(ctx context.Context, s logical.Storage) (*tookenapi.Client, error) {
 	b.lock.RLock()
 	c := b.client
 	b.lock.RUnlock()
@@ -208,7 +210,7 @@ func (b *tookenBackend) getClient(ctx context.Context, s logical.Storage) (*Clie
 	if b.client != nil {
 		return b.client, nil
 	}
-	c, err = newClient(cfg, b.Logger().Named("client"))
+	c, err = tookenapi.New(cfg.clientOptions(b.Logger()))
 	if err != nil {
 		return nil, fmt.Errorf("building Tooken client: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,6 +252,35 @@ func TestBackend_Factory(t *testing.T) {
 
 // Every operation that writes storage or changes something upstream must be
 // forwarded by performance standbys and secondaries; reads and lists not.
+// Every call the engine makes to Tooken carries the plugin's User-Agent.
+func TestBackend_UserAgent(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	var mu sync.Mutex
+	var agents []string
+	api := srv.Handler()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		agents = append(agents, r.Header.Get("User-Agent"))
+		mu.Unlock()
+		api.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	e := getTestBackend(t)
+	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	must(t)(e.revoke(lease(must(t)(e.read("creds/r")))))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(agents) < 3 {
+		t.Fatalf("%d calls seen, want verify, create and revoke", len(agents))
+	}
+	for _, ua := range agents {
+		if ua != "vault-plugin-secrets-tooken/"+Version {
+			t.Errorf("User-Agent %q", ua)
+		}
+	}
+}
+
 func TestBackend_Forwarding(t *testing.T) {
 	e := getTestBackend(t)
 	writes := map[string]bool{}

@@ -33,6 +33,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // benchParallelism multiplies GOMAXPROCS into the goroutine count of the
@@ -66,9 +68,9 @@ func newBenchEnv(b *testing.B) (*tookentest.Server, *testEnv) {
 
 // benchCreateRequest is the body the engine sends for role "bench": same
 // name shape, scopes, expiry and metadata keys.
-func benchCreateRequest(key string) CreateTokenRequest {
+func benchCreateRequest(key string) tookenapi.CreateTokenRequest {
 	exp := time.Now().UTC().Truncate(time.Second).Add(768 * time.Hour)
-	return CreateTokenRequest{
+	return tookenapi.CreateTokenRequest{
 		Name:      "vault-bench-token-" + key[:8],
 		Scopes:    []string{"deployments:write"},
 		ExpiresAt: &exp,
@@ -81,9 +83,9 @@ func benchCreateRequest(key string) CreateTokenRequest {
 
 // clientCreateRevoke is one baseline operation: the two Tooken calls a creds
 // read and its revoke make, with nothing of the engine around them.
-func clientCreateRevoke(b *testing.B, c *Client) {
+func clientCreateRevoke(b *testing.B, c *tookenapi.Client) {
 	ctx := context.Background()
-	key := NewIdempotencyKey()
+	key := tookenapi.NewIdempotencyKey()
 	tok, err := c.CreateToken(ctx, benchCreateRequest(key), key)
 	if err != nil {
 		b.Fatal(err)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/time/rate"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // Issuance records: issued/<issue_key>. The key is also the POST's
@@ -46,13 +48,13 @@ const (
 
 // issuanceRecord is stored at issuedPrefix + Key. It never holds a secret.
 type issuanceRecord struct {
-	Key        string             `json:"key"`
-	State      string             `json:"state"`
-	Role       string             `json:"role"`
-	Body       CreateTokenRequest `json:"body"` // the exact POST body: a replay reuses it
-	TokenID    string             `json:"token_id,omitempty"`
-	CreatedAt  time.Time          `json:"created_at"`
-	retryState                    // rollback attempts
+	Key        string                       `json:"key"`
+	State      string                       `json:"state"`
+	Role       string                       `json:"role"`
+	Body       tookenapi.CreateTokenRequest `json:"body"` // the exact POST body: a replay reuses it
+	TokenID    string                       `json:"token_id,omitempty"`
+	CreatedAt  time.Time                    `json:"created_at"`
+	retryState                              // rollback attempts
 }
 
 // retryState is the backoff of work that the periodic func retries (the
@@ -213,10 +215,10 @@ func (g *orphanGuard) recordFailure(r *retryState, err error, now time.Time) {
 
 // revokeGone revokes a token within timeout; nil when Tooken confirms it is
 // dead (204, or 404: already gone).
-func revokeGone(ctx context.Context, client *Client, id string, timeout time.Duration) error {
+func revokeGone(ctx context.Context, client *tookenapi.Client, id string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, tookenapi.ErrNotFound) {
 		return err
 	}
 	return nil
@@ -230,7 +232,7 @@ func truncateErr(err error) string {
 	return s
 }
 
-func newIssuanceRecord(key, role string, body CreateTokenRequest, now time.Time) *issuanceRecord {
+func newIssuanceRecord(key, role string, body tookenapi.CreateTokenRequest, now time.Time) *issuanceRecord {
 	return &issuanceRecord{Key: key, State: issueStatePending, Role: role, Body: body, CreatedAt: now}
 }
 
@@ -319,8 +321,8 @@ func (b *tookenBackend) rollbackPending(ctx context.Context, s logical.Storage) 
 type rollbackPass struct {
 	now    time.Time
 	minAge time.Duration
-	full   bool    // read every record, even those known confirmed
-	client *Client // built when first needed
+	full   bool              // read every record, even those known confirmed
+	client *tookenapi.Client // built when first needed
 }
 
 // rollbackKey handles one issuance record: it learns a confirmed one,
@@ -401,7 +403,7 @@ func (b *tookenBackend) collectConfirmed(ctx context.Context, s logical.Storage,
 // the record is gone; a failed attempt is recorded with its backoff, and the
 // record is abandoned after maxRollbackAttempts. Only a storage failure is
 // returned as an error.
-func (b *tookenBackend) rollbackOne(ctx context.Context, s logical.Storage, client *Client, key string) (bool, error) {
+func (b *tookenBackend) rollbackOne(ctx context.Context, s logical.Storage, client *tookenapi.Client, key string) (bool, error) {
 	g := b.guard
 	if !g.claim(key) {
 		return false, nil
@@ -463,11 +465,11 @@ func (b *tookenBackend) rollbackOne(ctx context.Context, s logical.Storage, clie
 // "rate limited" or "unauthorized" (a broken root may recover and then the
 // replay tells).
 func definitivelyNothing(err error) bool {
-	if errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrConflict) || errors.Is(err, ErrRateLimited) ||
-		errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrIdempotencyKeyReused) {
+	if errors.Is(err, tookenapi.ErrOutcomeUnknown) || errors.Is(err, tookenapi.ErrConflict) || errors.Is(err, tookenapi.ErrRateLimited) ||
+		errors.Is(err, tookenapi.ErrUnauthorized) || errors.Is(err, tookenapi.ErrIdempotencyKeyReused) {
 		return false
 	}
-	var apiErr *APIError
+	var apiErr *tookenapi.APIError
 	return errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 var errInjected = errors.New("injected storage failure")
@@ -126,8 +128,8 @@ func (e *testEnv) pendingRecord(role string, age time.Duration) *issuanceRecord 
 	e.t.Helper()
 	now := time.Now().UTC().Truncate(time.Second)
 	exp := now.Add(time.Hour)
-	key := NewIdempotencyKey()
-	body := CreateTokenRequest{
+	key := tookenapi.NewIdempotencyKey()
+	body := tookenapi.CreateTokenRequest{
 		Name:      "pending-" + key[:8],
 		Scopes:    []string{"deployments:write"},
 		ExpiresAt: &exp,
@@ -140,7 +142,7 @@ func (e *testEnv) pendingRecord(role string, age time.Duration) *issuanceRecord 
 	return rec
 }
 
-func (e *testEnv) client() *Client {
+func (e *testEnv) client() *tookenapi.Client {
 	e.t.Helper()
 	c, err := e.b.getClient(context.Background(), e.storage)
 	if err != nil {
@@ -370,7 +372,7 @@ func TestIssuance_PeriodicSkipsStandby(t *testing.T) {
 	if _, err := e.client().CreateToken(context.Background(), rec.Body, rec.Key); err != nil {
 		t.Fatal(err)
 	}
-	queued, err := e.client().CreateToken(context.Background(), CreateTokenRequest{Name: "queued", Scopes: []string{"deployments:write"}}, "")
+	queued, err := e.client().CreateToken(context.Background(), tookenapi.CreateTokenRequest{Name: "queued", Scopes: []string{"deployments:write"}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 const maxMaxRetries = 10
@@ -60,11 +63,25 @@ func (c *tookenConfig) toResponseData() map[string]any {
 	}
 }
 
+// clientOptions are the options of a Tooken client for this connection,
+// authenticated with the config's secret.
+func (c *tookenConfig) clientOptions(logger hclog.Logger) tookenapi.Options {
+	return tookenapi.Options{
+		BaseURL:    c.URL,
+		Secret:     c.Token,
+		CACertPEM:  c.CACert,
+		Timeout:    c.RequestTimeout,
+		MaxRetries: c.MaxRetries,
+		Logger:     logger.Named("client"),
+		UserAgent:  userAgent(),
+	}
+}
+
 // validate reports every problem with the config at once.
 func (c *tookenConfig) validate() error {
 	var errs []error
-	if _, err := parseBaseURL(c.URL); err != nil {
-		errs = append(errs, err)
+	if _, err := tookenapi.ParseBaseURL(c.URL); err != nil {
+		errs = append(errs, fmt.Errorf("url: %w", err))
 	}
 	if c.Token == "" {
 		errs = append(errs, errors.New("token: required"))
@@ -73,8 +90,8 @@ func (c *tookenConfig) validate() error {
 		errs = append(errs, errors.New("token: not a Tooken secret (expected tok_live_ or tok_test_ followed by at least 20 letters or digits)"))
 	}
 	if c.CACert != "" {
-		if _, err := certPool(c.CACert); err != nil {
-			errs = append(errs, err)
+		if _, err := tookenapi.ParseCertPool(c.CACert); err != nil {
+			errs = append(errs, fmt.Errorf("ca_cert: %w", err))
 		}
 	}
 	if c.RequestTimeout <= 0 {
@@ -111,7 +128,7 @@ func configFields() map[string]*framework.FieldSchema {
 		"url": {
 			Type:        framework.TypeString,
 			Description: "Base URL of the Tooken API, including /v1.",
-			Default:     defaultURL,
+			Default:     tookenapi.DefaultBaseURL,
 			DisplayAttrs: &framework.DisplayAttributes{
 				Name: "URL",
 			},
@@ -134,12 +151,12 @@ func configFields() map[string]*framework.FieldSchema {
 		"request_timeout": {
 			Type:        framework.TypeDurationSecond,
 			Description: "Timeout of one HTTP attempt to Tooken.",
-			Default:     int(defaultRequestTimeout / time.Second),
+			Default:     int(tookenapi.DefaultTimeout / time.Second),
 		},
 		"max_retries": {
 			Type:        framework.TypeInt,
 			Description: fmt.Sprintf("How many times a failed Tooken call (connection error, 5xx, 429) is retried, 0 to %d.", maxMaxRetries),
-			Default:     defaultMaxRetries,
+			Default:     tookenapi.DefaultMaxRetries,
 		},
 		"rollback_min_age": {
 			Type:        framework.TypeDurationSecond,
@@ -262,9 +279,9 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 // newDefaultConfig is the config a first write starts from.
 func newDefaultConfig() *tookenConfig {
 	return &tookenConfig{
-		URL:              defaultURL,
-		RequestTimeout:   defaultRequestTimeout,
-		MaxRetries:       defaultMaxRetries,
+		URL:              tookenapi.DefaultBaseURL,
+		RequestTimeout:   tookenapi.DefaultTimeout,
+		MaxRetries:       tookenapi.DefaultMaxRetries,
 		VerifyConnection: true,
 	}
 }
@@ -336,8 +353,8 @@ func putConfig(ctx context.Context, s logical.Storage, cfg *tookenConfig) error 
 
 // verifyConnection checks url, ca_cert and token with GET /tokens/self. The
 // error is a message for the caller, naming the field at fault.
-func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig) (*Token, error) {
-	c, err := newClient(cfg, b.Logger().Named("client"))
+func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig) (*tookenapi.Token, error) {
+	c, err := tookenapi.New(cfg.clientOptions(b.Logger()))
 	if err != nil {
 		return nil, err
 	}
@@ -349,15 +366,15 @@ func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig)
 		return self, nil
 	}
 	const hint = " (set verify_connection=false to store the config without checking)"
-	var apiErr *APIError
+	var apiErr *tookenapi.APIError
 	switch {
-	case errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, tookenapi.ErrUnauthorized):
 		return nil, errors.New("token: Tooken rejected the token (401 unauthorized): it is unknown, revoked or expired" + hint)
-	case isTLSError(err):
+	case tookenapi.IsTLSError(err):
 		return nil, fmt.Errorf("ca_cert: TLS verification of %s failed: %v%s", cfg.URL, err, hint)
 	case errors.As(err, &apiErr):
 		return nil, fmt.Errorf("url: %s answered GET /tokens/self with %v%s", cfg.URL, apiErr, hint)
-	case isUnreachable(err) || errors.Is(err, context.DeadlineExceeded):
+	case tookenapi.IsUnreachable(err) || errors.Is(err, context.DeadlineExceeded):
 		return nil, fmt.Errorf("url: cannot reach Tooken at %s: %v%s", cfg.URL, err, hint)
 	default:
 		return nil, fmt.Errorf("url: checking the connection to %s failed: %v%s", cfg.URL, err, hint)

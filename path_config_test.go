@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // tlsEmulator serves the emulator over HTTPS; it returns the server and the
@@ -121,7 +123,7 @@ func TestConfig_Defaults_NoVerify(t *testing.T) {
 		t.Error("no warning for an unverified config")
 	}
 	resp = must(t)(e.read(configPath))
-	if resp.Data["url"] != defaultURL || resp.Data["request_timeout"] != int64(30) ||
+	if resp.Data["url"] != tookenapi.DefaultBaseURL || resp.Data["request_timeout"] != int64(30) ||
 		resp.Data["max_retries"] != 3 || resp.Data["verify_connection"] != false || resp.Data["token_id"] != "" {
 		t.Errorf("defaults: %v", resp.Data)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // rollbackTimeout bounds the best-effort clean-up of a failed creation.
@@ -48,7 +50,7 @@ func pathCreds(b *tookenBackend) *framework.Path {
 
 // issuedToken is a token created for a creds read, with its lease limits.
 type issuedToken struct {
-	token     *Token
+	token     *tookenapi.Token
 	role      string
 	issueKey  string
 	issuedAt  time.Time
@@ -71,7 +73,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	case err == nil:
 	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse(err.Error()), nil
-	case errors.Is(err, ErrScopeNotHeld):
+	case errors.Is(err, tookenapi.ErrScopeNotHeld):
 		return logical.ErrorResponse("scopes: the root token does not hold the scopes of role %q: %v", name, err), nil
 	default:
 		return nil, err
@@ -144,7 +146,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	if err != nil {
 		return nil, fmt.Errorf("rendering the name of a token for role %q: %w", roleName, err)
 	}
-	key := NewIdempotencyKey()
+	key := tookenapi.NewIdempotencyKey()
 	body := b.createBody(req, roleName, role.entry, name, key, now.Add(maxTTL))
 
 	// Storage write 1: the pending record, before anything exists upstream.
@@ -159,7 +161,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 
 	tok, err := client.CreateToken(ctx, body, key)
 	if err != nil {
-		if !errors.Is(err, ErrOutcomeUnknown) || b.rollbackCreate(ctx, client, body, key, roleName) {
+		if !errors.Is(err, tookenapi.ErrOutcomeUnknown) || b.rollbackCreate(ctx, client, body, key, roleName) {
 			b.dropIssuance(ctx, req.Storage, key)
 		}
 		return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
@@ -186,7 +188,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 
 // createBody is the POST /tokens body of a creds read: the role's scopes, its
 // metadata plus the engine's own keys, and the upstream expiry.
-func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *roleEntry, name, key string, expiresAt time.Time) CreateTokenRequest {
+func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *roleEntry, name, key string, expiresAt time.Time) tookenapi.CreateTokenRequest {
 	md := make(map[string]string, len(role.Metadata)+numPluginMetadataKey)
 	maps.Copy(md, role.Metadata)
 	md[metaRole] = roleName
@@ -197,7 +199,7 @@ func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *
 		md[metaMountAccessor] = req.MountAccessor
 	}
 	md[metaIssueKey] = key
-	return CreateTokenRequest{
+	return tookenapi.CreateTokenRequest{
 		Name:      name,
 		Scopes:    role.Scopes,
 		ExpiresAt: &expiresAt,
@@ -209,7 +211,7 @@ func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *
 // upstream expiry (the one asked for, or Tooken's if earlier) and the first
 // lease TTL, which ends before it. An error means the token cannot be handed
 // out.
-func (b *tookenBackend) leaseFor(tok *Token, roleName string, role *roleEntry, maxTTL time.Duration, expiresAt time.Time) (*issuedToken, error) {
+func (b *tookenBackend) leaseFor(tok *tookenapi.Token, roleName string, role *roleEntry, maxTTL time.Duration, expiresAt time.Time) (*issuedToken, error) {
 	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
 		expiresAt = tok.ExpiresAt.UTC()
 	}
@@ -239,7 +241,7 @@ func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Dura
 // discardCreated revokes the token of a creds read that failed after the
 // create, and deletes its issuance record once the token is dead (or was
 // never made: id ""). A record left behind is finished by the rollback.
-func (b *tookenBackend) discardCreated(ctx context.Context, s logical.Storage, client *Client, id, key, roleName string) {
+func (b *tookenBackend) discardCreated(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string) {
 	if id == "" || b.revokeBestEffort(ctx, client, id, roleName) == nil {
 		b.dropIssuance(ctx, s, key)
 	}
@@ -250,12 +252,12 @@ func (b *tookenBackend) discardCreated(ctx context.Context, s logical.Storage, c
 // original still in flight (409) waits for it. Bounded; it reports whether
 // nothing is left (then the issuance record can go), otherwise the periodic
 // rollback finishes the job.
-func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body CreateTokenRequest, key, roleName string) bool {
+func (b *tookenBackend) rollbackCreate(ctx context.Context, client *tookenapi.Client, body tookenapi.CreateTokenRequest, key, roleName string) bool {
 	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
 	var err error
 	for attempt := 0; ; attempt++ {
-		var tok *Token
+		var tok *tookenapi.Token
 		tok, err = client.CreateToken(ctx, body, key)
 		if err == nil {
 			return b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil
@@ -264,13 +266,13 @@ func (b *tookenBackend) rollbackCreate(ctx context.Context, client *Client, body
 			// A definitive answer (e.g. 403): the key never created anything.
 			return true
 		}
-		inFlight := errors.Is(err, ErrConflict)
+		inFlight := errors.Is(err, tookenapi.ErrConflict)
 		if (inFlight && attempt >= maxRollbackInFlightWaits) || (!inFlight && attempt >= maxRollbackRounds) {
 			break
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff(200*time.Millisecond, 2*time.Second, attempt, nil)):
+		case <-time.After(tookenapi.Backoff(200*time.Millisecond, 2*time.Second, attempt)):
 			continue
 		}
 		break
@@ -287,10 +289,10 @@ const (
 
 // revokeBestEffort revokes the token of a failed creds request (404 counts as
 // done), even when the request's context is over.
-func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *Client, id, roleName string) error {
+func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *tookenapi.Client, id, roleName string) error {
 	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
-	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, tookenapi.ErrNotFound) {
 		b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
 		return err
 	}
@@ -301,9 +303,9 @@ func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *Client, id
 // upstreamError turns a client error into the error a Vault caller sees:
 // 502 for upstream failures, so that they are not mistaken for Vault's own.
 func upstreamError(what string, err error) error {
-	var rl *RateLimitError
+	var rl *tookenapi.RateLimitError
 	switch {
-	case errors.Is(err, ErrScopeNotHeld), errors.Is(err, errNotConfigured):
+	case errors.Is(err, tookenapi.ErrScopeNotHeld), errors.Is(err, errNotConfigured):
 		return err
 	case errors.As(err, &rl):
 		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is rate limiting this engine (retry after %s): %v", what, rl.RetryAfter, err))

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 const (
@@ -144,7 +146,7 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	}
 	cursor := ""
 	for page := 0; page < tidyMaxPages; page++ {
-		list, err := client.ListTokens(ctx, ListOptions{Limit: tidyPageSize, Cursor: cursor})
+		list, err := client.ListTokens(ctx, tookenapi.ListOptions{Limit: tidyPageSize, Cursor: cursor})
 		if err != nil {
 			return st, upstreamError("tidy: listing tokens", err)
 		}
@@ -165,7 +167,7 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 // tidyRun is one tidy pass: its options, what accounts for a token, and the
 // status it fills in.
 type tidyRun struct {
-	client  *Client
+	client  *tookenapi.Client
 	s       logical.Storage
 	safety  time.Duration
 	revoke  bool
@@ -212,7 +214,7 @@ func (b *tookenBackend) loadTidyAccounts(ctx context.Context, run *tidyRun) erro
 
 // tidyToken classifies one upstream token of this mount: accounted for, too
 // young, or an orphan (reported, and revoked when asked).
-func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *Token) {
+func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tookenapi.Token) {
 	g, st := b.guard, run.st
 	st.UpstreamScanned++
 	key := tok.Metadata[metaIssueKey]

@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 func TestTidy_ReportThenRevoke(t *testing.T) {
@@ -36,7 +38,7 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 	// pending record's token.
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	mk := func(mountUUID, key string) string {
-		tok, err := c.CreateToken(ctx, CreateTokenRequest{Name: "x", Scopes: []string{"deployments:write"}, ExpiresAt: &exp,
+		tok, err := c.CreateToken(ctx, tookenapi.CreateTokenRequest{Name: "x", Scopes: []string{"deployments:write"}, ExpiresAt: &exp,
 			Metadata: map[string]string{metaMountUUID: mountUUID, metaIssueKey: key, metaRole: "r"}}, "")
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // The durable revoke queue: revoke-queue/<token_id>. A lease revoke that
@@ -181,7 +183,7 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 }
 
 // tookenAnswers tells whether Tooken answers the root token now.
-func (b *tookenBackend) tookenAnswers(ctx context.Context, client *Client) bool {
+func (b *tookenBackend) tookenAnswers(ctx context.Context, client *tookenapi.Client) bool {
 	ctx, cancel := context.WithTimeout(ctx, b.guard.callTimeout)
 	defer cancel()
 	_, err := client.Self(ctx)
@@ -213,7 +215,7 @@ func (g *orphanGuard) syncQueue(ids []string) (pause time.Time) {
 // force it ignores the entry's backoff. It reports whether it called Tooken,
 // whether that call killed the token, and stop when the drain must end here
 // (budget spent, rate limited).
-func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *Client, id string, force bool, rep *drainReport) (called, ok, stop bool) {
+func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *tookenapi.Client, id string, force bool, rep *drainReport) (called, ok, stop bool) {
 	g := b.guard
 	if !force && g.notDue(id, g.now()) {
 		rep.Deferred++
@@ -269,7 +271,7 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 func (b *tookenBackend) retryQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry, err error, now time.Time) (rateLimited bool) {
 	g := b.guard
 	g.recordFailure(&e.retryState, err, now)
-	var rl *RateLimitError
+	var rl *tookenapi.RateLimitError
 	if errors.As(err, &rl) {
 		wait := max(rl.RetryAfter, time.Second)
 		g.mu.Lock()

@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // Root credential rotation: the protocol and the schedule.
@@ -343,7 +345,7 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 	ctx, cancel := rotationContext(ctx, cfg)
 	defer cancel()
 
-	client, err := newClient(cfg, b.Logger().Named("client"))
+	client, err := tookenapi.New(cfg.clientOptions(b.Logger()))
 	if err != nil {
 		return nil, fmt.Errorf("building Tooken client: %w", err)
 	}
@@ -353,7 +355,7 @@ func (b *tookenBackend) rotateRootLocked(ctx context.Context, s logical.Storage,
 		return nil, err
 	}
 	w := rotateWAL{
-		IdempotencyKey: NewIdempotencyKey(),
+		IdempotencyKey: tookenapi.NewIdempotencyKey(),
 		TokenID:        tokenID,
 		GraceSeconds:   int64(cfg.grace() / time.Second),
 		StartedAt:      b.rot.clock().UTC(),
@@ -387,7 +389,7 @@ const rotationRecoveryDelay = 2*walRollbackMinAge + time.Minute
 
 // rootTokenID is the root token's id: from the config, or from GET
 // /tokens/self when the config was stored without verification.
-func rootTokenID(ctx context.Context, client *Client, cfg *tookenConfig) (string, error) {
+func rootTokenID(ctx context.Context, client *tookenapi.Client, cfg *tookenConfig) (string, error) {
 	if cfg.TokenID != "" {
 		return cfg.TokenID, nil
 	}
@@ -402,7 +404,7 @@ func rootTokenID(ctx context.Context, client *Client, cfg *tookenConfig) (string
 // upstream with w's key and grace. It returns the new token (with its secret)
 // and the WAL entry's id. When Tooken refuses, nothing changed: the entry is
 // deleted. When the outcome is unknown the entry stays, for the rollback.
-func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, client *Client, w rotateWAL) (*Token, string, error) {
+func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, client *tookenapi.Client, w rotateWAL) (*tookenapi.Token, string, error) {
 	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, w)
 	if err != nil {
 		return nil, "", fmt.Errorf("root rotation failed: writing its WAL entry: %w; nothing was changed", err)
@@ -410,12 +412,12 @@ func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, c
 	grace := time.Duration(w.GraceSeconds) * time.Second
 	tok, err := client.RotateToken(ctx, w.TokenID, grace, w.IdempotencyKey)
 	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
-		err = &outcomeUnknownError{errors.New("Tooken's answer has no secret or another token id")}
+		err = tookenapi.OutcomeUnknown(errors.New("Tooken's answer has no secret or another token id"))
 	}
 	switch {
 	case err == nil:
 		return tok, walID, nil
-	case errors.Is(err, ErrOutcomeUnknown):
+	case errors.Is(err, tookenapi.ErrOutcomeUnknown):
 		return nil, "", rotationFailed(http.StatusBadGateway, "root rotation outcome unknown: %v; the current root secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
 			err, w.StartedAt.Add(grace).Format(time.RFC3339), rotationRecoveryDelay)
 	}
@@ -428,7 +430,7 @@ func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, c
 
 // storeRotatedLocked stores cfg with the rotated token's secret and installs
 // it in the cache and the client. cfg is not modified.
-func (b *tookenBackend) storeRotatedLocked(ctx context.Context, s logical.Storage, cfg *tookenConfig, tok *Token, w rotateWAL) (*tookenConfig, error) {
+func (b *tookenBackend) storeRotatedLocked(ctx context.Context, s logical.Storage, cfg *tookenConfig, tok *tookenapi.Token, w rotateWAL) (*tookenConfig, error) {
 	now := b.rot.clock().UTC()
 	newCfg := *cfg
 	newCfg.Token = tok.Secret
@@ -593,9 +595,9 @@ func (b *tookenBackend) rollbackRotationLocked(ctx context.Context, s logical.St
 
 // replayResult is what replaying a rotation with one secret gave.
 type replayResult struct {
-	tok      *Token // the replayed answer, its secret checked to work; nil otherwise
-	accepted bool   // Tooken accepted the secret the replay was made with
-	err      error  // why tok is nil
+	tok      *tookenapi.Token // the replayed answer, its secret checked to work; nil otherwise
+	accepted bool             // Tooken accepted the secret the replay was made with
+	err      error            // why tok is nil
 }
 
 // replayRotation replays the rotation of w authenticated with secret, and
@@ -604,7 +606,7 @@ type replayResult struct {
 func (b *tookenBackend) replayRotation(ctx context.Context, cfg *tookenConfig, secret string, w rotateWAL) (replayResult, error) {
 	c := *cfg
 	c.Token = secret
-	client, err := newClient(&c, b.Logger().Named("client"))
+	client, err := tookenapi.New(c.clientOptions(b.Logger()))
 	if err != nil {
 		return replayResult{}, err
 	}
@@ -615,10 +617,10 @@ func (b *tookenBackend) replayRotation(ctx context.Context, cfg *tookenConfig, s
 	}
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, tookenapi.ErrUnauthorized):
 		return replayResult{err: err}, nil // this secret is dead
-	case errors.Is(err, ErrOutcomeUnknown), errors.Is(err, ErrRateLimited), errors.Is(err, ErrConflict),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), isUnreachable(err):
+	case errors.Is(err, tookenapi.ErrOutcomeUnknown), errors.Is(err, tookenapi.ErrRateLimited), errors.Is(err, tookenapi.ErrConflict),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), tookenapi.IsUnreachable(err):
 		return replayResult{}, fmt.Errorf("replaying the root rotation: %w", err)
 	default:
 		// A definitive answer to an authenticated call: this secret works.
@@ -630,7 +632,7 @@ func (b *tookenBackend) replayRotation(ctx context.Context, cfg *tookenConfig, s
 	switch err := b.checkRootSecret(ctx, &c, tok.Secret, w.TokenID); {
 	case err == nil:
 		return replayResult{tok: tok, accepted: true}, nil
-	case errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, tookenapi.ErrUnauthorized):
 		return replayResult{accepted: true, err: errors.New("the replayed answer's secret is no longer accepted (the root was rotated since)")}, nil
 	default:
 		return replayResult{}, fmt.Errorf("checking the replayed root secret: %w", err)
@@ -642,7 +644,7 @@ func (b *tookenBackend) replayRotation(ctx context.Context, cfg *tookenConfig, s
 func (b *tookenBackend) checkRootSecret(ctx context.Context, cfg *tookenConfig, secret, tokenID string) error {
 	c := *cfg
 	c.Token = secret
-	client, err := newClient(&c, b.Logger().Named("client"))
+	client, err := tookenapi.New(c.clientOptions(b.Logger()))
 	if err != nil {
 		return err
 	}

@@ -685,19 +685,19 @@ func TestRotateRoot_InvalidateSwitchesOtherNodes(t *testing.T) {
 	other := ob.(*tookenBackend)
 	defer other.Cleanup(context.Background())
 	c, err := other.getClient(context.Background(), e.storage)
-	if err != nil || c.currentSecret() != e.root {
+	if err != nil || !c.UsesSecret(e.root) {
 		t.Fatalf("other node's client: %v", err)
 	}
 	must(t)(e.rotate())
 	newSecret := e.storedConfig().Token
 	other.InvalidateKey(context.Background(), configPath)
 	c, err = other.getClient(context.Background(), e.storage)
-	if err != nil || c.currentSecret() != newSecret {
+	if err != nil || !c.UsesSecret(newSecret) {
 		t.Fatalf("after Invalidate the other node does not use the new secret (%v)", err)
 	}
 	// And this node's client switched in place.
 	c, _ = e.b.getClient(context.Background(), e.storage)
-	if c.currentSecret() != newSecret {
+	if !c.UsesSecret(newSecret) {
 		t.Fatal("this node's client still uses the old secret")
 	}
 }

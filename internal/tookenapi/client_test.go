@@ -1,4 +1,4 @@
-package tooken
+package tookenapi
 
 import (
 	"context"
@@ -7,28 +7,32 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/logical"
-
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
-var secretRegexAnywhere = regexp.MustCompile(`tok_(live|test)_[A-Za-z0-9]{20,}`)
+const testUserAgent = "tookenapi-test/1"
 
 func testClient(t *testing.T, url, secret string, maxRetries int) *Client {
 	t.Helper()
-	c, err := newClient(&tookenConfig{URL: url, Token: secret, MaxRetries: maxRetries, RequestTimeout: 5 * time.Second}, nil)
+	c, err := New(Options{BaseURL: url, Secret: secret, MaxRetries: maxRetries, Timeout: 5 * time.Second, UserAgent: testUserAgent})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+func newEmulator(t testing.TB, opts tookentest.Options) *tookentest.Server {
+	t.Helper()
+	s := tookentest.NewServer(opts)
+	t.Cleanup(s.Close)
+	return s
 }
 
 // headerRecorder sits in front of the emulator and records request headers
@@ -124,7 +128,7 @@ func TestClient_HeadersAndKeepAlive(t *testing.T) {
 	defer rec.mu.Unlock()
 	keys := map[string]bool{}
 	for _, h := range rec.headers {
-		if ua := h.Get("User-Agent"); ua != "vault-plugin-secrets-tooken/"+Version {
+		if ua := h.Get("User-Agent"); ua != testUserAgent {
 			t.Errorf("User-Agent %q", ua)
 		}
 		if h.Get("Authorization") != "Bearer "+srv.RootSecret() {
@@ -224,6 +228,45 @@ func TestClient_SetSecret(t *testing.T) {
 	wg.Wait()
 }
 
+// WithSecret calls as another token over the same connections; each client
+// keeps its own secret.
+func TestClient_WithSecret(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	rec, url := recordHeaders(t, srv)
+	c := testClient(t, url, srv.RootSecret(), 0)
+	ctx := context.Background()
+	other, err := c.CreateToken(ctx, CreateTokenRequest{Name: "other", Scopes: []string{"tokens:read"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.WithSecret(other.Secret)
+	if !d.UsesSecret(other.Secret) || d.UsesSecret(srv.RootSecret()) || !c.UsesSecret(srv.RootSecret()) {
+		t.Fatal("UsesSecret does not tell the clients' secrets apart")
+	}
+	for i := 0; i < 3; i++ {
+		if self, err := d.Self(ctx); err != nil || self.ID != other.ID {
+			t.Fatalf("derived client: %v %v", self, err)
+		}
+		if self, err := c.Self(ctx); err != nil || self.ID != srv.RootTokenID() {
+			t.Fatalf("original client after WithSecret: %v %v", self, err)
+		}
+	}
+	d.SetSecret("tok_test_" + strings.Repeat("z", 30))
+	if _, err := c.Self(ctx); err != nil {
+		t.Fatalf("SetSecret on the derived client changed the original: %v", err)
+	}
+	if n := rec.conns.Load(); n != 1 {
+		t.Errorf("%d connections for sequential calls of both clients, want 1 (one transport)", n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, h := range rec.headers {
+		if ua := h.Get("User-Agent"); ua != testUserAgent {
+			t.Errorf("derived client User-Agent %q", ua)
+		}
+	}
+}
+
 // ListTokens, UpdateToken and RotateToken are used by later work.
 func TestClient_ListUpdateRotate(t *testing.T) {
 	srv := newEmulator(t, tookentest.Options{})
@@ -278,7 +321,7 @@ func TestClient_TokenStringHidesSecret(t *testing.T) {
 
 func TestClient_BadURL(t *testing.T) {
 	for _, u := range []string{"", "api.tooken.io", "https://user:pass@api.tooken.io/v1", "https://api.tooken.io/v1?token=x", "gopher://x/v1"} {
-		if _, err := newClient(&tookenConfig{URL: u}, nil); err == nil {
+		if _, err := New(Options{BaseURL: u}); err == nil {
 			t.Errorf("%q accepted", u)
 		}
 	}
@@ -302,113 +345,5 @@ func TestClient_ErrorAnswerRedacted(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "abcdefghij") || !strings.Contains(err.Error(), "unknown secret [redacted secret]") {
 		t.Errorf("error = %q", err)
-	}
-}
-
-func TestSecretsNeverLogged(t *testing.T) {
-	srv := newEmulator(t, tookentest.Options{})
-	e := getTestBackend(t)
-	var errs []string
-	note := func(resp *logical.Response, err error) *logical.Response {
-		if err != nil {
-			errs = append(errs, err.Error())
-		}
-		if resp != nil && resp.IsError() {
-			errs = append(errs, resp.Error().Error())
-		}
-		return resp
-	}
-
-	note(e.write(configPath, map[string]any{"url": srv.URL(), "token": "tok_test_" + strings.Repeat("Q", 30)}))
-	note(e.write(configPath, map[string]any{"url": "http://127.0.0.1:1/v1", "token": srv.RootSecret(), "max_retries": 0}))
-	note(e.write(configPath, map[string]any{"url": srv.URL(), "token": "not-a-secret-but-private"}))
-	e.configure(srv, nil)
-	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
-	var issued []string
-	for _, f := range []tookentest.Fault{{}, {Drop: true, Count: 1}, {Drop: true, Count: 4}, {Status: 503, Count: 4}, {Status: 429, RetryAfter: 0, Count: 1}} {
-		if f.Drop || f.Status != 0 {
-			f.Method, f.Path = http.MethodPost, "/v1/tokens"
-			srv.AddFault(f)
-		}
-		resp := note(e.read("creds/r"))
-		srv.ClearFaults()
-		if resp != nil && !resp.IsError() {
-			issued = append(issued, resp.Data["token"].(string))
-			note(e.renew(lease(resp), 0))
-			note(e.revoke(lease(resp)))
-		}
-	}
-
-	// Storage: no secret in any key, nor in any value but the config's.
-	var stored []string
-	var walk func(prefix string)
-	walk = func(prefix string) {
-		keys, err := e.storage.Storage.List(context.Background(), prefix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range keys {
-			if strings.HasSuffix(k, "/") {
-				walk(prefix + k)
-				continue
-			}
-			stored = append(stored, prefix+k)
-			if prefix+k == configPath {
-				continue
-			}
-			entry, err := e.storage.Storage.Get(context.Background(), prefix+k)
-			if err != nil || entry == nil {
-				t.Fatalf("get %s: %v", prefix+k, err)
-			}
-			stored = append(stored, string(entry.Value))
-		}
-	}
-	// A revoke while Tooken is down queues the token; the drain logs it.
-	queued := note(e.read("creds/r"))
-	srv.SetDown(true)
-	note(e.read("creds/r"))
-	if queued != nil && !queued.IsError() {
-		issued = append(issued, queued.Data["token"].(string))
-		note(e.revoke(lease(queued)))
-	}
-	walk("") // the queue entry and the issuance records
-	srv.SetDown(false)
-	e.shiftClock(time.Hour)
-	if err := e.periodic(); err != nil {
-		errs = append(errs, err.Error())
-	}
-
-	// Root rotation: an outcome unknown (503s), then the next rotation
-	// finishes it first; tidy.
-	rootSecrets := []string{srv.RootSecret()}
-	srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + srv.RootTokenID() + "/rotate", Status: 503, Count: 10})
-	note(e.write("rotate-root", nil))
-	srv.ClearFaults()
-	note(e.write("rotate-root", nil))
-	if cfg, _ := readConfig(context.Background(), e.storage); cfg != nil {
-		rootSecrets = append(rootSecrets, cfg.Token)
-	}
-	note(e.write("tidy", map[string]any{"revoke_orphans": true, "safety_age": 0}))
-	note(e.read("tidy/status"))
-	walk("")
-
-	logs := e.logs.String()
-	if !strings.Contains(logs, "token_id") {
-		t.Errorf("expected some logging, got:\n%s", logs)
-	}
-	all := logs + "\n" + strings.Join(errs, "\n") + "\n" + strings.Join(stored, "\n")
-	if m := secretRegexAnywhere.FindString(all); m != "" {
-		t.Errorf("something shaped like a secret (%.12s...) appears in logs or errors", m)
-	}
-	if len(rootSecrets) != 2 || rootSecrets[0] == rootSecrets[1] {
-		t.Error("the root was not rotated")
-	}
-	for _, s := range append(append(issued, rootSecrets...), "not-a-secret-but-private", strings.Repeat("Q", 30)) {
-		if strings.Contains(all, s) {
-			t.Errorf("a secret (%.12s...) appears in logs or errors", s)
-		}
-	}
-	if len(issued) < 3 {
-		t.Errorf("only %d successful reads", len(issued))
 	}
 }

@@ -1,0 +1,354 @@
+// Package tookenapi is a client of the Tooken API: Bearer tokens with scopes,
+// created, listed, updated, rotated and revoked over JSON. It retries what
+// the API allows to retry (honouring Retry-After), sends one Idempotency-Key
+// over all the attempts of a POST, tells a definitive failure from one whose
+// outcome is unknown, and never puts a secret into an error or a log line.
+package tookenapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Defaults of Options.
+const (
+	DefaultBaseURL    = "https://api.tooken.io/v1"
+	DefaultTimeout    = 30 * time.Second
+	DefaultMaxRetries = 3
+
+	maxResponseBytes = 1 << 20
+)
+
+// Options are what a Client is built from.
+type Options struct {
+	BaseURL    string        // e.g. https://api.tooken.io/v1; checked with ParseBaseURL
+	Secret     string        // the Bearer secret the client authenticates with
+	CACertPEM  string        // PEM CA certificates to trust instead of the system roots
+	Timeout    time.Duration // of one HTTP attempt (0 = DefaultTimeout); the ctx bounds the whole call
+	MaxRetries int           // retries after the first attempt (negative = 0)
+	Logger     hclog.Logger  // nil = no logging
+	UserAgent  string        // the User-Agent header
+}
+
+// Client talks to the Tooken API. It is safe for concurrent use. The secret
+// it authenticates with can be swapped atomically with SetSecret, and
+// WithSecret makes a client for another secret over the same connections.
+type Client struct {
+	baseURL   string // without trailing slash
+	userAgent string
+	secret    atomic.Pointer[string]
+	transport *http.Transport
+	http      *retryablehttp.Client
+	logger    hclog.Logger
+}
+
+// New builds a client. The base URL must pass ParseBaseURL and the CA PEM (if
+// any) ParseCertPool.
+func New(opts Options) (*Client, error) {
+	u, err := ParseBaseURL(opts.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("base URL: %w", err)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 32
+	transport.IdleConnTimeout = 90 * time.Second
+	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if opts.CACertPEM != "" {
+		pool, err := ParseCertPool(opts.CACertPEM)
+		if err != nil {
+			return nil, err
+		}
+		transport.TLSClientConfig.RootCAs = pool
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	c := &Client{
+		baseURL:   strings.TrimSuffix(u.String(), "/"),
+		userAgent: opts.UserAgent,
+		transport: transport,
+		logger:    logger,
+	}
+	c.SetSecret(opts.Secret)
+	c.http = c.retryClient(&http.Client{
+		Transport: transport,
+		Timeout:   timeout, // per attempt; the request's ctx bounds the whole call
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}, max(opts.MaxRetries, 0))
+	return c, nil
+}
+
+// retryClient is the retrying HTTP client of c over hc.
+func (c *Client) retryClient(hc *http.Client, maxRetries int) *retryablehttp.Client {
+	return &retryablehttp.Client{
+		HTTPClient:   hc,
+		Logger:       nil, // never let the library log; see RequestLogHook
+		RetryWaitMin: retryWaitMin,
+		RetryWaitMax: retryWaitMax,
+		RetryMax:     maxRetries,
+		CheckRetry:   checkRetry,
+		Backoff:      backoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		RequestLogHook: func(_ retryablehttp.Logger, r *http.Request, attempt int) {
+			if attempt > 0 {
+				c.logger.Debug("retrying Tooken request", "method", r.Method, "path", r.URL.Path, "attempt", attempt)
+			}
+		},
+		PrepareRetry: func(r *http.Request) error {
+			// Pick up a secret swapped in by SetSecret meanwhile.
+			r.Header = r.Header.Clone()
+			r.Header.Set("Authorization", "Bearer "+c.currentSecret())
+			return nil
+		},
+	}
+}
+
+// WithSecret returns a client that authenticates with secret over c's
+// connections, timeout and retries: a call made as another token of the same
+// Tooken (a rotation replay, a check of a new secret) without a client of its
+// own. SetSecret on either client leaves the other alone; closing either
+// closes the idle connections both use.
+func (c *Client) WithSecret(secret string) *Client {
+	d := &Client{baseURL: c.baseURL, userAgent: c.userAgent, transport: c.transport, logger: c.logger}
+	d.SetSecret(secret)
+	d.http = d.retryClient(c.http.HTTPClient, c.http.RetryMax)
+	return d
+}
+
+// ParseBaseURL checks a Tooken base URL: http(s), a host, and nothing that
+// could carry a secret (user info, query, fragment).
+func ParseBaseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("not a valid URL")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, errors.New("scheme must be http or https")
+	case u.Host == "":
+		return nil, errors.New("missing host")
+	case u.User != nil:
+		return nil, errors.New("must not contain user information")
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, errors.New("must not contain a query or fragment")
+	}
+	return u, nil
+}
+
+// ParseCertPool parses PEM CA certificates.
+func ParseCertPool(pemCerts string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(pemCerts)) {
+		return nil, errors.New("no valid PEM certificate found")
+	}
+	return pool, nil
+}
+
+// SetSecret atomically replaces the secret used to authenticate. Requests
+// already sent keep the old one; retries and new requests use the new one.
+func (c *Client) SetSecret(secret string) {
+	c.secret.Store(&secret)
+}
+
+// UsesSecret tells whether the client authenticates with secret now
+// (compared in constant time).
+func (c *Client) UsesSecret(secret string) bool {
+	return subtle.ConstantTimeCompare([]byte(c.currentSecret()), []byte(secret)) == 1
+}
+
+func (c *Client) currentSecret() string {
+	if p := c.secret.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Close releases idle connections.
+func (c *Client) Close() {
+	c.transport.CloseIdleConnections()
+}
+
+// NewIdempotencyKey returns a fresh key for a POST.
+func NewIdempotencyKey() string { return uuid.NewString() }
+
+// CreateToken creates a token (POST /tokens). The same idempotencyKey is sent
+// on every retry, so a lost answer never creates a second token; an empty
+// key gets a fresh one.
+func (c *Client) CreateToken(ctx context.Context, in CreateTokenRequest, idempotencyKey string) (*Token, error) {
+	if idempotencyKey == "" {
+		idempotencyKey = NewIdempotencyKey()
+	}
+	var out Token
+	if err := c.do(ctx, http.MethodPost, "/tokens", nil, in, idempotencyKey, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetToken reads one token (GET /tokens/{id}).
+func (c *Client) GetToken(ctx context.Context, id string) (*Token, error) {
+	var out Token
+	if err := c.do(ctx, http.MethodGet, "/tokens/"+url.PathEscape(id), nil, nil, "", &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Self reads the caller's own token (GET /tokens/self).
+func (c *Client) Self(ctx context.Context) (*Token, error) {
+	return c.GetToken(ctx, "self")
+}
+
+// ListTokens reads one page of tokens (GET /tokens), newest first.
+func (c *Client) ListTokens(ctx context.Context, opts ListOptions) (*TokenList, error) {
+	q := url.Values{}
+	if opts.Limit > 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	if opts.Cursor != "" {
+		q.Set("cursor", opts.Cursor)
+	}
+	if opts.NamePrefix != "" {
+		q.Set("name_prefix", opts.NamePrefix)
+	}
+	var out TokenList
+	if err := c.do(ctx, http.MethodGet, "/tokens", q, nil, "", &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// UpdateToken changes expires_at and/or metadata (PATCH /tokens/{id}).
+func (c *Client) UpdateToken(ctx context.Context, id string, in UpdateTokenRequest) (*Token, error) {
+	var out Token
+	if err := c.do(ctx, http.MethodPatch, "/tokens/"+url.PathEscape(id), nil, in, "", &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RotateToken gives the token a new secret (POST /tokens/{id}/rotate); the
+// old one keeps working for previousSecretTTL (whole seconds, 0..24h).
+func (c *Client) RotateToken(ctx context.Context, id string, previousSecretTTL time.Duration, idempotencyKey string) (*Token, error) {
+	if idempotencyKey == "" {
+		idempotencyKey = NewIdempotencyKey()
+	}
+	body := struct {
+		PreviousSecretTTL int64 `json:"previous_secret_ttl"`
+	}{int64(previousSecretTTL / time.Second)}
+	var out Token
+	if err := c.do(ctx, http.MethodPost, "/tokens/"+url.PathEscape(id)+"/rotate", nil, body, idempotencyKey, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeToken revokes a token (DELETE /tokens/{id}). A token that does not
+// exist or is already revoked gives an error matching ErrNotFound; callers
+// that only want it dead treat that as success.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/tokens/"+url.PathEscape(id), nil, nil, "", nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in any, idempotencyKey string, out any) error {
+	tr := &attemptTracker{}
+	req, err := c.newRequest(context.WithValue(ctx, trackerKey{}, tr), method, path, query, in, idempotencyKey)
+	if err != nil {
+		return err
+	}
+	if err := c.roundTrip(req, method, path, out); err != nil {
+		if tr.mayHaveReached {
+			return &outcomeUnknownError{err}
+		}
+		return err
+	}
+	return nil
+}
+
+// newRequest builds one API call: JSON body, auth and the fixed headers.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, in any, idempotencyKey string) (*retryablehttp.Request, error) {
+	var body any // a nil []byte would still be sent as an empty body
+	if in != nil {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("tooken: encoding %s %s body: %w", method, path, err)
+		}
+		body = raw
+	}
+	u := c.baseURL + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("tooken: building %s %s: %w", method, path, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.currentSecret())
+	req.Header.Set("Accept", "application/json")
+	if c.userAgent != "" {
+		req.Header.Set("User-Agent", c.userAgent)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", idempotencyKey)
+	}
+	return req, nil
+}
+
+// roundTrip sends req (with the retries) and decodes a 2xx answer into out,
+// or turns the answer into an *APIError / *RateLimitError.
+func (c *Client) roundTrip(req *retryablehttp.Request, method, path string, out any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// Transport errors name the URL (never a secret: ParseBaseURL
+		// rejects user info and queries) but not the Authorization header.
+		return fmt.Errorf("tooken: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		markReached(req.Context())
+		return fmt.Errorf("tooken: reading answer to %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if out != nil && len(bytes.TrimSpace(data)) > 0 {
+			if err := json.Unmarshal(data, out); err != nil {
+				// The body may hold a secret: never include it.
+				return fmt.Errorf("tooken: decoding answer to %s %s (status %d): %s", method, path, resp.StatusCode, jsonErrorKind(err))
+			}
+		}
+		return nil
+	}
+	apiErr := parseAPIError(resp.StatusCode, data)
+	if resp.StatusCode == http.StatusTooManyRequests {
+		ra, _ := retryAfter(resp)
+		return &RateLimitError{RetryAfter: ra, APIError: *apiErr}
+	}
+	return apiErr
+}

@@ -1,0 +1,60 @@
+package tookenapi
+
+import (
+	"fmt"
+	"time"
+)
+
+// Token is a Tooken token object. Secret is only set in the answers of create
+// and rotate. String and GoString never print the secret.
+type Token struct {
+	ID                      string            `json:"id"`
+	Name                    string            `json:"name"`
+	Scopes                  []string          `json:"scopes"`
+	Metadata                map[string]string `json:"metadata,omitempty"`
+	CreatedAt               time.Time         `json:"created_at"`
+	ExpiresAt               *time.Time        `json:"expires_at"`
+	RotatedAt               *time.Time        `json:"rotated_at"`
+	LastUsedAt              *time.Time        `json:"last_used_at"`
+	Secret                  string            `json:"secret,omitempty"`
+	PreviousSecretExpiresAt *time.Time        `json:"previous_secret_expires_at,omitempty"`
+}
+
+// String describes the token without its secret.
+func (t Token) String() string {
+	exp := "never"
+	if t.ExpiresAt != nil {
+		exp = t.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("Token{ID:%s Name:%s Scopes:%v ExpiresAt:%s}", t.ID, t.Name, t.Scopes, exp)
+}
+
+// GoString is String, so that %#v cannot print the secret either.
+func (t Token) GoString() string { return t.String() }
+
+// CreateTokenRequest is the body of POST /tokens.
+type CreateTokenRequest struct {
+	Name      string            `json:"name"`
+	Scopes    []string          `json:"scopes"`
+	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+// UpdateTokenRequest is the body of PATCH /tokens/{id}.
+type UpdateTokenRequest struct {
+	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+// ListOptions are the query parameters of GET /tokens.
+type ListOptions struct {
+	Limit      int
+	Cursor     string
+	NamePrefix string
+}
+
+// TokenList is one page of GET /tokens.
+type TokenList struct {
+	Data       []Token `json:"data"`
+	NextCursor *string `json:"next_cursor"`
+}
