@@ -13,41 +13,6 @@ import (
 	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
-// Storage keys. Every storage call uses these constants.
-const (
-	configPath = "config"
-	rolePrefix = "role/"
-	// Reserved for later work (issue 6): per-token issuance records and the
-	// durable revoke queue.
-	issuedPrefix      = "issued/"
-	revokeQueuePrefix = "revoke-queue/"
-)
-
-// putJSON stores v as JSON at key. A failed Put is returned as is: callers
-// say what they were storing.
-func putJSON(ctx context.Context, s logical.Storage, key string, v any) error {
-	entry, err := logical.StorageEntryJSON(key, v)
-	if err != nil {
-		return fmt.Errorf("encoding %s: %w", key, err)
-	}
-	return s.Put(ctx, entry)
-}
-
-// getJSON decodes the JSON stored at key into out; false when there is none.
-func getJSON(ctx context.Context, s logical.Storage, key string, out any) (bool, error) {
-	entry, err := s.Get(ctx, key)
-	if err != nil {
-		return false, fmt.Errorf("reading %s: %w", key, err)
-	}
-	if entry == nil {
-		return false, nil
-	}
-	if err := entry.DecodeJSON(out); err != nil {
-		return false, fmt.Errorf("decoding %s: %w", key, err)
-	}
-	return true, nil
-}
-
 // errNotConfigured is returned when the mount has no config yet.
 var errNotConfigured = errors.New("the Tooken secrets engine is not configured: write to the config path first")
 

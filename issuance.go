@@ -236,21 +236,6 @@ func newIssuanceRecord(key, role string, body tookenapi.CreateTokenRequest, now 
 	return &issuanceRecord{Key: key, State: issueStatePending, Role: role, Body: body, CreatedAt: now}
 }
 
-func putIssuance(ctx context.Context, s logical.Storage, rec *issuanceRecord) error {
-	return putJSON(ctx, s, issuedPrefix+rec.Key, rec)
-}
-
-func getIssuance(ctx context.Context, s logical.Storage, key string) (*issuanceRecord, error) {
-	rec := new(issuanceRecord)
-	if ok, err := getJSON(ctx, s, issuedPrefix+key, rec); !ok {
-		return nil, err
-	}
-	if rec.Key == "" {
-		rec.Key = key
-	}
-	return rec, nil
-}
-
 // dropIssuance deletes a record whose token is dead (or was never created).
 // Best effort: a record left behind is finished by rollback or collected by
 // tidy once expired.
@@ -259,7 +244,7 @@ func (b *tookenBackend) dropIssuance(ctx context.Context, s logical.Storage, key
 		return
 	}
 	b.guard.forget(key)
-	if err := s.Delete(ctx, issuedPrefix+key); err != nil {
+	if err := deleteIssuance(ctx, s, key); err != nil {
 		b.Logger().Warn("could not delete an issuance record; rollback or tidy will", "issue_key", key, "error", err)
 	}
 }
@@ -291,9 +276,9 @@ func (b *tookenBackend) rollbackPending(ctx context.Context, s logical.Storage) 
 	if cfg == nil {
 		return rep, nil
 	}
-	keys, err := s.List(ctx, issuedPrefix)
+	keys, err := listIssuance(ctx, s)
 	if err != nil {
-		return rep, fmt.Errorf("listing issuance records: %w", err)
+		return rep, err
 	}
 	g.mu.Lock()
 	full := !g.scanned

@@ -107,21 +107,6 @@ func (c *tookenConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-func readConfig(ctx context.Context, s logical.Storage) (*tookenConfig, error) {
-	entry, err := s.Get(ctx, configPath)
-	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	cfg := new(tookenConfig)
-	if err := entry.DecodeJSON(cfg); err != nil {
-		return nil, fmt.Errorf("decoding config: %w", err)
-	}
-	return cfg, nil
-}
-
 func configFields() map[string]*framework.FieldSchema {
 	fields := rotationFields()
 	maps.Copy(fields, map[string]*framework.FieldSchema{
@@ -339,18 +324,6 @@ func (b *tookenBackend) learnRoot(ctx context.Context, cfg, stored *tookenConfig
 	return ""
 }
 
-// putConfig stores the config (seal-wrapped by the mount).
-func putConfig(ctx context.Context, s logical.Storage, cfg *tookenConfig) error {
-	entry, err := logical.StorageEntryJSON(configPath, cfg)
-	if err != nil {
-		return fmt.Errorf("encoding config: %w", err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return fmt.Errorf("storing config: %w", err)
-	}
-	return nil
-}
-
 // verifyConnection checks url, ca_cert and token with GET /tokens/self. The
 // error is a message for the caller, naming the field at fault.
 func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig) (*tookenapi.Token, error) {
@@ -384,8 +357,8 @@ func (b *tookenBackend) verifyConnection(ctx context.Context, cfg *tookenConfig)
 func (b *tookenBackend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.rot.mu.Lock()
 	defer b.rot.mu.Unlock()
-	if err := req.Storage.Delete(ctx, configPath); err != nil {
-		return nil, fmt.Errorf("deleting config: %w", err)
+	if err := deleteConfig(ctx, req.Storage); err != nil {
+		return nil, err
 	}
 	b.resetConfig()
 	return nil, nil

@@ -152,21 +152,6 @@ func normalizeScopes(in []string) []string {
 	return out
 }
 
-func readRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	entry, err := s.Get(ctx, rolePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	role := new(roleEntry)
-	if err := entry.DecodeJSON(role); err != nil {
-		return nil, fmt.Errorf("decoding role %q: %w", name, err)
-	}
-	return role, nil
-}
-
 func roleFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"name": {
@@ -266,9 +251,9 @@ func (b *tookenBackend) pathRoleExistenceCheck(ctx context.Context, req *logical
 }
 
 func (b *tookenBackend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	keys, err := req.Storage.List(ctx, rolePrefix)
+	keys, err := listRoles(ctx, req.Storage)
 	if err != nil {
-		return nil, fmt.Errorf("listing roles: %w", err)
+		return nil, err
 	}
 	return logical.ListResponse(keys), nil
 }
@@ -310,8 +295,8 @@ func (b *tookenBackend) pathRolesWrite(ctx context.Context, req *logical.Request
 		}
 	}
 
-	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
-		return nil, fmt.Errorf("storing role %q: %w", name, err)
+	if err := putRole(ctx, req.Storage, name, role); err != nil {
+		return nil, err
 	}
 	b.forgetRole(name)
 	warnings := b.roleWarnings(role, cfg)
@@ -372,8 +357,8 @@ func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []strin
 
 func (b *tookenBackend) pathRolesDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if err := req.Storage.Delete(ctx, rolePrefix+name); err != nil {
-		return nil, fmt.Errorf("deleting role %q: %w", name, err)
+	if err := deleteRole(ctx, req.Storage, name); err != nil {
+		return nil, err
 	}
 	b.forgetRole(name)
 	return nil, nil

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -181,9 +180,9 @@ type tidyRun struct {
 // and the revoke queue.
 func (b *tookenBackend) loadTidyAccounts(ctx context.Context, run *tidyRun) error {
 	g := b.guard
-	keys, err := run.s.List(ctx, issuedPrefix)
+	keys, err := listIssuance(ctx, run.s)
 	if err != nil {
-		return fmt.Errorf("listing issuance records: %w", err)
+		return err
 	}
 	run.records = make(map[string]*issuanceRecord, len(keys))
 	for _, key := range keys {
@@ -201,9 +200,9 @@ func (b *tookenBackend) loadTidyAccounts(ctx context.Context, run *tidyRun) erro
 		}
 		run.records[key] = rec
 	}
-	ids, err := run.s.List(ctx, revokeQueuePrefix)
+	ids, err := listQueue(ctx, run.s)
 	if err != nil {
-		return fmt.Errorf("listing the revoke queue: %w", err)
+		return err
 	}
 	run.queued = make(map[string]struct{}, len(ids))
 	for _, id := range ids {
@@ -253,13 +252,13 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 	st, roll, drain := g.status, g.lastRoll, g.lastDrain
 	g.statusMu.Unlock()
 
-	ids, err := req.Storage.List(ctx, revokeQueuePrefix)
+	ids, err := listQueue(ctx, req.Storage)
 	if err != nil {
-		return nil, fmt.Errorf("listing the revoke queue: %w", err)
+		return nil, err
 	}
-	keys, err := req.Storage.List(ctx, issuedPrefix)
+	keys, err := listIssuance(ctx, req.Storage)
 	if err != nil {
-		return nil, fmt.Errorf("listing issuance records: %w", err)
+		return nil, err
 	}
 	var pending, abandoned, confirmed int
 	for _, key := range keys {

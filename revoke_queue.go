@@ -111,21 +111,6 @@ func (g *orphanGuard) notDue(id string, now time.Time) bool {
 	return ok && now.Before(next)
 }
 
-func putQueueEntry(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
-	return putJSON(ctx, s, revokeQueuePrefix+e.TokenID, e)
-}
-
-func getQueueEntry(ctx context.Context, s logical.Storage, id string) (*revokeQueueEntry, error) {
-	e := new(revokeQueueEntry)
-	if ok, err := getJSON(ctx, s, revokeQueuePrefix+id, e); !ok {
-		return nil, err
-	}
-	if e.TokenID == "" {
-		e.TokenID = id
-	}
-	return e, nil
-}
-
 // drainReport counts what one drain did.
 type drainReport struct {
 	Queued      int  `json:"queued"`   // entries at the start
@@ -142,9 +127,9 @@ type drainReport struct {
 func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) (drainReport, error) {
 	var rep drainReport
 	g := b.guard
-	ids, err := s.List(ctx, revokeQueuePrefix)
+	ids, err := listQueue(ctx, s)
 	if err != nil {
-		return rep, fmt.Errorf("listing the revoke queue: %w", err)
+		return rep, err
 	}
 	pause := g.syncQueue(ids)
 	rep.Queued = len(ids)
@@ -291,7 +276,7 @@ func (b *tookenBackend) retryQueued(ctx context.Context, s logical.Storage, e *r
 // finishQueued deletes a queue entry whose token is dead, and its issuance
 // record. It reports whether the entry is gone.
 func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry) bool {
-	if err := s.Delete(ctx, revokeQueuePrefix+e.TokenID); err != nil {
+	if err := deleteQueueEntry(ctx, s, e.TokenID); err != nil {
 		b.Logger().Warn("revoke queue: cannot delete a finished entry; the next drain will", "token_id", e.TokenID, "error", err)
 		return false
 	}
