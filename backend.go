@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -21,23 +22,45 @@ var errNotConfigured = errors.New("the Tooken secrets engine is not configured: 
 type tookenBackend struct {
 	*framework.Backend
 
-	// lock guards config, configLoaded, client and configGen.
+	// mountUUID is the mount's backend UUID (BackendConfig), stable for the
+	// mount's life: every token carries it as vault_mount_uuid metadata, and
+	// tidy finds this mount's tokens by it. (The mount accessor would read
+	// better, but Vault 1.14 sets req.MountAccessor only after the backend
+	// call returns.)
+	mountUUID string
+
+	// clock is the time of the rotation schedule and of the no-orphan
+	// machinery (rollback ages, queue backoff, tidy); tests replace it.
+	// Leases are computed on the wall clock, as Vault's lease manager is.
+	clock func() time.Time
+
+	// configMu serialises everything that reads the stored config and
+	// writes it back: config writes and deletes, root rotations, their
+	// rollback and their failure records.
+	configMu sync.Mutex
+
+	// lock guards config, configLoaded, configGen, client and clientConn.
 	lock         sync.RWMutex
 	config       *tookenConfig // cached copy; nil with configLoaded = no config stored
 	configLoaded bool
-	configGen    uint64 // bumped on every invalidation, so a slow load cannot cache stale data
+	configGen    uint64 // bumped on every install, so a slow load cannot cache stale data
 	client       *tookenapi.Client
+	clientConn   connection // what client was built for
 
 	// roleLock guards roles and roleGen.
 	roleLock sync.RWMutex
 	roles    map[string]*cachedRole
 	roleGen  uint64
 
-	// rot is the root rotation state (rotation.go).
-	rot rootRotation
+	// pending holds the new secrets that rotations could not store
+	// (rotation.go).
+	pending pendingSecrets
 
-	// guard is the orphan bookkeeping (issuance records, revoke queue, tidy).
-	guard *orphanGuard
+	issued *issuanceRecords // issuance.go
+	queue  *revokeQueue     // revoke_queue.go
+	tidy   *tidyState       // tidy.go
+
+	periodicMu sync.Mutex // one periodic run at a time
 }
 
 var _ logical.Factory = Factory
@@ -45,7 +68,7 @@ var _ logical.Factory = Factory
 // Factory builds and sets up one backend for a mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := backend()
-	b.guard.mountUUID = conf.BackendUUID // the mount's id in token metadata (vault_mount_uuid)
+	b.mountUUID = conf.BackendUUID
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
@@ -53,7 +76,13 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 func backend() *tookenBackend {
-	b := &tookenBackend{roles: make(map[string]*cachedRole), guard: newOrphanGuard()}
+	b := &tookenBackend{
+		clock:  time.Now,
+		roles:  make(map[string]*cachedRole),
+		issued: newIssuanceRecords(),
+		queue:  newRevokeQueue(),
+		tidy:   newTidyState(),
+	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -81,12 +110,15 @@ func backend() *tookenBackend {
 	return b
 }
 
+// now is the backend's clock.
+func (b *tookenBackend) now() time.Time { return b.clock() }
+
 // invalidate drops cached copies of keys changed elsewhere (another node, or a
 // replicated write).
 func (b *tookenBackend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configPath:
-		b.resetConfig()
+		b.installConfig(nil)
 	case strings.HasPrefix(key, rolePrefix):
 		b.forgetRole(strings.TrimPrefix(key, rolePrefix))
 	}
@@ -94,30 +126,53 @@ func (b *tookenBackend) invalidate(_ context.Context, key string) {
 
 // clean runs when the mount is unmounted or the plugin stops.
 func (b *tookenBackend) clean(_ context.Context) {
-	b.resetConfig()
+	b.installConfig(nil)
 }
 
 // periodicFunc is the hook for periodic work: scheduled root rotation, the
 // rollback of unfinished creds reads and the revoke queue. Vault calls it
 // about once a minute. All of it writes storage and changes things upstream,
 // so it runs only where storage is writable: not on a performance standby or
-// secondary (the active node of the primary does it), as the SDK asks.
+// secondary (the active node of the primary does it), as the SDK asks. One
+// run at a time.
 func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
 	}
-	b.rotateRootIfDue(ctx, req)
-	return b.periodicOrphanWork(ctx, req.Storage)
+	if !b.periodicMu.TryLock() {
+		return nil
+	}
+	defer b.periodicMu.Unlock()
+	b.rotateRootIfDue(ctx, req.Storage)
+	rerr := b.rollbackIssuance(ctx, req.Storage)
+	derr := b.drainRevokeQueue(ctx, req.Storage)
+	if errors.Is(rerr, errNotConfigured) {
+		rerr = nil
+	}
+	if errors.Is(derr, errNotConfigured) {
+		derr = nil
+	}
+	return errors.Join(rerr, derr)
 }
 
-// resetConfig forgets the cached config and closes the client.
-func (b *tookenBackend) resetConfig() {
+// installConfig is the one writer of the config cache. It makes cfg the
+// cached config, or forgets the cache with nil (the next use reads storage).
+// The client is kept when cfg connects to Tooken as it does (same URL, CA,
+// timeout, retries) and then only switches to cfg's secret: requests in
+// flight keep the old one (a rotated root's stays valid for the grace), new
+// ones and retries use the new one. Otherwise the client is closed and the
+// next use builds one for cfg, so a secret is never sent to another URL.
+func (b *tookenBackend) installConfig(cfg *tookenConfig) {
 	b.lock.Lock()
 	defer b.lock.Unlock()
 	b.configGen++
-	b.config = nil
-	b.configLoaded = false
-	if b.client != nil {
+	b.config = cfg
+	b.configLoaded = cfg != nil
+	switch {
+	case b.client == nil:
+	case cfg != nil && cfg.connection() == b.clientConn:
+		b.client.SetSecret(cfg.Token)
+	default:
 		b.client.Close()
 		b.client = nil
 	}
@@ -181,9 +236,30 @@ func (b *tookenBackend) getClient(ctx context.Context, s logical.Storage) (*took
 	}
 	// Cache only if the config we built from is still the current one.
 	if b.configLoaded && b.config == cfg {
-		b.client = c
+		b.client, b.clientConn = c, cfg.connection()
 	}
 	return c, nil
+}
+
+// connect returns a client for cfg's connection, authenticated with cfg's
+// secret: over the mount's client's transport when that connects the same
+// way (a rotation, a config write that keeps the URL), otherwise a client of
+// its own (the first config, a changed URL or CA). done releases what
+// connect built.
+func (b *tookenBackend) connect(ctx context.Context, s logical.Storage, cfg *tookenConfig) (c *tookenapi.Client, done func(), err error) {
+	if cached, err := b.getClient(ctx, s); err == nil {
+		b.lock.RLock()
+		same := cached == b.client && b.clientConn == cfg.connection()
+		b.lock.RUnlock()
+		if same {
+			return cached.WithSecret(cfg.Token), func() {}, nil
+		}
+	}
+	c, err = tookenapi.New(cfg.clientOptions(b.Logger()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("building Tooken client: %w", err)
+	}
+	return c, c.Close, nil
 }
 
 // cachedRole is a role with its parsed name template.

@@ -92,12 +92,13 @@ func TestChaos(t *testing.T) {
 	e := getTestBackend(t)
 	e.configure(srv, map[string]any{"max_retries": 2, "request_timeout": "2s", "rollback_min_age": "1s"})
 	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
-	g := e.b.guard
-	g.revokeBudget = time.Second
-	g.retryBase, g.retryMax = 20*time.Millisecond, 200*time.Millisecond
-	g.callTimeout = 2 * time.Second
-	g.drainBudget = 20 * time.Second
-	g.limiter = rate.NewLimiter(rate.Inf, 1)
+	q, r := e.b.queue, e.b.issued
+	q.revokeBudget = time.Second
+	q.retry = retryPolicy{base: 20 * time.Millisecond, max: 200 * time.Millisecond}
+	r.retry = q.retry
+	q.callTimeout, r.callTimeout = 2*time.Second, 2*time.Second
+	q.drainBudget = 20 * time.Second
+	q.limiter = rate.NewLimiter(rate.Inf, 1)
 	flaky := e.withFlakyStorage()
 	ctx := context.Background()
 
@@ -108,10 +109,8 @@ func TestChaos(t *testing.T) {
 		pending, queued := chaosBacklog(t, e)
 		maxPending, maxQueued = max(maxPending, pending), max(maxQueued, queued)
 		err := e.periodic()
-		g.statusMu.Lock()
-		rolledBack += g.lastRoll.Finished
-		drained += g.lastDrain.Revoked + g.lastDrain.Dropped
-		g.statusMu.Unlock()
+		rolledBack += r.lastReport().Finished
+		drained += q.lastReport().Revoked + q.lastReport().Dropped
 		return err
 	}
 

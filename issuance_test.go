@@ -99,9 +99,9 @@ func (e *testEnv) periodic() error {
 	return e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil))
 }
 
-// shiftClock moves the orphan guard's clock d ahead of real time.
+// shiftClock moves the backend's clock d ahead of real time.
 func (e *testEnv) shiftClock(d time.Duration) {
-	e.b.guard.now = func() time.Time { return time.Now().Add(d) }
+	e.b.clock = func() time.Time { return time.Now().Add(d) }
 }
 
 func (e *testEnv) issuance(key string) *issuanceRecord {
@@ -177,14 +177,14 @@ func TestIssuance_Lifecycle(t *testing.T) {
 	if strings.Contains(mustJSON(t, rec), resp.Data["token"].(string)) {
 		t.Error("the record holds the secret")
 	}
-	if !e.b.guard.isConfirmed(key) || e.b.guard.isInFlight(key) {
+	if !e.b.issued.isConfirmed(key) || e.b.issued.isInFlight(key) {
 		t.Error("guard state after creds")
 	}
 	must(t)(e.revoke(lease(resp)))
 	if e.issuance(key) != nil {
 		t.Error("record left after revoke")
 	}
-	if e.b.guard.isConfirmed(key) {
+	if e.b.issued.isConfirmed(key) {
 		t.Error("guard still knows the key after revoke")
 	}
 }
@@ -333,7 +333,7 @@ func TestIssuance_RollbackSkipsInFlightAndYoung(t *testing.T) {
 	young := e.pendingRecord("r", 30*time.Second)
 	old := e.pendingRecord("r", 2*time.Minute)
 	held := e.pendingRecord("r", 2*time.Minute)
-	e.b.guard.begin(held.Key) // a running request on this node holds it
+	e.b.issued.begin(held.Key) // a running request on this node holds it
 	for _, r := range []*issuanceRecord{young, old, held} {
 		if _, err := e.client().CreateToken(context.Background(), r.Body, r.Key); err != nil {
 			t.Fatal(err)
@@ -351,7 +351,7 @@ func TestIssuance_RollbackSkipsInFlightAndYoung(t *testing.T) {
 	if n := len(issuedLive(srv)); n != 2 {
 		t.Errorf("%d live tokens, want 2 (young, held)", n)
 	}
-	e.b.guard.end(held.Key)
+	e.b.issued.end(held.Key)
 	e.shiftClock(time.Minute)
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)
@@ -414,9 +414,9 @@ func TestIssuance_RollbackBounded(t *testing.T) {
 	e := getTestBackend(t)
 	e.configure(srv, map[string]any{"rollback_min_age": "1s", "max_retries": 0})
 	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
-	g := e.b.guard
-	g.maxRollbackAttempts = 3
-	g.retryBase, g.retryMax = time.Minute, time.Minute
+	r := e.b.issued
+	r.maxAttempts = 3
+	r.retry = retryPolicy{base: time.Minute, max: time.Minute}
 
 	rec := e.pendingRecord("r", time.Hour)
 	srv.SetDown(true)
@@ -485,7 +485,7 @@ func TestIssuance_PeriodicStorageCost(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		must(t)(e.read("creds/r"))
 	}
-	e.b.guard = newOrphanGuard() // a restarted plugin
+	e.b.issued, e.b.queue = newIssuanceRecords(), newRevokeQueue() // a restarted plugin
 	e.storage.reset()
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)

@@ -14,9 +14,6 @@ import (
 	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
-// rollbackTimeout bounds the best-effort clean-up of a failed creation.
-const rollbackTimeout = 15 * time.Second
-
 func pathCreds(b *tookenBackend) *framework.Path {
 	return &framework.Path{
 		Pattern: "creds/" + framework.GenericNameRegex("name"),
@@ -152,8 +149,8 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	// Storage write 1: the pending record, before anything exists upstream.
 	// The key stays in flight until the request is over, so that rollback
 	// never kills a token this request is about to hand out.
-	b.guard.begin(key)
-	defer b.guard.end(key)
+	b.issued.begin(key)
+	defer b.issued.end(key)
 	rec := newIssuanceRecord(key, roleName, body, now)
 	if err := putIssuance(ctx, req.Storage, rec); err != nil {
 		return nil, fmt.Errorf("creating a token for role %q: recording the issuance: %w", roleName, err)
@@ -161,14 +158,16 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 
 	tok, err := client.CreateToken(ctx, body, key)
 	if err != nil {
-		if !errors.Is(err, tookenapi.ErrOutcomeUnknown) || b.rollbackCreate(ctx, client, body, key, roleName) {
-			b.dropIssuance(ctx, req.Storage, key)
+		if errors.Is(err, tookenapi.ErrOutcomeUnknown) {
+			b.cleanUpFailedCreate(ctx, req.Storage, client, body, key, roleName)
+		} else {
+			b.dropIssuance(ctx, req.Storage, key) // a definitive refusal: nothing was created
 		}
 		return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
 	}
 	it, err := b.leaseFor(tok, roleName, role.entry, maxTTL, *body.ExpiresAt)
 	if err != nil {
-		b.discardCreated(ctx, req.Storage, client, tok.ID, key, roleName)
+		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName)
 		return nil, err
 	}
 	it.role, it.issueKey, it.issuedAt = roleName, key, now
@@ -178,10 +177,10 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	// rollback finishes it.
 	rec.State, rec.TokenID = issueStateConfirmed, tok.ID
 	if err := putIssuance(ctx, req.Storage, rec); err != nil {
-		b.discardCreated(ctx, req.Storage, client, tok.ID, key, roleName)
+		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName)
 		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
 	}
-	b.guard.markConfirmed(key, it.expiresAt)
+	b.issued.markConfirmed(key, it.expiresAt)
 	b.Logger().Debug("issued token", "role", roleName, "token_id", tok.ID)
 	return it, nil
 }
@@ -192,8 +191,8 @@ func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *
 	md := make(map[string]string, len(role.Metadata)+numPluginMetadataKey)
 	maps.Copy(md, role.Metadata)
 	md[metaRole] = roleName
-	if b.guard.mountUUID != "" {
-		md[metaMountUUID] = b.guard.mountUUID
+	if b.mountUUID != "" {
+		md[metaMountUUID] = b.mountUUID
 	}
 	if req.MountAccessor != "" {
 		md[metaMountAccessor] = req.MountAccessor
@@ -238,36 +237,39 @@ func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Dura
 	return ttl
 }
 
-// discardCreated revokes the token of a creds read that failed after the
-// create, and deletes its issuance record once the token is dead (or was
-// never made: id ""). A record left behind is finished by the rollback.
-func (b *tookenBackend) discardCreated(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string) {
-	if id == "" || b.revokeBestEffort(ctx, client, id, roleName) == nil {
-		b.dropIssuance(ctx, s, key)
+// revokeIssued revokes the token of a creds read that failed after the
+// create (404 counts as done), even when the request's context is over, and
+// deletes its issuance record once the token is dead (or when the answer
+// named no token: id ""). A record left behind is finished by the rollback.
+func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string) {
+	ctx = context.WithoutCancel(ctx)
+	if id != "" {
+		if err := revokeUpstream(ctx, client, id, cleanupTimeout); err != nil {
+			b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
+			return
+		}
+		b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
 	}
+	b.dropIssuance(ctx, s, key)
 }
 
-// rollbackCreate learns, by replaying the POST with the same key, which token
-// a failed creation may have left, and revokes it. A replay that meets the
-// original still in flight (409) waits for it. Bounded; it reports whether
-// nothing is left (then the issuance record can go), otherwise the periodic
-// rollback finishes the job.
-func (b *tookenBackend) rollbackCreate(ctx context.Context, client *tookenapi.Client, body tookenapi.CreateTokenRequest, key, roleName string) bool {
-	ctx, cancel := cleanupContext(ctx)
+// cleanUpFailedCreate is the in-request clean-up of a create whose outcome
+// is unknown: undoCreate, again while the original is still in flight (409)
+// and once more after another failure, within cleanupTimeout. It deletes the
+// issuance record when nothing is left; otherwise the periodic rollback
+// finishes the job.
+func (b *tookenBackend) cleanUpFailedCreate(ctx context.Context, s logical.Storage, client *tookenapi.Client, body tookenapi.CreateTokenRequest, key, roleName string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	var err error
 	for attempt := 0; ; attempt++ {
-		var tok *tookenapi.Token
-		tok, err = client.CreateToken(ctx, body, key)
-		if err == nil {
-			return b.revokeBestEffort(ctx, client, tok.ID, roleName) == nil
-		}
-		if definitivelyNothing(err) {
-			// A definitive answer (e.g. 403): the key never created anything.
-			return true
+		var tokenID string
+		if tokenID, err = undoCreate(ctx, client, body, key, cleanupTimeout); err == nil {
+			b.dropIssuance(ctx, s, key)
+			return
 		}
 		inFlight := errors.Is(err, tookenapi.ErrConflict)
-		if (inFlight && attempt >= maxRollbackInFlightWaits) || (!inFlight && attempt >= maxRollbackRounds) {
+		if tokenID != "" || (inFlight && attempt >= maxCleanupInFlightWaits) || (!inFlight && attempt >= maxCleanupRounds) {
 			break
 		}
 		select {
@@ -279,42 +281,14 @@ func (b *tookenBackend) rollbackCreate(ctx context.Context, client *tookenapi.Cl
 	}
 	b.Logger().Warn("could not clean up after a failed token creation now: the periodic rollback will",
 		"role", roleName, "issue_key", key, "error", err)
-	return false
 }
 
 const (
-	maxRollbackRounds        = 1  // extra replays after an indefinite failure
-	maxRollbackInFlightWaits = 10 // replays while the original is still in flight
+	// cleanupTimeout bounds the in-request clean-up of a failed creation.
+	cleanupTimeout          = 15 * time.Second
+	maxCleanupRounds        = 1  // extra replays after an indefinite failure
+	maxCleanupInFlightWaits = 10 // replays while the original is still in flight
 )
-
-// revokeBestEffort revokes the token of a failed creds request (404 counts as
-// done), even when the request's context is over.
-func (b *tookenBackend) revokeBestEffort(ctx context.Context, client *tookenapi.Client, id, roleName string) error {
-	ctx, cancel := cleanupContext(ctx)
-	defer cancel()
-	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, tookenapi.ErrNotFound) {
-		b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
-		return err
-	}
-	b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
-	return nil
-}
-
-// upstreamError turns a client error into the error a Vault caller sees:
-// 502 for upstream failures, so that they are not mistaken for Vault's own.
-func upstreamError(what string, err error) error {
-	var rl *tookenapi.RateLimitError
-	switch {
-	case errors.Is(err, tookenapi.ErrScopeNotHeld), errors.Is(err, errNotConfigured):
-		return err
-	case errors.As(err, &rl):
-		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is rate limiting this engine (retry after %s): %v", what, rl.RetryAfter, err))
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w", what, err)
-	default:
-		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: %v", what, err))
-	}
-}
 
 const pathCredsHelpSyn = `Issue a Tooken token for a role.`
 

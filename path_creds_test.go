@@ -352,7 +352,7 @@ func TestCreds_Revoke(t *testing.T) {
 	})
 	t.Run("upstream down queues the token, the periodic func kills it", func(t *testing.T) {
 		resp := must(t)(e.read("creds/r"))
-		e.b.guard.retryBase = 0
+		e.b.queue.retry.base = 0
 		srv.SetDown(true)
 		must(t)(e.revoke(lease(resp))) // queued (issue 6): Vault never marks it irrevocable
 		srv.SetDown(false)

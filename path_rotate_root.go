@@ -36,19 +36,16 @@ func pathRotateRoot(b *tookenBackend) *framework.Path {
 }
 
 func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	b.rot.mu.Lock()
-	defer b.rot.mu.Unlock()
-	cfg, err := b.rotateRootLocked(ctx, req.Storage, "manual")
-	if err != nil {
-		if errors.Is(err, errNotConfigured) {
-			return logical.ErrorResponse(err.Error()), nil
-		}
-		b.Logger().Error("root rotation failed", "error", err)
-		b.recordRotationFailure(ctx, req.Storage, err.Error())
-		var re *rotationError
-		if errors.As(err, &re) {
-			return nil, logical.CodedError(re.status, re.msg)
-		}
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	cfg, err := b.rotateRoot(ctx, req.Storage, "manual")
+	var re *rotationError
+	switch {
+	case errors.Is(err, errNotConfigured):
+		return logical.ErrorResponse(err.Error()), nil
+	case errors.As(err, &re):
+		return nil, logical.CodedError(re.status, re.msg)
+	case err != nil:
 		return nil, err
 	}
 	data := map[string]any{
@@ -56,7 +53,7 @@ func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Re
 		"rotated_at":                 fmtTimeOrNil(cfg.LastRotated),
 		"previous_secret_expires_at": fmtTimeOrNil(cfg.PreviousSecretExpiresAt),
 	}
-	if next := cfg.nextRotation(b.rot.clock()); !next.IsZero() {
+	if next := cfg.nextRotation(b.now()); !next.IsZero() {
 		data["next_rotation"] = next.Format(time.RFC3339)
 	}
 	resp := &logical.Response{Data: data}

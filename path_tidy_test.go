@@ -28,7 +28,7 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 	for i := 0; i < 110; i++ {
 		leases = append(leases, must(t)(e.read("creds/r")))
 	}
-	e.b.guard.revokeBudget = 100 * time.Millisecond
+	e.b.queue.revokeBudget = 100 * time.Millisecond
 	srv.SetDown(true)
 	must(t)(e.revoke(lease(leases[0])))
 	srv.SetDown(false)

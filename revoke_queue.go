@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/time/rate"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
@@ -18,6 +20,14 @@ import (
 // allows (honouring Retry-After), with backoff per entry, until Tooken
 // confirms (204 or 404), and drops the entries whose token has expired
 // upstream meanwhile.
+
+// Defaults of the revoke queue; the tests shorten them.
+const (
+	defaultRevokeBudget   = 10 * time.Second
+	defaultMaxRevokeQueue = 100000
+	defaultDrainBudget    = 45 * time.Second // Vault calls the periodic func about once a minute
+	defaultDrainRate      = 20               // DELETE /tokens/{id} per second, well under Tooken's 100/s
+)
 
 // revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
 type revokeQueueEntry struct {
@@ -35,80 +45,115 @@ func (e *revokeQueueEntry) expired(now time.Time) bool {
 
 var errRevokeQueueFull = errors.New("the revoke queue is full")
 
-// revokeToken kills a lease's token: DELETE upstream within the revoke
-// budget (404 = already gone), then delete its issuance record. When Tooken
-// cannot be reached or refuses, the token goes to the revoke queue and the
-// revoke succeeds. Only a failure to queue is an error (Vault retries).
-func (b *tookenBackend) revokeToken(ctx context.Context, req *logical.Request, id string) error {
-	g := b.guard
-	issueKey := internalString(req, internalIssueKey)
-	role := internalString(req, internalRole)
+// revokeQueue is this node's side of the revoke queue: its length and the
+// next attempt of the entries it wrote (so that an idle drain reads no
+// entry), the Retry-After pause, the drain's rate limiter and settings.
+type revokeQueue struct {
+	mu        sync.Mutex
+	length    int                  // as last listed, plus enqueued since
+	next      map[string]time.Time // token id -> next attempt, for the entries this node wrote
+	pauseTill time.Time            // honour Retry-After across drains
+	last      drainReport          // the last drain
 
-	client, err := b.getClient(ctx, req.Storage)
-	if err != nil && !errors.Is(err, errNotConfigured) {
-		return err
-	}
-	if err == nil {
-		if err = revokeGone(ctx, client, id, g.revokeBudget); err == nil {
-			b.Logger().Debug("revoked token", "token_id", id, "role", role)
-			b.dropIssuance(ctx, req.Storage, issueKey)
-			return nil
-		}
-	}
-
-	var exp time.Time
-	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
-		exp = t
-	}
-	now := g.now()
-	if !exp.IsZero() && !now.Before(exp) {
-		// The token has expired upstream: nothing left to kill.
-		b.dropIssuance(ctx, req.Storage, issueKey)
-		return nil
-	}
-	entry := &revokeQueueEntry{TokenID: id, IssueKey: issueKey, Role: role, ExpiresAt: exp, QueuedAt: now}
-	g.recordFailure(&entry.retryState, err, now)
-	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
-		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
-	}
-	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
-		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
-	return nil
+	// Settings (tests shorten them).
+	limiter      *rate.Limiter
+	revokeBudget time.Duration // of a lease revoke, before it queues the token
+	retry        retryPolicy   // backoff of an entry between attempts
+	maxLen       int
+	drainBudget  time.Duration
+	callTimeout  time.Duration // of each DELETE of a drain
 }
 
-func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
-	g := b.guard
-	g.mu.Lock()
-	full := g.queueLen >= g.maxQueue
-	g.mu.Unlock()
-	if full {
-		return fmt.Errorf("%w (%d entries)", errRevokeQueueFull, g.maxQueue)
+func newRevokeQueue() *revokeQueue {
+	return &revokeQueue{
+		next:         make(map[string]time.Time),
+		limiter:      rate.NewLimiter(defaultDrainRate, defaultDrainRate),
+		revokeBudget: defaultRevokeBudget,
+		retry:        retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
+		maxLen:       defaultMaxRevokeQueue,
+		drainBudget:  defaultDrainBudget,
+		callTimeout:  defaultUpstreamCallTimeout,
 	}
-	if err := putQueueEntry(ctx, s, e); err != nil {
-		return err
-	}
-	g.mu.Lock()
-	g.queueLen++
-	g.mu.Unlock()
-	g.setNext(e.TokenID, e.NextAttempt)
-	return nil
 }
 
-// setNext remembers when a queue entry is due next, so that an idle drain
-// needs no storage read for it.
-func (g *orphanGuard) setNext(id string, next time.Time) {
-	g.mu.Lock()
-	g.queueNext[id] = next
-	g.mu.Unlock()
+// setNext remembers when a queue entry is due next.
+func (q *revokeQueue) setNext(id string, next time.Time) {
+	q.mu.Lock()
+	q.next[id] = next
+	q.mu.Unlock()
 }
 
 // notDue tells, without a storage read, that a queue entry this node wrote
 // is not due yet.
-func (g *orphanGuard) notDue(id string, now time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	next, ok := g.queueNext[id]
+func (q *revokeQueue) notDue(id string, now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	next, ok := q.next[id]
 	return ok && now.Before(next)
+}
+
+// sync takes the queue length from a fresh listing and forgets the next
+// attempts of entries no longer listed. It returns the Retry-After pause in
+// force.
+func (q *revokeQueue) sync(ids []string) (pause time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.length = len(ids)
+	if len(q.next) > len(ids) {
+		listed := make(map[string]struct{}, len(ids))
+		for _, id := range ids {
+			listed[id] = struct{}{}
+		}
+		for id := range q.next {
+			if _, ok := listed[id]; !ok {
+				delete(q.next, id)
+			}
+		}
+	}
+	return q.pauseTill
+}
+
+// pause holds every drain until the given time (a Retry-After).
+func (q *revokeQueue) pause(until time.Time) {
+	q.mu.Lock()
+	q.pauseTill = until
+	q.mu.Unlock()
+}
+
+// removed notes that the entry of id is deleted.
+func (q *revokeQueue) removed(id string) {
+	q.mu.Lock()
+	if q.length > 0 {
+		q.length--
+	}
+	delete(q.next, id)
+	q.mu.Unlock()
+}
+
+// lastReport is what the last drain did.
+func (q *revokeQueue) lastReport() drainReport {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.last
+}
+
+// enqueueRevoke stores a queue entry, unless the queue is full.
+func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
+	q := b.queue
+	q.mu.Lock()
+	full := q.length >= q.maxLen
+	q.mu.Unlock()
+	if full {
+		return fmt.Errorf("%w (%d entries)", errRevokeQueueFull, q.maxLen)
+	}
+	if err := putQueueEntry(ctx, s, e); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	q.length++
+	q.next[e.TokenID] = e.NextAttempt
+	q.mu.Unlock()
+	return nil
 }
 
 // drainReport counts what one drain did.
@@ -121,17 +166,27 @@ type drainReport struct {
 	RateLimited bool `json:"rate_limited"`
 }
 
-// drainRevokeQueue works through the due entries of the queue within the
-// drain budget, at the limiter's rate, pausing on a 429 for its Retry-After.
-// Storage failures are logged and retried at the next drain.
-func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) (drainReport, error) {
+// drainRevokeQueue is the periodic drain; what it did is kept for
+// tidy/status.
+func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) error {
+	rep, err := b.drain(ctx, s)
+	b.queue.mu.Lock()
+	b.queue.last = rep
+	b.queue.mu.Unlock()
+	return err
+}
+
+// drain works through the due entries of the queue within the drain budget,
+// at the limiter's rate, pausing on a 429 for its Retry-After. Storage
+// failures are logged and retried at the next drain.
+func (b *tookenBackend) drain(ctx context.Context, s logical.Storage) (drainReport, error) {
 	var rep drainReport
-	g := b.guard
+	q := b.queue
 	ids, err := listQueue(ctx, s)
 	if err != nil {
 		return rep, err
 	}
-	pause := g.syncQueue(ids)
+	pause := q.sync(ids)
 	rep.Queued = len(ids)
 	if len(ids) == 0 {
 		return rep, nil
@@ -140,12 +195,12 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	if err != nil {
 		return rep, err
 	}
-	if g.now().Before(pause) {
+	if b.now().Before(pause) {
 		rep.Deferred = len(ids)
 		rep.RateLimited = true
 		return rep, nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, g.drainBudget)
+	dctx, cancel := context.WithTimeout(ctx, q.drainBudget)
 	defer cancel()
 	// Backoff is for outages. When Tooken answers again (GET /tokens/self,
 	// one call a run), the first entry is tried whatever its backoff, and
@@ -169,31 +224,10 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 
 // tookenAnswers tells whether Tooken answers the root token now.
 func (b *tookenBackend) tookenAnswers(ctx context.Context, client *tookenapi.Client) bool {
-	ctx, cancel := context.WithTimeout(ctx, b.guard.callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.queue.callTimeout)
 	defer cancel()
 	_, err := client.Self(ctx)
 	return err == nil
-}
-
-// syncQueue takes the queue length from a fresh listing and forgets the
-// next attempts of entries no longer listed. It returns the Retry-After
-// pause in force.
-func (g *orphanGuard) syncQueue(ids []string) (pause time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.queueLen = len(ids)
-	if len(g.queueNext) > len(ids) {
-		listed := make(map[string]struct{}, len(ids))
-		for _, id := range ids {
-			listed[id] = struct{}{}
-		}
-		for id := range g.queueNext {
-			if _, ok := listed[id]; !ok {
-				delete(g.queueNext, id)
-			}
-		}
-	}
-	return g.pauseTill
 }
 
 // drainOne works on one queue entry, and counts what it did in rep; with
@@ -201,8 +235,8 @@ func (g *orphanGuard) syncQueue(ids []string) (pause time.Time) {
 // whether that call killed the token, and stop when the drain must end here
 // (budget spent, rate limited).
 func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *tookenapi.Client, id string, force bool, rep *drainReport) (called, ok, stop bool) {
-	g := b.guard
-	if !force && g.notDue(id, g.now()) {
+	q := b.queue
+	if !force && q.notDue(id, b.now()) {
 		rep.Deferred++
 		return false, false, false
 	}
@@ -219,7 +253,7 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 	if e == nil {
 		return false, false, false
 	}
-	now := g.now()
+	now := b.now()
 	if e.expired(now) {
 		if b.finishQueued(ctx, s, e) {
 			rep.Dropped++
@@ -227,15 +261,15 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		return false, false, false
 	}
 	if !force && now.Before(e.NextAttempt) {
-		g.setNext(id, e.NextAttempt)
+		q.setNext(id, e.NextAttempt)
 		rep.Deferred++
 		return false, false, false
 	}
-	if err := g.limiter.Wait(ctx); err != nil {
+	if err := q.limiter.Wait(ctx); err != nil {
 		rep.Deferred++
 		return false, false, true
 	}
-	if err := revokeGone(ctx, client, e.TokenID, g.callTimeout); err != nil {
+	if err := revokeUpstream(ctx, client, e.TokenID, q.callTimeout); err != nil {
 		rep.Failed++
 		if b.retryQueued(ctx, s, e, err, now) {
 			rep.RateLimited = true
@@ -254,21 +288,19 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 // 429 pauses the whole queue for its Retry-After (at least a second), and
 // retryQueued then reports true.
 func (b *tookenBackend) retryQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry, err error, now time.Time) (rateLimited bool) {
-	g := b.guard
-	g.recordFailure(&e.retryState, err, now)
+	q := b.queue
+	q.retry.recordFailure(&e.retryState, err, now)
 	var rl *tookenapi.RateLimitError
 	if errors.As(err, &rl) {
 		wait := max(rl.RetryAfter, time.Second)
-		g.mu.Lock()
-		g.pauseTill = now.Add(wait)
-		g.mu.Unlock()
+		q.pause(now.Add(wait))
 		e.NextAttempt = now.Add(wait)
 		rateLimited = true
 	}
 	if perr := putQueueEntry(ctx, s, e); perr != nil {
 		b.Logger().Warn("revoke queue: cannot record an attempt", "token_id", e.TokenID, "error", perr)
 	} else {
-		g.setNext(e.TokenID, e.NextAttempt)
+		q.setNext(e.TokenID, e.NextAttempt)
 	}
 	return rateLimited
 }
@@ -280,13 +312,7 @@ func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *
 		b.Logger().Warn("revoke queue: cannot delete a finished entry; the next drain will", "token_id", e.TokenID, "error", err)
 		return false
 	}
-	g := b.guard
-	g.mu.Lock()
-	if g.queueLen > 0 {
-		g.queueLen--
-	}
-	delete(g.queueNext, e.TokenID)
-	g.mu.Unlock()
+	b.queue.removed(e.TokenID)
 	b.dropIssuance(ctx, s, e.IssueKey)
 	return true
 }

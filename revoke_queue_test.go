@@ -66,9 +66,9 @@ func TestRevokeQueue_OutageThenDrain(t *testing.T) {
 			e := getTestBackend(t)
 			e.configure(srv, map[string]any{"max_retries": 1})
 			e.writeRole("r", map[string]any{"scopes": "deployments:write"})
-			g := e.b.guard
-			g.revokeBudget = 500 * time.Millisecond
-			g.retryBase, g.retryMax = time.Minute, time.Minute
+			rq := e.b.queue
+			rq.revokeBudget = 500 * time.Millisecond
+			rq.retry = retryPolicy{base: time.Minute, max: time.Minute}
 
 			var secrets []string
 			for i := 0; i < 3; i++ {
@@ -148,9 +148,9 @@ func TestRevokeQueue_DrainBackoffAndExpiry(t *testing.T) {
 	e := getTestBackend(t)
 	e.configure(srv, map[string]any{"max_retries": 0})
 	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1m", "max_ttl": "10m"})
-	g := e.b.guard
-	g.revokeBudget = 200 * time.Millisecond
-	g.retryBase, g.retryMax = time.Minute, 4*time.Minute
+	rq := e.b.queue
+	rq.revokeBudget = 200 * time.Millisecond
+	rq.retry = retryPolicy{base: time.Minute, max: 4 * time.Minute}
 
 	var ids []string
 	srv.SetDown(true)
@@ -198,7 +198,7 @@ func TestRevokeQueue_DrainBackoffAndExpiry(t *testing.T) {
 	}
 
 	// The rate: 3 due entries at 2/s (burst 1) take at least a second.
-	g.limiter = rate.NewLimiter(2, 1)
+	rq.limiter = rate.NewLimiter(2, 1)
 	e.shiftClock(0)
 	var fresh []string
 	for i := 0; i < 3; i++ {
@@ -235,9 +235,9 @@ func TestRevokeQueue_Bound(t *testing.T) {
 	e := getTestBackend(t)
 	e.configure(srv, map[string]any{"max_retries": 0})
 	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
-	g := e.b.guard
-	g.maxQueue = 2
-	g.revokeBudget = 200 * time.Millisecond
+	rq := e.b.queue
+	rq.maxLen = 2
+	rq.revokeBudget = 200 * time.Millisecond
 	flaky := e.withFlakyStorage()
 
 	var leases []*logical.Response
@@ -251,7 +251,7 @@ func TestRevokeQueue_Bound(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "revoke queue is full") {
 		t.Errorf("third revoke: %v", err)
 	}
-	g.maxQueue = 100
+	rq.maxLen = 100
 	flaky.failPuts(revokeQueuePrefix, 1)
 	_, err = e.revoke(lease(leases[3]))
 	if err == nil || !strings.Contains(err.Error(), "queueing it for a later revoke failed") {
@@ -279,9 +279,9 @@ func TestRevokeQueue_DrainsAtOnceWhenTookenIsBack(t *testing.T) {
 	e := getTestBackend(t)
 	e.configure(srv, map[string]any{"max_retries": 0})
 	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "24h"})
-	g := e.b.guard
-	g.revokeBudget = 200 * time.Millisecond
-	g.retryBase, g.retryMax = time.Minute, 10*time.Minute
+	rq := e.b.queue
+	rq.revokeBudget = 200 * time.Millisecond
+	rq.retry = retryPolicy{base: time.Minute, max: 10 * time.Minute}
 
 	var ids []string
 	for i := 0; i < 5; i++ {

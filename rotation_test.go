@@ -146,21 +146,21 @@ func (e *rotEnv) storedConfig() *tookenConfig {
 	return cfg
 }
 
-func (e *rotEnv) rotateWALs() []rotateWAL {
+func (e *rotEnv) rotateWALs() []rotationWAL {
 	e.t.Helper()
 	ctx := context.Background()
 	ids, err := framework.ListWAL(ctx, e.storage)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []rotateWAL
+	var out []rotationWAL
 	for _, id := range ids {
 		entry, err := framework.GetWAL(ctx, e.storage, id)
 		if err != nil {
 			e.t.Fatal(err)
 		}
 		if entry != nil && entry.Kind == walKindRotateRoot {
-			w, err := decodeRotateWAL(entry.Data)
+			w, err := decodeRotationWAL(entry.Kind, entry.Data)
 			if err != nil {
 				e.t.Fatal(err)
 			}
@@ -561,7 +561,7 @@ func TestRotateRoot_ConcurrentCreds(t *testing.T) {
 func TestRotateRoot_Schedule(t *testing.T) {
 	e := newRotEnv(t, nil)
 	clock := newRotClock(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
-	e.b.rot.now = clock.now
+	e.b.clock = clock.now
 	// A new config, so that the period counts from the fake clock.
 	must(t)(e.del(configPath))
 	must(t)(e.write(configPath, map[string]any{"url": e.srv.URL(), "token": e.srv.RootSecret(), "max_retries": 1, "rotation_period": 3600, "rotation_window": "02:00-03:00"}))
@@ -655,7 +655,7 @@ func TestRotateRoot_ScheduleSkipsStandby(t *testing.T) {
 	e := newRotEnv(t, map[string]any{"rotation_period": 60})
 	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
 	clock := newRotClock(time.Now().Add(time.Hour))
-	e.b.rot.now = clock.now
+	e.b.clock = clock.now
 	if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -129,8 +129,48 @@ func (b *tookenBackend) secretTokenRevoke(ctx context.Context, req *logical.Requ
 	if id == "" {
 		return nil, errors.New("revoke: lease internal data has no token_id")
 	}
-	if err := b.revokeToken(ctx, req, id); err != nil {
+	if err := b.revokeLease(ctx, req, id); err != nil {
 		return nil, err
 	}
 	return nil, nil
+}
+
+// revokeLease kills a lease's token: revokeUpstream within the revoke budget,
+// then delete its issuance record. When Tooken cannot be reached or refuses,
+// the token goes to the revoke queue and the revoke succeeds. Only a failure
+// to queue is an error (Vault retries).
+func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, id string) error {
+	issueKey := internalString(req, internalIssueKey)
+	role := internalString(req, internalRole)
+
+	client, err := b.getClient(ctx, req.Storage)
+	if err != nil && !errors.Is(err, errNotConfigured) {
+		return err
+	}
+	if err == nil {
+		if err = revokeUpstream(ctx, client, id, b.queue.revokeBudget); err == nil {
+			b.Logger().Debug("revoked token", "token_id", id, "role", role)
+			b.dropIssuance(ctx, req.Storage, issueKey)
+			return nil
+		}
+	}
+
+	var exp time.Time
+	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
+		exp = t
+	}
+	now := b.now()
+	if !exp.IsZero() && !now.Before(exp) {
+		// The token has expired upstream: nothing left to kill.
+		b.dropIssuance(ctx, req.Storage, issueKey)
+		return nil
+	}
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: issueKey, Role: role, ExpiresAt: exp, QueuedAt: now}
+	b.queue.retry.recordFailure(&entry.retryState, err, now)
+	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
+		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
+	}
+	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
+		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
+	return nil
 }

@@ -8,6 +8,12 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+// WAL kinds. A kind names what an entry rolls back; its JSON stays readable
+// across upgrades (a mount may hold entries of an older version).
+const (
+	walKindRotateRoot = "rotate_root" // a rotationWAL of the root token
+)
+
 // walRollbackMinAge is how old a WAL entry must be before Vault's rollback
 // (about once a minute, on the active node) rolls it back. A rotation holds
 // the rotation lock for its whole run, so its own entry is never rolled back
@@ -22,7 +28,12 @@ const walRollbackMinAge = time.Minute
 func (b *tookenBackend) walRollback(ctx context.Context, req *logical.Request, kind string, data any) error {
 	switch kind {
 	case walKindRotateRoot:
-		return b.rollbackRotateRoot(ctx, req, data)
+		w, err := decodeRotationWAL(kind, data)
+		if err != nil {
+			b.Logger().Error("dropping an unreadable rotation WAL entry", "kind", kind, "error", err)
+			return nil
+		}
+		return b.rollbackRotation(ctx, req, b.rootRotation(), w)
 	default:
 		// Kept, not dropped: it may belong to a newer version of the plugin.
 		return fmt.Errorf("unknown WAL entry kind %q", kind)

@@ -1,0 +1,353 @@
+package tooken
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
+)
+
+const maxMaxRetries = 10
+
+// secretRegex is the contract's shape of a Tooken secret.
+var secretRegex = regexp.MustCompile(`^tok_(live|test)_[A-Za-z0-9]{20,}$`)
+
+// tookenConfig is the mount's connection to Tooken, stored seal-wrapped at
+// configPath. TokenID, Scopes and ExpiresAt describe the root token as
+// learned from GET /tokens/self when the connection was last verified.
+type tookenConfig struct {
+	URL              string        `json:"url"`
+	Token            string        `json:"token"`
+	CACert           string        `json:"ca_cert,omitempty"`
+	RequestTimeout   time.Duration `json:"request_timeout"`
+	MaxRetries       int           `json:"max_retries"`
+	VerifyConnection bool          `json:"verify_connection"`
+	RollbackMinAge   time.Duration `json:"rollback_min_age,omitempty"` // 0 = defaultRollbackMinAge
+
+	TokenID   string     `json:"token_id,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	rotationConfig // schedule, grace and rotation state of the root
+}
+
+// newDefaultConfig is the config a first write starts from.
+func newDefaultConfig() *tookenConfig {
+	return &tookenConfig{
+		URL:              tookenapi.DefaultBaseURL,
+		RequestTimeout:   tookenapi.DefaultTimeout,
+		MaxRetries:       tookenapi.DefaultMaxRetries,
+		VerifyConnection: true,
+	}
+}
+
+// connection is how a config reaches Tooken, the secret aside: a client
+// built for one connection serves another config only if it is equal.
+type connection struct {
+	url, caCert string
+	timeout     time.Duration
+	maxRetries  int
+}
+
+func (c *tookenConfig) connection() connection {
+	return connection{url: c.URL, caCert: c.CACert, timeout: c.RequestTimeout, maxRetries: c.MaxRetries}
+}
+
+// clientOptions are the options of a Tooken client for this connection,
+// authenticated with the config's secret.
+func (c *tookenConfig) clientOptions(logger hclog.Logger) tookenapi.Options {
+	return tookenapi.Options{
+		BaseURL:    c.URL,
+		Secret:     c.Token,
+		CACertPEM:  c.CACert,
+		Timeout:    c.RequestTimeout,
+		MaxRetries: c.MaxRetries,
+		Logger:     logger.Named("client"),
+		UserAgent:  userAgent(),
+	}
+}
+
+// upstreamBudget bounds work that must not be cut by a caller hanging up
+// (a rotation between the upstream change and the storage write): every
+// attempt of one call, and some margin.
+func (c *tookenConfig) upstreamBudget() time.Duration {
+	return time.Duration(c.MaxRetries+1)*c.RequestTimeout + 30*time.Second
+}
+
+// effectiveRollbackMinAge is rollback_min_age with its default.
+func (c *tookenConfig) effectiveRollbackMinAge() time.Duration {
+	if c == nil || c.RollbackMinAge <= 0 {
+		return defaultRollbackMinAge
+	}
+	return c.RollbackMinAge
+}
+
+// toResponseData is everything but the secret, the rotation fields and state
+// included.
+func (c *tookenConfig) toResponseData(now time.Time) map[string]any {
+	scopes := c.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	data := map[string]any{
+		"url":               c.URL,
+		"ca_cert":           c.CACert,
+		"request_timeout":   int64(c.RequestTimeout / time.Second),
+		"max_retries":       c.MaxRetries,
+		"verify_connection": c.VerifyConnection,
+		"rollback_min_age":  int64(c.effectiveRollbackMinAge() / time.Second),
+		"token_id":          c.TokenID,
+		"scopes":            scopes,
+		"expires_at":        fmtTimeOrNil(c.ExpiresAt),
+	}
+	maps.Copy(data, c.rotationConfig.toResponseData(now))
+	return data
+}
+
+// validate reports every problem with the config at once.
+func (c *tookenConfig) validate() error {
+	var errs []error
+	if _, err := tookenapi.ParseBaseURL(c.URL); err != nil {
+		errs = append(errs, fmt.Errorf("url: %w", err))
+	}
+	if c.Token == "" {
+		errs = append(errs, errors.New("token: required"))
+	} else if !secretRegex.MatchString(c.Token) {
+		// Never echo the value.
+		errs = append(errs, errors.New("token: not a Tooken secret (expected tok_live_ or tok_test_ followed by at least 20 letters or digits)"))
+	}
+	if c.CACert != "" {
+		if _, err := tookenapi.ParseCertPool(c.CACert); err != nil {
+			errs = append(errs, fmt.Errorf("ca_cert: %w", err))
+		}
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("request_timeout: must be greater than zero"))
+	}
+	if c.RollbackMinAge < 0 || c.RollbackMinAge > maxRollbackMinAge {
+		errs = append(errs, fmt.Errorf("rollback_min_age: must be between 1s and %s (0 = default %s)", maxRollbackMinAge, defaultRollbackMinAge))
+	}
+	if c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
+		errs = append(errs, fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries))
+	}
+	errs = append(errs, c.rotationConfig.validate())
+	return errors.Join(errs...)
+}
+
+// applyConfigFields copies the fields given in a config write; the others
+// keep their value. The token and the PEM are trimmed: the CLI's token=- and
+// token=@file pass a trailing newline.
+func applyConfigFields(cfg *tookenConfig, d *framework.FieldData) {
+	if v, ok := d.GetOk("url"); ok {
+		cfg.URL = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("token"); ok {
+		cfg.Token = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("ca_cert"); ok {
+		cfg.CACert = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("request_timeout"); ok {
+		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("max_retries"); ok {
+		cfg.MaxRetries = v.(int)
+	}
+	if v, ok := d.GetOk("verify_connection"); ok {
+		cfg.VerifyConnection = v.(bool)
+	}
+	if v, ok := d.GetOk("rollback_min_age"); ok {
+		cfg.RollbackMinAge = time.Duration(v.(int)) * time.Second
+	}
+	cfg.rotationConfig.applyFields(d)
+}
+
+func configFields() map[string]*framework.FieldSchema {
+	fields := rotationFields()
+	maps.Copy(fields, map[string]*framework.FieldSchema{
+		"url": {
+			Type:        framework.TypeString,
+			Description: "Base URL of the Tooken API, including /v1.",
+			Default:     tookenapi.DefaultBaseURL,
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "URL",
+			},
+		},
+		"token": {
+			Type:        framework.TypeString,
+			Description: "Root Tooken secret the engine authenticates with (tok_live_... or tok_test_...). Write-only: never returned. Required when creating the config.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Token",
+				Sensitive: true,
+			},
+		},
+		"ca_cert": {
+			Type:        framework.TypeString,
+			Description: "PEM CA certificate(s) to trust for the Tooken URL instead of the system roots.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "CA certificate",
+			},
+		},
+		"request_timeout": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Timeout of one HTTP attempt to Tooken.",
+			Default:     int(tookenapi.DefaultTimeout / time.Second),
+		},
+		"max_retries": {
+			Type:        framework.TypeInt,
+			Description: fmt.Sprintf("How many times a failed Tooken call (connection error, 5xx, 429) is retried, 0 to %d.", maxMaxRetries),
+			Default:     tookenapi.DefaultMaxRetries,
+		},
+		"rollback_min_age": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Age after which the periodic rollback finishes a creds request that left a pending issuance record (replays its create and revokes the token). 0 = default (2m).",
+		},
+		"verify_connection": {
+			Type:        framework.TypeBool,
+			Description: "Check the URL and token with GET /tokens/self before storing the config.",
+			Default:     true,
+		},
+	})
+	return fields
+}
+
+// rotationConfig is the rotation part of tookenConfig (embedded, so its JSON
+// fields sit beside the others in the stored config).
+type rotationConfig struct {
+	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
+	RotationWindow string        `json:"rotation_window,omitempty"`
+	RotationGrace  time.Duration `json:"rotation_grace,omitempty"` // 0 = defaultRotationGrace
+
+	// State, written together with the secret.
+	SecretSetAt             time.Time  `json:"secret_set_at,omitempty"`
+	LastRotated             *time.Time `json:"last_rotated,omitempty"`
+	LastRotationKey         string     `json:"last_rotation_key,omitempty"`
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+
+	// Status of failed attempts, cleared by a success or a new token.
+	RotationFailures    int        `json:"rotation_failures,omitempty"`
+	LastRotationError   string     `json:"last_rotation_error,omitempty"`
+	LastRotationErrorAt *time.Time `json:"last_rotation_error_at,omitempty"`
+	RotationRetryAt     *time.Time `json:"rotation_retry_at,omitempty"`
+}
+
+func (r *rotationConfig) grace() time.Duration {
+	if r.RotationGrace <= 0 {
+		return defaultRotationGrace
+	}
+	return r.RotationGrace
+}
+
+// validate reports every problem with the rotation fields.
+func (r *rotationConfig) validate() error {
+	var errs []error
+	if err := validateRotationPeriod(r.RotationPeriod); err != nil {
+		errs = append(errs, err)
+	}
+	if g := r.grace(); g < minRotationGrace || g > maxRotationGrace {
+		errs = append(errs, fmt.Errorf("rotation_grace: must be between %s and %s", minRotationGrace, maxRotationGrace))
+	}
+	if _, err := parseWindow(r.RotationWindow); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// warnings for a config write.
+func (r *rotationConfig) warnings() []string {
+	var out []string
+	if g := r.grace(); g < safeRotationGrace {
+		out = append(out, fmt.Sprintf("rotation_grace %s is below %s: if Vault dies in the middle of a rotation, the recovery (which needs the old secret) may come too late and the root secret be lost", g, safeRotationGrace))
+	}
+	return out
+}
+
+// secretChanged records that the operator wrote a new root secret.
+func (r *rotationConfig) secretChanged(now time.Time) {
+	r.SecretSetAt = now.UTC()
+	r.PreviousSecretExpiresAt = nil
+	r.clearFailures()
+}
+
+func (r *rotationConfig) clearFailures() {
+	r.RotationFailures = 0
+	r.LastRotationError = ""
+	r.LastRotationErrorAt = nil
+	r.RotationRetryAt = nil
+}
+
+// recordFailure counts a failed rotation at now, with its backoff.
+func (r *rotationConfig) recordFailure(msg string, now time.Time) {
+	r.RotationFailures++
+	r.LastRotationError = msg
+	r.LastRotationErrorAt = &now
+	retry := now.Add(rotationBackoff(r.RotationFailures))
+	r.RotationRetryAt = &retry
+}
+
+// nextRotation is when the schedule rotates next (zero when it is off).
+func (r *rotationConfig) nextRotation(now time.Time) time.Time {
+	w, _ := parseWindow(r.RotationWindow)
+	return nextPeriodicRotation(r.RotationPeriod, r.SecretSetAt, r.RotationRetryAt, w, now)
+}
+
+// toResponseData is the rotation part of a config read.
+func (r *rotationConfig) toResponseData(now time.Time) map[string]any {
+	next := r.nextRotation(now)
+	return map[string]any{
+		"rotation_period":            int64(r.RotationPeriod / time.Second),
+		"rotation_window":            r.RotationWindow,
+		"rotation_grace":             int64(r.grace() / time.Second),
+		"last_rotated":               fmtTimeOrNil(r.LastRotated),
+		"next_rotation":              fmtTimeOrNil(&next),
+		"previous_secret_expires_at": fmtTimeOrNil(r.PreviousSecretExpiresAt),
+		"rotation_failures":          r.RotationFailures,
+		"last_rotation_error":        r.LastRotationError,
+		"last_rotation_error_at":     fmtTimeOrNil(r.LastRotationErrorAt),
+	}
+}
+
+func rotationFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"rotation_period": {
+			Type:        framework.TypeDurationSecond,
+			Description: fmt.Sprintf("Rotate the root secret this long after it was last set (by rotation or by a config write). 0 (default) turns the schedule off; otherwise at least %s.", minRotationPeriod),
+		},
+		"rotation_window": {
+			Type:        framework.TypeString,
+			Description: `Daily UTC window "HH:MM-HH:MM" in which scheduled rotations may run (it may wrap past midnight). Empty (default): any time.`,
+		},
+		"rotation_grace": {
+			Type:        framework.TypeDurationSecond,
+			Description: fmt.Sprintf("How long the previous root secret keeps working after a rotation (previous_secret_ttl), %s to %s.", minRotationGrace, maxRotationGrace),
+			Default:     int(defaultRotationGrace / time.Second),
+		},
+	}
+}
+
+// applyFields copies the rotation fields given in a config write.
+func (r *rotationConfig) applyFields(d *framework.FieldData) {
+	if v, ok := d.GetOk("rotation_period"); ok {
+		r.RotationPeriod = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("rotation_window"); ok {
+		r.RotationWindow = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("rotation_grace"); ok {
+		r.RotationGrace = time.Duration(v.(int)) * time.Second
+	}
+}
+
+func fmtTimeOrNil(t *time.Time) any {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339)
+}

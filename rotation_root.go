@@ -1,0 +1,138 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
+)
+
+// rootTarget is the root token as a rotationTarget: it authenticates its own
+// rotation, its secret and rotation state live in the config, and the
+// config-write lock serialises its rotations with config writes.
+type rootTarget struct {
+	b *tookenBackend
+	// cfg is the config as load read it, and then as store stored it.
+	cfg *tookenConfig
+}
+
+// rootRotation is the root's target for one rotation or rollback.
+func (b *tookenBackend) rootRotation() *rootTarget { return &rootTarget{b: b} }
+
+func (t *rootTarget) what() string      { return "root" }
+func (t *rootTarget) lock() *sync.Mutex { return &t.b.configMu }
+func (t *rootTarget) walKind() string   { return walKindRotateRoot }
+func (t *rootTarget) walTarget() string { return "" }
+func (t *rootTarget) notManaged() error { return errNotConfigured }
+func (t *rootTarget) lockoutHint() string {
+	return `the engine no longer holds a working root secret: write a working root secret with "vault write <mount>/config token=..." (see README, Root credential rotation)`
+}
+
+// load reads the config from storage: the root's secret and rotation state.
+func (t *rootTarget) load(ctx context.Context, s logical.Storage) (*managedToken, error) {
+	cfg, err := readConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	auth, done, err := t.b.connect(ctx, s, cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.cfg = cfg
+	return &managedToken{
+		tokenID:           cfg.TokenID,
+		lastRotationKey:   cfg.LastRotationKey,
+		grace:             cfg.grace(),
+		budget:            cfg.upstreamBudget(),
+		auth:              auth,
+		selfAuthenticated: true,
+		done:              done,
+	}, nil
+}
+
+// store stores the config with the rotated token's secret and installs it in
+// the cache and the client.
+func (t *rootTarget) store(ctx context.Context, s logical.Storage, _ *managedToken, tok *tookenapi.Token, w rotationWAL) error {
+	newCfg := *t.cfg
+	newCfg.Token = tok.Secret
+	newCfg.TokenID = tok.ID
+	if tok.Scopes != nil {
+		newCfg.Scopes = tok.Scopes
+	}
+	newCfg.ExpiresAt = tok.ExpiresAt
+	rotatedAt := w.StartedAt
+	if tok.RotatedAt != nil {
+		rotatedAt = tok.RotatedAt.UTC()
+	}
+	newCfg.SecretSetAt = t.b.now().UTC()
+	newCfg.LastRotated = &rotatedAt
+	newCfg.LastRotationKey = w.IdempotencyKey
+	newCfg.PreviousSecretExpiresAt = tok.PreviousSecretExpiresAt
+	newCfg.clearFailures()
+	if err := putConfig(ctx, s, &newCfg); err != nil {
+		return err
+	}
+	t.cfg = &newCfg
+	t.b.installConfig(&newCfg)
+	return nil
+}
+
+// recordFailure stores the failure status and the schedule backoff in the
+// config (best effort).
+func (t *rootTarget) recordFailure(ctx context.Context, s logical.Storage, msg string) {
+	cfg, err := readConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return
+	}
+	c := *cfg
+	c.recordFailure(msg, t.b.now().UTC())
+	if err := putConfig(ctx, s, &c); err != nil {
+		t.b.Logger().Warn("could not store the root rotation failure status", "error", err)
+		return
+	}
+	t.b.installConfig(&c)
+}
+
+// rotateRoot rotates the root now and returns the config it stored. The
+// caller holds configMu. A failure is logged and recorded in the config.
+func (b *tookenBackend) rotateRoot(ctx context.Context, s logical.Storage, trigger string) (*tookenConfig, error) {
+	t := b.rootRotation()
+	if _, err := b.rotateLocked(ctx, s, t, trigger); err != nil {
+		if !errors.Is(err, errNotConfigured) {
+			b.Logger().Error(trigger+" root rotation failed", "error", err)
+			t.recordFailure(ctx, s, err.Error())
+		}
+		return nil, err
+	}
+	return t.cfg, nil
+}
+
+// rotateRootIfDue is the scheduled rotation, called by the periodic function.
+func (b *tookenBackend) rotateRootIfDue(ctx context.Context, s logical.Storage) {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil || cfg == nil || !rootRotationDue(cfg, b.now()) {
+		return
+	}
+	if !b.configMu.TryLock() {
+		return // a rotation or a config write is running
+	}
+	defer b.configMu.Unlock()
+	// Check again on fresh storage, under the lock.
+	if cfg, err = readConfig(ctx, s); err != nil || cfg == nil || !rootRotationDue(cfg, b.now()) {
+		return
+	}
+	_, _ = b.rotateRoot(ctx, s, "scheduled")
+}
+
+// rootRotationDue tells whether the schedule rotates the root at now.
+func rootRotationDue(cfg *tookenConfig, now time.Time) bool {
+	if cfg.RotationPeriod <= 0 {
+		return false
+	}
+	w, _ := parseWindow(cfg.RotationWindow)
+	return !now.Before(cfg.nextRotation(now)) && w.contains(now)
+}

@@ -1,0 +1,81 @@
+package tooken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
+)
+
+// defaultUpstreamCallTimeout bounds one upstream call of background work
+// (rollback, queue drain, tidy).
+const defaultUpstreamCallTimeout = 15 * time.Second
+
+// revokeUpstream revokes a token within timeout. nil means Tooken confirms
+// that it is dead: 204, or 404 (already gone counts as revoked).
+func revokeUpstream(ctx context.Context, client *tookenapi.Client, id string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, tookenapi.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// undoCreate makes sure that the POST /tokens sent with key and body leaves
+// no token alive: it replays the POST (same Idempotency-Key, same body, so
+// Tooken answers with the token the first one created, or creates the one it
+// never did) and revokes the token of the answer, each call within timeout.
+// nil means nothing of it lives upstream; tokenID names the token when the
+// replay told it. The in-request clean-up of a failed creds read and the
+// periodic rollback both use it.
+func undoCreate(ctx context.Context, client *tookenapi.Client, body tookenapi.CreateTokenRequest, key string, timeout time.Duration) (tokenID string, err error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	tok, err := client.CreateToken(cctx, body, key)
+	cancel()
+	switch {
+	case err == nil && tok.ID != "":
+		return tok.ID, revokeUpstream(ctx, client, tok.ID, timeout)
+	case err == nil:
+		return "", errors.New("replay answered without a token id")
+	case createdNothing(err):
+		// The key never created a token (e.g. 403, or a 400 for an
+		// expires_at now in the past: nothing can be alive).
+		return "", nil
+	}
+	return "", err
+}
+
+// createdNothing tells whether a create error proves that the key created
+// nothing: a definitive 4xx that is not "in flight", "reused", "rate
+// limited" or "unauthorized" (a broken root may recover and then the replay
+// tells).
+func createdNothing(err error) bool {
+	if errors.Is(err, tookenapi.ErrOutcomeUnknown) || errors.Is(err, tookenapi.ErrConflict) || errors.Is(err, tookenapi.ErrRateLimited) ||
+		errors.Is(err, tookenapi.ErrUnauthorized) || errors.Is(err, tookenapi.ErrIdempotencyKeyReused) {
+		return false
+	}
+	var apiErr *tookenapi.APIError
+	return errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500
+}
+
+// upstreamError turns a client error into the error a Vault caller sees:
+// 502 for upstream failures, so that they are not mistaken for Vault's own.
+func upstreamError(what string, err error) error {
+	var rl *tookenapi.RateLimitError
+	switch {
+	case errors.Is(err, tookenapi.ErrScopeNotHeld), errors.Is(err, errNotConfigured):
+		return err
+	case errors.As(err, &rl):
+		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is rate limiting this engine (retry after %s): %v", what, rl.RetryAfter, err))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w", what, err)
+	default:
+		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: %v", what, err))
+	}
+}
