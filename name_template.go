@@ -1,16 +1,19 @@
 package tooken
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
-	"text/template"
 	"time"
 
-	"github.com/google/uuid"
+	"github.com/hashicorp/go-secure-stdlib/base62"
+	"github.com/hashicorp/vault/sdk/helper/template"
 )
+
+// Token names: a role's name_template, rendered with the SDK's string
+// templates (sdk/helper/template: Go text/template with Vault's template
+// functions), then checked against Tooken's name grammar.
 
 // defaultNameTemplate names a token after where it came from: the engine,
 // the role and the Vault display name of the requester, plus a random suffix.
@@ -19,6 +22,9 @@ const defaultNameTemplate = `vault-{{ .RoleName | truncate 50 }}{{ with .Display
 
 // maxTokenNameLen is the contract's limit on token names.
 const maxTokenNameLen = 128
+
+// maxNameTemplateLen bounds a template's source.
+const maxNameTemplateLen = 4096
 
 // tokenNameRegex is the contract's token name grammar.
 var tokenNameRegex = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
@@ -31,67 +37,23 @@ type nameTemplateData struct {
 	DisplayName string // the requester's Vault display name, sanitized; may be empty
 }
 
-// maxNameTemplateLen bounds a template's source.
-const maxNameTemplateLen = 4096
+func newNameTemplateData(roleName, displayName string) nameTemplateData {
+	return nameTemplateData{
+		RoleName:    sanitizeName(roleName),
+		DisplayName: sanitizeName(displayName),
+	}
+}
 
-// nameTemplate is a parsed name_template: Go text/template with the functions
-// of nameTemplateFuncs.
+// nameTemplate is a parsed name_template.
 type nameTemplate struct {
-	tmpl *template.Template
+	tmpl template.StringTemplate
 }
 
-// nameTemplateFuncs are the functions a name_template can call, named like
-// Vault's own username templates.
-func nameTemplateFuncs() template.FuncMap {
-	return template.FuncMap{
-		"random":    randomAlnum,
-		"truncate":  truncate,
-		"lowercase": strings.ToLower,
-		"uppercase": strings.ToUpper,
-		"replace":   func(old, new, s string) string { return strings.ReplaceAll(s, old, new) },
-		"unix_time": func() int64 { return time.Now().Unix() },
-		"timestamp": func(layout string) string { return time.Now().UTC().Format(layout) },
-		"uuid":      uuid.NewString,
-	}
-}
-
-const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-// randomAlnum returns n random letters and digits (1 <= n <= 64).
-func randomAlnum(n int) (string, error) {
-	if n < 1 || n > 64 {
-		return "", fmt.Errorf("random: length %d out of range 1..64", n)
-	}
-	buf := make([]byte, n)
-	for i := range buf {
-		buf[i] = alnum[randIndex(len(alnum))]
-	}
-	return string(buf), nil
-}
-
-func randIndex(n int) int {
-	var b [1]byte
-	limit := 256 - 256%n // reject bytes that would bias the result
-	for {
-		_, _ = rand.Read(b[:]) // never fails (crypto/rand panics on failure)
-		if int(b[0]) < limit {
-			return int(b[0]) % n
-		}
-	}
-}
-
-// truncate keeps the first n bytes of s.
-func truncate(n int, s string) (string, error) {
-	if n < 0 {
-		return "", fmt.Errorf("truncate: negative length %d", n)
-	}
-	if len(s) > n {
-		return s[:n], nil
-	}
-	return s, nil
-}
-
-// parseNameTemplate parses a template; "" is the default template.
+// parseNameTemplate parses a template; "" is the default template. The SDK's
+// functions are all there; three keep the meaning they had before the engine
+// used the SDK: random is bounded to 1..64 characters (the SDK's is not),
+// truncate accepts 0 (the SDK's wants at least 1), and timestamp formats UTC
+// (the SDK's, the server's local time).
 func parseNameTemplate(raw string) (*nameTemplate, error) {
 	if raw == "" {
 		raw = defaultNameTemplate
@@ -99,19 +61,43 @@ func parseNameTemplate(raw string) (*nameTemplate, error) {
 	if len(raw) > maxNameTemplateLen {
 		return nil, fmt.Errorf("longer than %d characters", maxNameTemplateLen)
 	}
-	t, err := template.New("name_template").Option("missingkey=error").Funcs(nameTemplateFuncs()).Parse(raw)
+	t, err := template.NewTemplate(
+		template.Template(raw),
+		template.Function("random", randomAlnum),
+		template.Function("truncate", truncate),
+		template.Function("timestamp", utcTimestamp),
+	)
 	if err != nil {
 		return nil, err
 	}
 	return &nameTemplate{tmpl: t}, nil
 }
 
-func (t *nameTemplate) generate(data nameTemplateData) (string, error) {
-	var sb strings.Builder
-	if err := t.tmpl.Execute(&sb, data); err != nil {
-		return "", err
+// randomAlnum returns n random letters and digits (1 <= n <= 64): the SDK's
+// random (base62, crypto/rand), with the bound a name needs.
+func randomAlnum(n int) (string, error) {
+	if n < 1 || n > 64 {
+		return "", fmt.Errorf("random: length %d out of range 1..64", n)
 	}
-	return sb.String(), nil
+	return base62.Random(n)
+}
+
+// truncate keeps the first n bytes of s.
+func truncate(n int, s string) (string, error) {
+	if n < 0 {
+		return "", fmt.Errorf("truncate: negative length %d", n)
+	}
+	return s[:min(n, len(s))], nil
+}
+
+// utcTimestamp is the current UTC time in a Go layout.
+func utcTimestamp(layout string) string {
+	return time.Now().UTC().Format(layout)
+}
+
+// generate is the template's raw output.
+func (t *nameTemplate) generate(data nameTemplateData) (string, error) {
+	return t.tmpl.Generate(data)
 }
 
 // sanitizeName replaces every run of characters outside [A-Za-z0-9._-]
@@ -120,15 +106,8 @@ func sanitizeName(s string) string {
 	return invalidNameChars.ReplaceAllString(s, "-")
 }
 
-func newNameTemplateData(roleName, displayName string) nameTemplateData {
-	return nameTemplateData{
-		RoleName:    sanitizeName(roleName),
-		DisplayName: sanitizeName(displayName),
-	}
-}
-
 // render makes a token name: the template's output, sanitized and cut to
-// the contract's 128 characters.
+// the contract's 128 characters. Every name goes through it.
 func (t *nameTemplate) render(data nameTemplateData) (string, error) {
 	out, err := t.generate(data)
 	if err != nil {
