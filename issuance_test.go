@@ -178,14 +178,14 @@ func TestIssuance_Lifecycle(t *testing.T) {
 		t.Error("the record holds the secret")
 	}
 	if !e.b.issued.isConfirmed(key) || e.b.issued.isInFlight(key) {
-		t.Error("guard state after creds")
+		t.Error("issuance records state after creds")
 	}
 	must(t)(e.revoke(lease(resp)))
 	if e.issuance(key) != nil {
 		t.Error("record left after revoke")
 	}
 	if e.b.issued.isConfirmed(key) {
-		t.Error("guard still knows the key after revoke")
+		t.Error("the issuance records still know the key after revoke")
 	}
 }
 

@@ -354,7 +354,7 @@ func TestCreds_Revoke(t *testing.T) {
 		resp := must(t)(e.read("creds/r"))
 		e.b.queue.retry.base = 0
 		srv.SetDown(true)
-		must(t)(e.revoke(lease(resp))) // queued (issue 6): Vault never marks it irrevocable
+		must(t)(e.revoke(lease(resp))) // queued: Vault never marks it irrevocable
 		srv.SetDown(false)
 		if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {
 			t.Fatal(err)
@@ -535,7 +535,7 @@ func TestCreds_StorageOps(t *testing.T) {
 		resp := must(t)(e.read("creds/r"))
 		must(t)(e.revoke(lease(resp)))
 	}
-	// Issue 6: a read writes its issuance record twice (pending, confirmed),
+	// A read writes its issuance record twice (pending, confirmed),
 	// a revoke deletes it; nothing else.
 	if got, puts, dels := e.storage.total(), e.storage.puts.Load(), e.storage.deletes.Load(); got != 3*n || puts != 2*n || dels != n {
 		t.Errorf("%d storage ops (%d puts, %d deletes) for %d creds reads and revokes, want %d puts and %d deletes", got, puts, dels, n, 2*n, n)

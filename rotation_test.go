@@ -255,7 +255,7 @@ func TestRotateRoot_Basic(t *testing.T) {
 	if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("storage round trips of an idle periodic run (rotation and issue-6 work): %d", e.storage.total())
+	t.Logf("storage round trips of an idle periodic run (rotation, rollback and revoke queue): %d", e.storage.total())
 
 	e.emuTime.advance(time.Hour + 2*time.Second)
 	if _, ok := e.srv.Authenticate(e.root); ok {
@@ -744,38 +744,6 @@ func TestRotateRoot_ConfigFields(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestDailyWindow(t *testing.T) {
-	at := func(hm string) time.Time {
-		tm, _ := time.Parse("2006-01-02 15:04", "2026-11-26 "+hm)
-		return tm
-	}
-	cases := []struct {
-		window, at string
-		in         bool
-		next       string
-	}{
-		{"", "13:37", true, "2026-11-26 13:37"},
-		{"02:00-03:00", "02:00", true, "2026-11-26 02:00"},
-		{"02:00-03:00", "03:00", false, "2026-11-27 02:00"},
-		{"02:00-03:00", "01:59", false, "2026-11-26 02:00"},
-		{"22:00-02:00", "23:30", true, "2026-11-26 23:30"},
-		{"22:00-02:00", "01:00", true, "2026-11-26 01:00"},
-		{"22:00-02:00", "12:00", false, "2026-11-26 22:00"},
-	}
-	for _, tc := range cases {
-		w, err := parseWindow(tc.window)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := w.contains(at(tc.at)); got != tc.in {
-			t.Errorf("%q contains %s = %v", tc.window, tc.at, got)
-		}
-		if got := w.next(at(tc.at)).Format("2006-01-02 15:04"); got != tc.next {
-			t.Errorf("%q next(%s) = %s, want %s", tc.window, tc.at, got, tc.next)
-		}
 	}
 }
 
