@@ -144,8 +144,8 @@ func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) 
 	}
 	defer b.periodicMu.Unlock()
 	b.rotateRootIfDue(ctx, req.Storage)
-	rerr := b.rollbackIssuance(ctx, req.Storage)
-	derr := b.drainRevokeQueue(ctx, req.Storage)
+	_, rerr := b.rollbackIssuance(ctx, req.Storage)
+	_, derr := b.drainRevokeQueue(ctx, req.Storage)
 	if errors.Is(rerr, errNotConfigured) {
 		rerr = nil
 	}

@@ -96,17 +96,16 @@ func newIssuanceRecords() *issuanceRecords {
 }
 
 // begin marks a creds request's key in flight on this node: rollback leaves
-// it alone until end.
-func (r *issuanceRecords) begin(key string) {
+// it alone until the request calls end.
+func (r *issuanceRecords) begin(key string) (end func()) {
 	r.mu.Lock()
 	r.inFlight[key] = struct{}{}
 	r.mu.Unlock()
-}
-
-func (r *issuanceRecords) end(key string) {
-	r.mu.Lock()
-	delete(r.inFlight, key)
-	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.inFlight, key)
+		r.mu.Unlock()
+	}
 }
 
 func (r *issuanceRecords) isInFlight(key string) bool {
@@ -189,17 +188,13 @@ type rollbackReport struct {
 // records older than the min age that no request on this node holds. It
 // reads every record once after start and then only the records it does not
 // know as confirmed. What it did is kept for tidy/status.
-func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage) error {
-	rep, err := b.rollbackPass(ctx, s)
-	b.issued.mu.Lock()
-	b.issued.last = rep
-	b.issued.mu.Unlock()
-	return err
-}
-
-func (b *tookenBackend) rollbackPass(ctx context.Context, s logical.Storage) (rollbackReport, error) {
-	var rep rollbackReport
+func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage) (rep rollbackReport, err error) {
 	r := b.issued
+	defer func() {
+		r.mu.Lock()
+		r.last = rep
+		r.mu.Unlock()
+	}()
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || cfg == nil {
 		return rep, err

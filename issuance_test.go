@@ -333,7 +333,7 @@ func TestIssuance_RollbackSkipsInFlightAndYoung(t *testing.T) {
 	young := e.pendingRecord("r", 30*time.Second)
 	old := e.pendingRecord("r", 2*time.Minute)
 	held := e.pendingRecord("r", 2*time.Minute)
-	e.b.issued.begin(held.Key) // a running request on this node holds it
+	end := e.b.issued.begin(held.Key) // a running request on this node holds it
 	for _, r := range []*issuanceRecord{young, old, held} {
 		if _, err := e.client().CreateToken(context.Background(), r.Body, r.Key); err != nil {
 			t.Fatal(err)
@@ -351,7 +351,7 @@ func TestIssuance_RollbackSkipsInFlightAndYoung(t *testing.T) {
 	if n := len(issuedLive(srv)); n != 2 {
 		t.Errorf("%d live tokens, want 2 (young, held)", n)
 	}
-	e.b.issued.end(held.Key)
+	end()
 	e.shiftClock(time.Minute)
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)

@@ -149,8 +149,8 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	// Storage write 1: the pending record, before anything exists upstream.
 	// The key stays in flight until the request is over, so that rollback
 	// never kills a token this request is about to hand out.
-	b.issued.begin(key)
-	defer b.issued.end(key)
+	end := b.issued.begin(key)
+	defer end()
 	rec := newIssuanceRecord(key, roleName, body, now)
 	if err := putIssuance(ctx, req.Storage, rec); err != nil {
 		return nil, fmt.Errorf("creating a token for role %q: recording the issuance: %w", roleName, err)

@@ -166,22 +166,17 @@ type drainReport struct {
 	RateLimited bool `json:"rate_limited"`
 }
 
-// drainRevokeQueue is the periodic drain; what it did is kept for
-// tidy/status.
-func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) error {
-	rep, err := b.drain(ctx, s)
-	b.queue.mu.Lock()
-	b.queue.last = rep
-	b.queue.mu.Unlock()
-	return err
-}
-
-// drain works through the due entries of the queue within the drain budget,
-// at the limiter's rate, pausing on a 429 for its Retry-After. Storage
-// failures are logged and retried at the next drain.
-func (b *tookenBackend) drain(ctx context.Context, s logical.Storage) (drainReport, error) {
-	var rep drainReport
+// drainRevokeQueue is the periodic drain: it works through the due entries
+// of the queue within the drain budget, at the limiter's rate, pausing on a
+// 429 for its Retry-After. Storage failures are logged and retried at the
+// next drain. What it did is kept for tidy/status.
+func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) (rep drainReport, err error) {
 	q := b.queue
+	defer func() {
+		q.mu.Lock()
+		q.last = rep
+		q.mu.Unlock()
+	}()
 	ids, err := listQueue(ctx, s)
 	if err != nil {
 		return rep, err

@@ -79,80 +79,104 @@ func deleteConfig(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// readRole is the stored role; nil when there is none.
-func readRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	role := new(roleEntry)
-	if ok, err := getJSON(ctx, s, rolePrefix+name, role); !ok {
+// entries is one kind of entry stored under a prefix, one per id.
+type entries[T any] struct {
+	prefix     string
+	what, many string // for errors: "role", "roles"
+}
+
+var (
+	roleEntries        = entries[roleEntry]{prefix: rolePrefix, what: "role"}
+	issuanceEntries    = entries[issuanceRecord]{prefix: issuedPrefix, what: "issuance record"}
+	revokeQueueEntries = entries[revokeQueueEntry]{prefix: revokeQueuePrefix, what: "revoke queue entry"}
+)
+
+// get is the entry of id; nil when there is none.
+func (k entries[T]) get(ctx context.Context, s logical.Storage, id string) (*T, error) {
+	v := new(T)
+	if ok, err := getJSON(ctx, s, k.prefix+id, v); !ok {
 		if err != nil {
-			return nil, fmt.Errorf("role %q: %w", name, err)
+			return nil, fmt.Errorf("%s %q: %w", k.what, id, err)
 		}
 		return nil, nil
 	}
-	return role, nil
+	return v, nil
+}
+
+func (k entries[T]) put(ctx context.Context, s logical.Storage, id string, v *T) error {
+	if err := putJSON(ctx, s, k.prefix+id, v); err != nil {
+		return fmt.Errorf("storing %s %q: %w", k.what, id, err)
+	}
+	return nil
+}
+
+func (k entries[T]) delete(ctx context.Context, s logical.Storage, id string) error {
+	if err := s.Delete(ctx, k.prefix+id); err != nil {
+		return fmt.Errorf("deleting %s %q: %w", k.what, id, err)
+	}
+	return nil
+}
+
+func (k entries[T]) list(ctx context.Context, s logical.Storage) ([]string, error) {
+	return listKeys(ctx, s, k.prefix, k.many)
+}
+
+// The typed helpers below are the ones the code calls.
+
+func readRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	return roleEntries.get(ctx, s, name)
 }
 
 func putRole(ctx context.Context, s logical.Storage, name string, role *roleEntry) error {
-	if err := putJSON(ctx, s, rolePrefix+name, role); err != nil {
-		return fmt.Errorf("storing role %q: %w", name, err)
-	}
-	return nil
+	return roleEntries.put(ctx, s, name, role)
 }
 
 func deleteRole(ctx context.Context, s logical.Storage, name string) error {
-	if err := s.Delete(ctx, rolePrefix+name); err != nil {
-		return fmt.Errorf("deleting role %q: %w", name, err)
-	}
-	return nil
+	return roleEntries.delete(ctx, s, name)
 }
 
 func listRoles(ctx context.Context, s logical.Storage) ([]string, error) {
-	return listKeys(ctx, s, rolePrefix, "roles")
+	return roleEntries.list(ctx, s)
 }
 
 // getIssuance is the issuance record of key; nil when there is none.
 func getIssuance(ctx context.Context, s logical.Storage, key string) (*issuanceRecord, error) {
-	rec := new(issuanceRecord)
-	if ok, err := getJSON(ctx, s, issuedPrefix+key, rec); !ok {
-		return nil, err
-	}
-	if rec.Key == "" {
+	rec, err := issuanceEntries.get(ctx, s, key)
+	if rec != nil && rec.Key == "" {
 		rec.Key = key
 	}
-	return rec, nil
+	return rec, err
 }
 
 func putIssuance(ctx context.Context, s logical.Storage, rec *issuanceRecord) error {
-	return putJSON(ctx, s, issuedPrefix+rec.Key, rec)
+	return issuanceEntries.put(ctx, s, rec.Key, rec)
 }
 
 func deleteIssuance(ctx context.Context, s logical.Storage, key string) error {
-	return s.Delete(ctx, issuedPrefix+key)
+	return issuanceEntries.delete(ctx, s, key)
 }
 
 func listIssuance(ctx context.Context, s logical.Storage) ([]string, error) {
-	return listKeys(ctx, s, issuedPrefix, "issuance records")
+	return issuanceEntries.list(ctx, s)
 }
 
 // getQueueEntry is the revoke queue entry of a token id; nil when there is none.
 func getQueueEntry(ctx context.Context, s logical.Storage, id string) (*revokeQueueEntry, error) {
-	e := new(revokeQueueEntry)
-	if ok, err := getJSON(ctx, s, revokeQueuePrefix+id, e); !ok {
-		return nil, err
-	}
-	if e.TokenID == "" {
+	e, err := revokeQueueEntries.get(ctx, s, id)
+	if e != nil && e.TokenID == "" {
 		e.TokenID = id
 	}
-	return e, nil
+	return e, err
 }
 
 func putQueueEntry(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
-	return putJSON(ctx, s, revokeQueuePrefix+e.TokenID, e)
+	return revokeQueueEntries.put(ctx, s, e.TokenID, e)
 }
 
 func deleteQueueEntry(ctx context.Context, s logical.Storage, id string) error {
-	return s.Delete(ctx, revokeQueuePrefix+id)
+	return revokeQueueEntries.delete(ctx, s, id)
 }
 
 func listQueue(ctx context.Context, s logical.Storage) ([]string, error) {
-	return listKeys(ctx, s, revokeQueuePrefix, "the revoke queue")
+	return revokeQueueEntries.list(ctx, s)
 }
