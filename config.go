@@ -232,10 +232,7 @@ type rotationConfig struct {
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 
 	// Status of failed attempts, cleared by a success or a new token.
-	RotationFailures    int        `json:"rotation_failures,omitempty"`
-	LastRotationError   string     `json:"last_rotation_error,omitempty"`
-	LastRotationErrorAt *time.Time `json:"last_rotation_error_at,omitempty"`
-	RotationRetryAt     *time.Time `json:"rotation_retry_at,omitempty"`
+	rotationStatus
 }
 
 func (r *rotationConfig) grace() time.Duration {
@@ -274,22 +271,6 @@ func (r *rotationConfig) secretChanged(now time.Time) {
 	r.SecretSetAt = now.UTC()
 	r.PreviousSecretExpiresAt = nil
 	r.clearFailures()
-}
-
-func (r *rotationConfig) clearFailures() {
-	r.RotationFailures = 0
-	r.LastRotationError = ""
-	r.LastRotationErrorAt = nil
-	r.RotationRetryAt = nil
-}
-
-// recordFailure counts a failed rotation at now, with its backoff.
-func (r *rotationConfig) recordFailure(msg string, now time.Time) {
-	r.RotationFailures++
-	r.LastRotationError = msg
-	r.LastRotationErrorAt = &now
-	retry := now.Add(rotationBackoff(r.RotationFailures))
-	r.RotationRetryAt = &retry
 }
 
 // nextRotation is when the schedule rotates next (zero when it is off).

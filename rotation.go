@@ -18,7 +18,9 @@ import (
 
 // The rotation protocol: how the engine gives a Tooken token that it manages
 // a new secret without ever losing custody of it. It rotates any managed
-// token through a rotationTarget; the root (rotation_root.go) is one.
+// token through a rotationTarget: the root (rotation_root.go), which
+// authenticates its own rotation, and each static role's token
+// (static_rotation.go), whose rotation the root authenticates.
 //
 // One rotation, under the target's lock (one at a time per target; across a
 // cluster only the active node rotates: the paths that rotate are forwarded
@@ -38,7 +40,8 @@ import (
 // replays step 3 with the same key and body, which the contract answers with
 // the first answer, secret included, as long as the secret it is
 // authenticated with is accepted (for the root, the old one is, for the
-// grace), checks that the replayed secret works, then does 4.
+// grace; for a token the root rotates, the root's is, whatever happened to
+// the token's own secret), checks that the replayed secret works, then does 4.
 
 const (
 	defaultRotationGrace = time.Hour
@@ -93,11 +96,14 @@ type managedToken struct {
 	grace           time.Duration // previous_secret_ttl of a rotation
 	budget          time.Duration // of one whole rotation, however the caller hangs up
 	// auth authenticates the rotate call and its replay (the root's
-	// secret over the config's connection).
+	// secret over the config's connection, for every target).
 	auth *tookenapi.Client
 	// selfAuthenticated: auth is the managed token itself (the root rotates
 	// itself), so a new secret that could not be stored authenticates a
-	// replay too.
+	// replay too. Otherwise auth is another token (the root rotating a
+	// static role's token): a rotation never needs the managed token's own
+	// secret, and auth being refused is the root's problem, not the end of
+	// this rotation.
 	selfAuthenticated bool
 	done              func() // releases auth
 }
@@ -127,6 +133,29 @@ func decodeRotationWAL(kind string, data any) (rotationWAL, error) {
 		return w, fmt.Errorf("decoding a %s WAL entry: %w", kind, err)
 	}
 	return w, nil
+}
+
+// rotationStatus is the status of a managed token's failed rotations, stored
+// with the token's state (embedded: its JSON fields sit beside the others)
+// and cleared by a success or a new secret.
+type rotationStatus struct {
+	RotationFailures    int        `json:"rotation_failures,omitempty"`
+	LastRotationError   string     `json:"last_rotation_error,omitempty"`
+	LastRotationErrorAt *time.Time `json:"last_rotation_error_at,omitempty"`
+	RotationRetryAt     *time.Time `json:"rotation_retry_at,omitempty"` // the schedule's backoff
+}
+
+func (r *rotationStatus) clearFailures() {
+	*r = rotationStatus{}
+}
+
+// recordFailure counts a failed rotation at now, with its backoff.
+func (r *rotationStatus) recordFailure(msg string, now time.Time) {
+	r.RotationFailures++
+	r.LastRotationError = msg
+	r.LastRotationErrorAt = &now
+	retry := now.Add(rotationBackoff(r.RotationFailures))
+	r.RotationRetryAt = &retry
 }
 
 // pendingSecrets holds, by rotation key, a new secret that Tooken issued but
@@ -160,16 +189,32 @@ func (p *pendingSecrets) drop(key string) {
 	delete(p.m, key)
 }
 
-// rotationError is a failed rotation, with the HTTP status its answer gets.
+// errRotationPending matches a rotation error after which the rotation may
+// have happened upstream (outcome unknown, or the new secret not stored):
+// its WAL entry stays, and the rollback finishes it.
+var errRotationPending = errors.New("the rotation is pending")
+
+// rotationError is a failed rotation, with the HTTP status its answer gets
+// and, when Tooken gave one, the client error behind it (errors.Is sees
+// through to tookenapi.ErrNotFound, ErrForbidden, ...).
 type rotationError struct {
-	status int
-	msg    string
+	status  int
+	msg     string
+	cause   error
+	pending bool // see errRotationPending
 }
 
-func (e *rotationError) Error() string { return e.msg }
+func (e *rotationError) Error() string        { return e.msg }
+func (e *rotationError) Unwrap() error        { return e.cause }
+func (e *rotationError) Is(target error) bool { return target == errRotationPending && e.pending }
 
 func rotationFailed(status int, format string, args ...any) error {
 	return &rotationError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// rotationFailedBy is rotationFailed caused by the client error cause.
+func rotationFailedBy(cause error, status int, format string, args ...any) error {
+	return &rotationError{status: status, msg: fmt.Sprintf(format, args...), cause: cause}
 }
 
 // rotateLocked runs one rotation of t and returns the rotated token (with its
@@ -206,9 +251,12 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 		return nil, err
 	}
 	if err := t.store(ctx, s, st, tok, w); err != nil {
-		b.pending.put(w.IdempotencyKey, tok.Secret)
-		return nil, fmt.Errorf("%s rotation incomplete: Tooken rotated the %s token %s but storing the new secret failed: %w; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
-			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), rotationRecoveryDelay)
+		if st.selfAuthenticated {
+			b.pending.put(w.IdempotencyKey, tok.Secret)
+		}
+		return nil, &rotationError{status: http.StatusInternalServerError, pending: true, msg: fmt.Sprintf(
+			"%s rotation incomplete: Tooken rotated the %s token %s but storing the new secret failed: %v; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
+			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), rotationRecoveryDelay)}
 	}
 	b.pending.drop(w.IdempotencyKey)
 	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
@@ -251,14 +299,15 @@ func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, t
 	case err == nil:
 		return tok, walID, nil
 	case errors.Is(err, tookenapi.ErrOutcomeUnknown):
-		return nil, "", rotationFailed(http.StatusBadGateway, "%s rotation outcome unknown: %v; the current %s secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
-			t.what(), err, t.what(), w.StartedAt.Add(w.grace()).Format(time.RFC3339), rotationRecoveryDelay)
+		return nil, "", &rotationError{status: http.StatusBadGateway, cause: err, pending: true, msg: fmt.Sprintf(
+			"%s rotation outcome unknown: %v; the current %s secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
+			t.what(), err, t.what(), w.StartedAt.Add(w.grace()).Format(time.RFC3339), rotationRecoveryDelay)}
 	}
 	// Tooken refused: nothing changed upstream.
 	if derr := framework.DeleteWAL(ctx, s, walID); derr != nil {
 		b.Logger().Warn("could not delete the WAL entry of a refused rotation (harmless: its rollback replays the refusal)", "token_id", w.TokenID, "error", derr)
 	}
-	return nil, "", rotationFailed(http.StatusBadGateway, "%s rotation failed: %v; nothing changed upstream: the current %s secret is unchanged and keeps working", t.what(), err, t.what())
+	return nil, "", rotationFailedBy(err, http.StatusBadGateway, "%s rotation failed: %v; nothing changed upstream: the current %s secret is unchanged and keeps working", t.what(), err, t.what())
 }
 
 // finishPendingRotationsLocked rolls forward every WAL entry of t (left by a
@@ -285,7 +334,7 @@ func (b *tookenBackend) finishPendingRotationsLocked(ctx context.Context, s logi
 			continue
 		}
 		if err := b.rollForwardLocked(ctx, s, t, w); err != nil {
-			return rotationFailed(http.StatusConflict, "a previous %s rotation (started %s) is not finished yet: %v; retry later (the current %s secret is unchanged)", t.what(), w.StartedAt.Format(time.RFC3339), err, t.what())
+			return rotationFailedBy(err, http.StatusConflict, "a previous %s rotation (started %s) is not finished yet: %v; retry later (the current %s secret is unchanged)", t.what(), w.StartedAt.Format(time.RFC3339), err, t.what())
 		}
 		if err := framework.DeleteWAL(ctx, s, id); err != nil {
 			return fmt.Errorf("deleting a finished rotation's WAL entry: %w", err)
@@ -367,9 +416,18 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 		lastErr = res.err
 		storedAlive = storedAlive || (i == 0 && res.accepted)
 	}
-	if storedAlive {
-		log.Warn(t.what()+" rotation WAL entry dropped: it cannot be replayed, but the stored root secret is accepted", "error", lastErr)
+	switch {
+	case storedAlive:
+		// Tooken answered the replay, authenticated, with a refusal: the
+		// rotation never happened, or its secret is no longer the current one.
+		log.Warn(t.what()+" rotation WAL entry dropped: Tooken refuses its replay, and the secret that authenticates it is accepted", "error", lastErr)
+		t.recordFailure(ctx, s, fmt.Sprintf("%s rotation started %s could not be finished: %v", t.what(), w.StartedAt.Format(time.RFC3339), lastErr))
 		return nil
+	case !st.selfAuthenticated:
+		// The root, which authenticates the replay, is refused: wait until
+		// it works again (a root rotation keeps its id, which the replay
+		// is keyed by) or the entry is given up.
+		return fmt.Errorf("replaying the %s rotation: the root secret is refused: %w", t.what(), lastErr)
 	}
 	b.rotationLockout(ctx, s, t, log, fmt.Sprintf("%s rotation started %s could not be finished: Tooken rejects the stored root secret and the replay (%v)", t.what(), w.StartedAt.Format(time.RFC3339), lastErr))
 	return nil
