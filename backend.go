@@ -59,6 +59,7 @@ type tookenBackend struct {
 	issued *issuanceRecords // issuance.go
 	queue  *revokeQueue     // revoke_queue.go
 	tidy   *tidyState       // tidy.go
+	static *staticRoles     // static_schedule.go
 
 	periodicMu sync.Mutex // one periodic run at a time
 }
@@ -82,12 +83,13 @@ func backend() *tookenBackend {
 		issued: newIssuanceRecords(),
 		queue:  newRevokeQueue(),
 		tidy:   newTidyState(),
+		static: newStaticRoles(),
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configPath},
+			SealWrapStorage: []string{configPath, staticRolePrefix},
 			LocalStorage:    []string{framework.WALPrefix},
 		},
 		Paths: framework.PathAppend(
@@ -96,6 +98,8 @@ func backend() *tookenBackend {
 			[]*framework.Path{pathCreds(b)},
 			[]*framework.Path{pathRotateRoot(b)},
 			pathTidy(b),
+			pathStaticRoles(b),
+			[]*framework.Path{pathStaticCreds(b), pathRotateRole(b)},
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
@@ -121,6 +125,8 @@ func (b *tookenBackend) invalidate(_ context.Context, key string) {
 		b.installConfig(nil)
 	case strings.HasPrefix(key, rolePrefix):
 		b.forgetRole(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, staticRolePrefix):
+		b.static.invalidated(strings.TrimPrefix(key, staticRolePrefix))
 	}
 }
 
@@ -130,7 +136,8 @@ func (b *tookenBackend) clean(_ context.Context) {
 }
 
 // periodicFunc is the hook for periodic work: scheduled root rotation, the
-// rollback of unfinished creds reads and the revoke queue. Vault calls it
+// static roles' due rotations and checks, the rollback of unfinished creds
+// reads and the revoke queue. Vault calls it
 // about once a minute. All of it writes storage and changes things upstream,
 // so it runs only where storage is writable: not on a performance standby or
 // secondary (the active node of the primary does it), as the SDK asks. One
@@ -144,6 +151,7 @@ func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) 
 	}
 	defer b.periodicMu.Unlock()
 	b.rotateRootIfDue(ctx, req.Storage)
+	b.runStaticSchedule(ctx, req.Storage)
 	_, rerr := b.rollbackIssuance(ctx, req.Storage)
 	_, derr := b.drainRevokeQueue(ctx, req.Storage)
 	if errors.Is(rerr, errNotConfigured) {
@@ -318,4 +326,9 @@ Write the root Tooken token to "config", define roles under "roles/<name>"
 with the scopes their tokens get, and read "creds/<name>" for a fresh token
 under a Vault lease. The token dies upstream when the lease is revoked or
 expires, and never outlives the lease's max TTL.
+
+For a token that must keep its identity, import it as a static role under
+"static-roles/<name>": the engine keeps its secret, rotates it on a schedule
+(or at "rotate-role/<name>"), and serves the current secret at
+"static-creds/<name>".
 `

@@ -19,6 +19,12 @@ const (
 	issuedPrefix = "issued/"
 	// revokeQueuePrefix + token id holds a revokeQueueEntry.
 	revokeQueuePrefix = "revoke-queue/"
+	// staticRolePrefix + name holds a staticRoleEntry, the managed token's
+	// current secret included (seal-wrapped).
+	staticRolePrefix = "static-role/"
+	// staticTokenPrefix + token id holds a staticTokenOwner: which static
+	// role manages the token, so that two roles never rotate one token.
+	staticTokenPrefix = "static-token/"
 )
 
 // putJSON stores v as JSON at key. A failed Put is returned as is: callers
@@ -89,6 +95,8 @@ var (
 	roleEntries        = entries[roleEntry]{prefix: rolePrefix, what: "role"}
 	issuanceEntries    = entries[issuanceRecord]{prefix: issuedPrefix, what: "issuance record"}
 	revokeQueueEntries = entries[revokeQueueEntry]{prefix: revokeQueuePrefix, what: "revoke queue entry"}
+	staticRoleEntries  = entries[staticRoleEntry]{prefix: staticRolePrefix, what: "static role", many: "static roles"}
+	staticTokenOwners  = entries[staticTokenOwner]{prefix: staticTokenPrefix, what: "static token owner", many: "static token owners"}
 )
 
 // get is the entry of id; nil when there is none.
@@ -179,4 +187,37 @@ func deleteQueueEntry(ctx context.Context, s logical.Storage, id string) error {
 
 func listQueue(ctx context.Context, s logical.Storage) ([]string, error) {
 	return revokeQueueEntries.list(ctx, s)
+}
+
+func readStaticRole(ctx context.Context, s logical.Storage, name string) (*staticRoleEntry, error) {
+	return staticRoleEntries.get(ctx, s, name)
+}
+
+func putStaticRole(ctx context.Context, s logical.Storage, name string, role *staticRoleEntry) error {
+	return staticRoleEntries.put(ctx, s, name, role)
+}
+
+func deleteStaticRole(ctx context.Context, s logical.Storage, name string) error {
+	return staticRoleEntries.delete(ctx, s, name)
+}
+
+func listStaticRoles(ctx context.Context, s logical.Storage) ([]string, error) {
+	return staticRoleEntries.list(ctx, s)
+}
+
+// staticTokenOwner is the static role that manages a token.
+type staticTokenOwner struct {
+	Role string `json:"role"`
+}
+
+func readStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID string) (*staticTokenOwner, error) {
+	return staticTokenOwners.get(ctx, s, tokenID)
+}
+
+func putStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID, role string) error {
+	return staticTokenOwners.put(ctx, s, tokenID, &staticTokenOwner{Role: role})
+}
+
+func deleteStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID string) error {
+	return staticTokenOwners.delete(ctx, s, tokenID)
 }

@@ -1,0 +1,107 @@
+package tooken
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const staticCredsPath = "static-creds/"
+
+func pathStaticCreds(b *tookenBackend) *framework.Path {
+	return &framework.Path{
+		Pattern: staticCredsPath + framework.GenericNameRegex("name"),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixTooken,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {
+				Type:        framework.TypeString,
+				Description: "Name of the static role.",
+				Required:    true,
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			// Served from storage by whichever node gets the read (a
+			// performance standby too): no upstream call, no write.
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathStaticCredsRead,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb:   "read",
+					OperationSuffix: "static-credentials",
+				},
+				Summary: "Read the current secret of a static role's token (no lease).",
+				Responses: map[int][]framework.Response{
+					http.StatusOK: {{Description: "The current secret and when it rotates.", Fields: staticCredsResponseFields()}},
+				},
+			},
+		},
+		HelpSynopsis:    pathStaticCredsHelpSyn,
+		HelpDescription: pathStaticCredsHelpDesc,
+	}
+}
+
+func (b *tookenBackend) pathStaticCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	r, err := readStaticRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r == nil:
+		return logical.ErrorResponse("name: unknown static role %q", name), nil
+	case r.GoneAt != nil:
+		return logical.ErrorResponse("static role %q: %s", name, staticGoneMessage(r.TokenID)), nil
+	case r.Secret == "":
+		return nil, logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
+			"static role %q has no secret yet: the rotation that imports its token is not finished (the engine finishes it within about %s; last error: %q)",
+			name, rotationRecoveryDelay, r.LastRotationError))
+	}
+	url, err := b.configURL(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	resp := &logical.Response{Data: r.credsData(b.now(), url)}
+	addStaticManagementWarning(resp, name, r, url)
+	return resp, nil
+}
+
+func staticCredsResponseFields() map[string]*framework.FieldSchema {
+	str := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeString, Description: desc}
+	}
+	sec := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeInt64, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"token":                      {Type: framework.TypeString, Description: "The token's current secret.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"token_id":                   str("The token's id."),
+		"name":                       str("The token's name upstream."),
+		"scopes":                     {Type: framework.TypeStringSlice, Description: "The token's scopes."},
+		"last_rotated":               str("When the token was last rotated (RFC 3339), or null."),
+		"next_rotation":              str("When the engine rotates it next (RFC 3339), or null when it does not."),
+		"previous_secret_expires_at": str("When the secret before the last rotation stops working (RFC 3339), or null."),
+		"rotation_period":            sec("Seconds between rotations: the role's rotation_period, or for a rotation_schedule the seconds between the last and the next scheduled rotation."),
+		"ttl":                        sec("Whole seconds until the next rotation (a few seconds once it is due): re-read then."),
+	}
+}
+
+const pathStaticCredsHelpSyn = `Read the current secret of a static role's token.`
+
+const pathStaticCredsHelpDesc = `
+Reading static-creds/<name> answers the current secret of the static role's
+token (token), with token_id, name, scopes, last_rotated, next_rotation,
+previous_secret_expires_at, rotation_period and ttl (whole seconds until the
+next rotation). There is no lease: the secret is the token's, shared by every
+reader, and changes only when the engine rotates it. Vault Agent reads again
+ttl seconds later, right after the rotation; the previous secret keeps
+working for the role's rotation_grace, so a consumer that re-reads within it
+never sees a 401.
+
+A token revoked or expired upstream answers an error instead of a dead
+secret. Reads are served from storage by any node, performance standbys
+included.
+`
