@@ -55,26 +55,30 @@ func pathStaticRoles(b *tookenBackend) []*framework.Path {
 			HelpSynopsis:    pathStaticRolesHelpSyn,
 			HelpDescription: pathStaticRolesHelpDesc,
 		},
-		{
-			Pattern: staticRolesPath + "?$",
-			DisplayAttrs: &framework.DisplayAttributes{
-				OperationPrefix: operationPrefixTooken,
-				OperationSuffix: "static-roles",
-			},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathStaticRolesList,
-					Summary:  "List the static roles.",
-					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "The names of the static roles.", Fields: map[string]*framework.FieldSchema{
-							"keys": {Type: framework.TypeStringSlice, Description: "Names of the static roles."},
-						}}},
-					},
+		pathListStaticRoles(b),
+	}
+}
+
+func pathListStaticRoles(b *tookenBackend) *framework.Path {
+	return &framework.Path{
+		Pattern: staticRolesPath + "?$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixTooken,
+			OperationSuffix: "static-roles",
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ListOperation: &framework.PathOperation{
+				Callback: b.pathStaticRolesList,
+				Summary:  "List the static roles.",
+				Responses: map[int][]framework.Response{
+					http.StatusOK: {{Description: "The names of the static roles.", Fields: map[string]*framework.FieldSchema{
+						"keys": {Type: framework.TypeStringSlice, Description: "Names of the static roles."},
+					}}},
 				},
 			},
-			HelpSynopsis:    pathStaticRolesListHelpSyn,
-			HelpDescription: pathStaticRolesListHelpDesc,
 		},
+		HelpSynopsis:    pathStaticRolesListHelpSyn,
+		HelpDescription: pathStaticRolesListHelpDesc,
 	}
 }
 
