@@ -1,7 +1,8 @@
 // Package tookentest is an in-process Tooken API server for tests, in the
-// spirit of net/http/httptest. It follows the project's Tooken contract
-// (shared/tooken-api.md) to the letter and adds fault injection and
-// inspection so that clients can be tested against the nasty cases.
+// spirit of net/http/httptest. It follows the Tooken API contract in
+// docs/tooken-api.md to the letter and adds fault injection and inspection so
+// that clients can be tested against the nasty cases. Its choices where the
+// contract is silent are listed in docs/emulator.md.
 //
 // Start one with NewServer (listening on 127.0.0.1:0) or NewHandler (not
 // listening; mount Handler and AdminHandler yourself, as cmd/tooken-server
@@ -39,7 +40,7 @@ type Options struct {
 }
 
 // Limits and defaults of the emulator. Where the contract is silent these
-// are the emulator's choices (see README.md, "The Tooken emulator").
+// are the emulator's choices (see docs/emulator.md).
 const (
 	DefaultRateLimit    = 100
 	DefaultBurst        = 200
