@@ -28,8 +28,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,13 +87,7 @@ func noopPluginBin(b *testing.B) string {
 		}
 		return p
 	}
-	out := filepath.Join(b.TempDir(), noopPluginFile)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./noopplugin")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the no-op plugin: %v\n%s", err, msg)
-	}
-	return out
+	return goBuild(b, "./noopplugin", noopPluginFile, "")
 }
 
 // benchVault is an emulator and a dev Vault with the tooken and no-op plugins mounted.

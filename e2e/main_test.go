@@ -6,11 +6,13 @@ package e2e
 // main_test.go: binaries and TestMain
 //   requireBinaries(t) Binaries           VAULT_BIN, TOOKEN_PLUGIN_BIN (or PLUGIN_DIR), TOOKEN_SERVER_BIN;
 //                                         skips when absent, fails instead when CI is set.
+//   buildPlugin(t, version) path          this checkout's plugin built with another version
+//   goBuild(t, pkg, file, ldflags) path   any package of the module built into a temp dir
 //
 // procs_test.go: ports, processes, polling, load, files
 //   freePort(t, pair), startProc(...) *proc, eventually(t, timeout, what, cond)
 //   startLoad(n, op) *load: n goroutines calling op back to back; l.Stop(), l.Wait()
-//   procCPU(pid), procRSS(pid), childPIDs(ppid)   what /proc says of a process
+//   procCPU(pid), procThreadsCPU(pid), procRSS(pid), childPIDs(ppid)   what /proc says of a process
 //   assertNoSecrets(t, files, secrets), countLines, copyFile, fileSHA256, tail
 //
 // emulator_test.go: the Tooken emulator (the cmd/tooken-server binary, on free loopback ports)
@@ -62,6 +64,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -126,6 +129,30 @@ func checkExecutable(env, path string) string {
 		return fmt.Sprintf("%s=%s is not an executable file", env, path)
 	}
 	return ""
+}
+
+// modulePath is the plugin's Go module; its Version variable is set at link time.
+const modulePath = "github.com/tooken/vault-plugin-secrets-tooken"
+
+// goBuild builds the package pkg (a path relative to this folder, e.g. "./noopplugin" or
+// "../cmd/vault-plugin-secrets-tooken") into a temp dir as file, static, with ldflags, and returns
+// the binary's path. It needs the go command, which `go test` has.
+func goBuild(t testing.TB, pkg, file, ldflags string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), file)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	return out
+}
+
+// buildPlugin builds this checkout's plugin with its version set to version, for tests that need
+// a binary other than TOOKEN_PLUGIN_BIN (an upgrade from one version to another).
+func buildPlugin(t testing.TB, version string) string {
+	t.Helper()
+	return goBuild(t, "../cmd/"+pluginName, pluginName+"-"+version, "-X "+modulePath+".Version="+version)
 }
 
 // defaultParallel is how many e2e tests run at once unless -parallel or TOOKEN_E2E_PARALLEL says.
