@@ -549,3 +549,24 @@ func TestCreds_StorageOps(t *testing.T) {
 		t.Errorf("%d Gets after a role change, want 1", got)
 	}
 }
+
+// A mount tuned below what a token needs answers 400 before anything is
+// created upstream (it used to create a token, revoke it and answer 500).
+func TestCreds_MountMaxBelowTokenLifetime(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	sys := logical.TestSystemView()
+	sys.DefaultLeaseTTLVal, sys.MaxLeaseTTLVal = 2*time.Second, 5*time.Second
+	e := getTestBackend(t, withSystemView(sys))
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	before := len(srv.Tokens())
+	resp, err := e.read("creds/r")
+	mustUserError(t, resp, err, `max_ttl: tokens of role "r" would live 5s`, "less than the 10s", "vault secrets tune -max-lease-ttl")
+	if n := len(srv.Tokens()); n != before {
+		t.Errorf("%d tokens created upstream", n-before)
+	}
+	keys, _ := listIssuance(t.Context(), e.storage)
+	if len(keys) != 0 {
+		t.Errorf("issuance records left: %v", keys)
+	}
+}

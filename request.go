@@ -24,7 +24,10 @@ import (
 //     list, quoted in the answer, the audit log's error field and Vault's
 //     ERROR log);
 //   - a path capture containing ".." is refused: storage rejects such keys;
-//     a capture given again in the data must have the path's value.
+//     a capture given again in the data must have the path's value;
+//   - key=value pairs given as strings are read by parseKVPairs, which takes
+//     the forms a CLI user tries (comma-separated, repeated), into the map
+//     the SDK then converts.
 //
 // The existence check (which Vault runs before every write, and whose errors
 // it logs at ERROR) never fails for those: it answers from the path captures
@@ -76,9 +79,11 @@ func matchRoute(routes []route, path string) (*route, map[string]string) {
 // HandleRequest checks the request's fields (see above), then lets the SDK
 // route it.
 func (b *tookenBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	if err := b.checkRequest(req); err != nil {
+	data, err := b.checkRequest(req)
+	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	req.Data = data
 	return b.Backend.HandleRequest(ctx, req)
 }
 
@@ -88,7 +93,9 @@ func (b *tookenBackend) HandleRequest(ctx context.Context, req *logical.Request)
 // counts as a create, and is refused.
 func (b *tookenBackend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (checkFound, exists bool, err error) {
 	r, captures := matchRoute(b.routes, req.Path)
-	if r == nil || b.checkRequest(req) == nil {
+	data, cerr := b.checkRequest(req)
+	if r == nil || cerr == nil {
+		req.Data = data
 		return b.Backend.HandleExistenceCheck(ctx, req)
 	}
 	if r.path.ExistenceCheck == nil {
@@ -106,40 +113,68 @@ func (b *tookenBackend) HandleExistenceCheck(ctx context.Context, req *logical.R
 }
 
 // checkRequest reports every problem with a request's path captures and
-// fields at once; nil when there is none, or when the request goes to no
-// operation of a path (help, renew, revoke, an unsupported path or
-// operation: the SDK answers those).
-func (b *tookenBackend) checkRequest(req *logical.Request) error {
+// fields at once, or returns the request's data with key=value pairs given
+// as strings read into maps (see parseKVPairs); the data as it is when the
+// request goes to no operation of a path (help, renew, revoke, an
+// unsupported path or operation: the SDK answers those).
+func (b *tookenBackend) checkRequest(req *logical.Request) (map[string]any, error) {
 	if req.Operation == logical.HelpOperation {
-		return nil
+		return req.Data, nil
 	}
 	r, captures := matchRoute(b.routes, req.Path)
 	if r == nil {
-		return nil
+		return req.Data, nil
 	}
 	if _, ok := r.path.Operations[req.Operation]; !ok {
-		return nil
+		return req.Data, nil
 	}
 	errs := captureProblems(captures)
-	keys := slices.Sorted(maps.Keys(req.Data))
-	for _, k := range keys {
-		if c, ok := captures[k]; ok {
-			// The UI may send the path's value again; another value is a
-			// mistake the SDK would silently override.
-			if s, isString := req.Data[k].(string); !isString || s != c {
-				errs = append(errs, fmt.Errorf("%s: differs from the value in the path %s; leave it out of the data", k, req.Path))
-			}
-			continue
-		}
-		schema, ok := r.path.Fields[k]
+	data, cloned := req.Data, false
+	for _, k := range slices.Sorted(maps.Keys(req.Data)) {
+		v, err := checkField(r, captures, req.Path, k, req.Data[k])
 		switch {
-		case !ok && !r.path.TakesArbitraryInput:
-			errs = append(errs, unknownField(k, req.Path, r))
-		case ok && !fieldConverts(k, req.Data[k], schema):
-			errs = append(errs, fmt.Errorf("%s: expected %s", k, typeDescription(schema.Type)))
+		case err != nil:
+			errs = append(errs, err)
+		case v != nil:
+			if !cloned {
+				data, cloned = maps.Clone(req.Data), true
+			}
+			data[k] = v
 		}
 	}
-	return errors.Join(errs...)
+	return data, errors.Join(errs...)
+}
+
+// checkField checks one field of a request to route r. It returns the
+// field's value read into what the SDK takes when the SDK would read it
+// wrongly (key=value pairs given as strings), else nil.
+func checkField(r *route, captures map[string]string, reqPath, k string, v any) (any, error) {
+	if c, isCapture := captures[k]; isCapture {
+		// The UI may send the path's value again; another value is a
+		// mistake the SDK would silently override.
+		if s, ok := v.(string); !ok || s != c {
+			return nil, fmt.Errorf("%s: differs from the value in the path %s; leave it out of the data", k, reqPath)
+		}
+		return nil, nil
+	}
+	schema, ok := r.path.Fields[k]
+	switch {
+	case !ok && r.path.TakesArbitraryInput:
+		return nil, nil
+	case !ok:
+		return nil, unknownField(k, reqPath, r)
+	}
+	if strs, isStrings := pairStrings(v); isStrings && schema.Type == framework.TypeKVPairs {
+		md, err := parseKVPairs(k, strs)
+		if err != nil {
+			return nil, err
+		}
+		return md, nil
+	}
+	if !fieldConverts(k, v, schema) {
+		return nil, fmt.Errorf("%s: expected %s", k, typeDescription(schema.Type))
+	}
+	return nil, nil
 }
 
 // captureProblems refuses path captures that cannot be storage keys.
@@ -159,6 +194,62 @@ func fieldConverts(k string, v any, schema *framework.FieldSchema) bool {
 	d := &framework.FieldData{Raw: map[string]any{k: v}, Schema: map[string]*framework.FieldSchema{k: schema}}
 	_, _, err := d.GetOkErr(k)
 	return err == nil
+}
+
+// pairStrings is a key=value pairs value given as strings: one string, or a
+// list of strings (the field repeated on the CLI, or a form's repeated key).
+func pairStrings(v any) ([]string, bool) {
+	switch v := v.(type) {
+	case string:
+		return []string{v}, true
+	case []string:
+		return v, true
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// parseKVPairs reads key=value pairs given as strings, comma-separated in
+// one string (metadata=team=platform,env=dev), the field repeated
+// (metadata=team=platform metadata=env=dev), or both. A comma starts a new
+// pair only when what follows it holds "=": note=a,b is one pair whose value
+// is "a,b". Keys and values are trimmed; an empty string is no pairs. A key
+// given twice is refused. (The SDK reads a string as one pair, so that
+// team=platform,env=dev gives team the value "platform,env=dev".)
+func parseKVPairs(field string, strs []string) (map[string]string, error) {
+	md := make(map[string]string)
+	for _, s := range strs {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		last := ""
+		for _, piece := range strings.Split(s, ",") {
+			k, v, isPair := strings.Cut(piece, "=")
+			k = strings.TrimSpace(k)
+			switch _, dup := md[k]; {
+			case !isPair && last == "":
+				return nil, fmt.Errorf("%s: expected key=value pairs, e.g. team=platform,env=dev", field)
+			case !isPair:
+				md[last] = strings.TrimSpace(md[last] + "," + piece)
+			case k == "":
+				return nil, fmt.Errorf("%s: a pair has an empty key; write key=value", field)
+			case dup:
+				return nil, fmt.Errorf("%s: key %s is given twice", field, quoteShort(k))
+			default:
+				md[k], last = strings.TrimSpace(v), k
+			}
+		}
+	}
+	return md, nil
 }
 
 // unknownField names a field the path does not take, the path's own fields,
