@@ -98,6 +98,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 		},
 	)
 	resp.Secret.TTL = it.ttl
+	setLeaseEnd(resp.Secret, time.Now().Add(it.ttl))
 	resp.Secret.MaxTTL = it.ttl
 	if rem := leaseRemaining(it.expiresAt, time.Now()); rem > it.ttl {
 		resp.Secret.MaxTTL = rem
