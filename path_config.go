@@ -70,7 +70,11 @@ func (b *tookenBackend) pathConfigRead(ctx context.Context, req *logical.Request
 	if cfg == nil {
 		return nil, nil
 	}
-	return &logical.Response{Data: cfg.toResponseData(b.now())}, nil
+	data := cfg.toResponseData(b.now())
+	// The id every token of this mount carries as vault_mount_uuid (the
+	// backend UUID: not the mount's uuid that sys/mounts shows).
+	data["mount_uuid"] = b.mountUUID
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -200,8 +204,10 @@ UTC "HH:MM-HH:MM", default any time) and rotation_grace (how long the previous
 secret keeps working after a rotation, 10s to 24h, default 1h). Fields left
 out of an update keep their value.
 
-Read returns every field but the secret, plus the root token's token_id,
-scopes and expires_at as learned at the last verification, and the rotation
+Read returns every field but the secret, plus mount_uuid (the id every token
+of this mount carries as its vault_mount_uuid metadata: list a mount's tokens
+at Tooken by it), the root token's token_id, scopes and expires_at as learned
+at the last verification, and the rotation
 state: last_rotated, next_rotation, previous_secret_expires_at,
 rotation_failures, last_rotation_error and last_rotation_error_at. Delete
 removes the configuration; the revokes of leases already issued are then
