@@ -34,7 +34,8 @@ func pathCreds(b *tookenBackend) *framework.Path {
 					OperationVerb:   "generate",
 					OperationSuffix: "credentials",
 				},
-				Summary: "Issue a new Tooken token for the role, under a lease.",
+				Summary:   "Issue a new Tooken token for the role, under a lease.",
+				Responses: dataResponse("A new token under a renewable lease.", secretToken(b).Fields),
 				// Creates a token upstream: a standby must not do it itself.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,

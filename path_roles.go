@@ -237,6 +237,16 @@ func roleFields() map[string]*framework.FieldSchema {
 	}
 }
 
+// roleResponseFields are the fields of a role read: its write fields, with
+// durations in seconds.
+func roleResponseFields() map[string]*framework.FieldSchema {
+	fields := roleFields()
+	delete(fields, "name")
+	fields["ttl"] = secondsField("Lease TTL of the issued tokens; 0: the mount's default")
+	fields["max_ttl"] = secondsField("Maximum lifetime of an issued token; 0: the mount's max lease TTL")
+	return fields
+}
+
 func pathRoles(b *tookenBackend) []*framework.Path {
 	return []*framework.Path{
 		{
@@ -248,24 +258,28 @@ func pathRoles(b *tookenBackend) []*framework.Path {
 			Fields: roleFields(),
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathRolesRead,
-					Summary:  "Read a role.",
+					Callback:  b.pathRolesRead,
+					Summary:   "Read a role.",
+					Responses: dataResponse("The role.", roleResponseFields()),
 				},
 				logical.CreateOperation: &framework.PathOperation{
 					Callback:                    b.pathRolesWrite,
-					Summary:                     "Create a role.",
+					Summary:                     "Create or update a role; on update, fields left out keep their value.",
+					Responses:                   writeResponses("The role is stored."),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback:                    b.pathRolesWrite,
-					Summary:                     "Update a role; fields left out keep their value.",
+					Summary:                     "Create or update a role; on update, fields left out keep their value.",
+					Responses:                   writeResponses("The role is stored."),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:                    b.pathRolesDelete,
 					Summary:                     "Delete a role. Tokens already issued stay valid until their leases end.",
+					Responses:                   deleteResponses("The role is deleted."),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
@@ -282,8 +296,9 @@ func pathRoles(b *tookenBackend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathRolesList,
-					Summary:  "List the roles.",
+					Callback:  b.pathRolesList,
+					Summary:   "List the roles.",
+					Responses: listResponses("The names of the roles."),
 				},
 			},
 			HelpSynopsis:    pathRolesListHelpSyn,

@@ -77,8 +77,14 @@ func matchRoute(routes []route, path string) (*route, map[string]string) {
 }
 
 // HandleRequest checks the request's fields (see above), then lets the SDK
-// route it.
+// route it. The OpenAPI document (the help of the root path) gets its schema
+// references inlined (openapi.go).
 func (b *tookenBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if req.Operation == logical.HelpOperation && req.Path == "" {
+		resp, err := b.Backend.HandleRequest(ctx, req)
+		inlineOpenAPIRefs(resp)
+		return resp, err
+	}
 	data, err := b.checkRequest(req)
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil

@@ -1,10 +1,12 @@
 package tooken
 
 import (
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
@@ -93,5 +95,87 @@ func TestResponses_MountIdentity(t *testing.T) {
 	id := must(t)(e.read(configPath)).Data["mount_uuid"]
 	if id == "" || id != tok.Metadata[metaMountUUID] {
 		t.Errorf("config mount_uuid %v, token's vault_mount_uuid %q", id, tok.Metadata[metaMountUUID])
+	}
+}
+
+// openAPIDoc is the mount's OpenAPI document as Vault asks for it.
+func openAPIDoc(t *testing.T, e *testEnv) *framework.OASDocument {
+	t.Helper()
+	e.sys.PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.14.1"}
+	resp, err := e.handle(&logical.Request{Operation: logical.HelpOperation, Storage: e.storage,
+		Data: map[string]any{"requestResponsePrefix": "tooken"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, ok := resp.Data["openapi"].(*framework.OASDocument)
+	if !ok {
+		t.Fatalf("no OpenAPI document: %#v", resp.Data)
+	}
+	return doc
+}
+
+// Every operation has a request schema where it takes fields and declared
+// responses with a schema where it answers data, inline (Vault 1.14 drops
+// "$ref"), and nothing but path captures is required.
+func TestResponses_OpenAPISchemas(t *testing.T) {
+	e := getTestBackend(t)
+	doc := openAPIDoc(t, e)
+	withBody := map[string]bool{"/config": true, "/roles/{name}": true, "/tidy": true}
+	withData := map[string]bool{"/config get": true, "/roles/{name} get": true, "/roles/ get": true, "/creds/{name} get": true,
+		"/rotate-root post": true, "/tidy post": true, "/tidy/status get": true}
+	seen := 0
+	for path, item := range doc.Paths {
+		for method, op := range map[string]*framework.OASOperation{"get": item.Get, "post": item.Post, "delete": item.Delete} {
+			if op == nil {
+				continue
+			}
+			seen++
+			what := path + " " + method
+			if method == "post" && withBody[path] {
+				checkInlineSchema(t, what+" request", op.RequestBody)
+			}
+			if len(op.Responses) == 0 {
+				t.Errorf("%s: no responses", what)
+			}
+			for code, r := range op.Responses {
+				if r.Description == "" || r.Description == "OK" || r.Description == "empty body" {
+					t.Errorf("%s %d: default response %q", what, code, r.Description)
+				}
+			}
+			if withData[what] {
+				if r := op.Responses[200]; r == nil {
+					t.Errorf("%s: no 200 response", what)
+				} else {
+					checkInlineSchema(t, what+" response", &framework.OASRequestBody{Content: r.Content})
+				}
+			}
+		}
+		for _, p := range item.Parameters {
+			if p.In != "path" && p.Required {
+				t.Errorf("%s: parameter %s required", path, p.Name)
+			}
+		}
+	}
+	if seen != 11 {
+		t.Errorf("%d operations in the document", seen)
+	}
+	raw, _ := json.Marshal(doc.Paths)
+	if strings.Contains(string(raw), "$ref") {
+		t.Error("a schema reference is left in the paths")
+	}
+}
+
+func checkInlineSchema(t *testing.T, what string, body *framework.OASRequestBody) {
+	t.Helper()
+	if body == nil || body.Content["application/json"] == nil || body.Content["application/json"].Schema == nil {
+		t.Errorf("%s: no schema", what)
+		return
+	}
+	s := body.Content["application/json"].Schema
+	if s.Ref != "" || len(s.Properties) == 0 {
+		t.Errorf("%s: schema %+v", what, s)
+	}
+	if len(s.Required) != 0 {
+		t.Errorf("%s: required %v (only path captures are required)", what, s.Required)
 	}
 }
