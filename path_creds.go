@@ -68,7 +68,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	// Before anything is created: the mount may have been tuned below what
 	// a token needs since the role was written.
 	if life := b.effectiveMaxTTL(role.entry); life < minTokenLifetime {
-		return logical.ErrorResponse("max_ttl: tokens of role %q would live %s (its max_ttl capped by the mount's max lease TTL), less than the %s a token needs; raise the mount's max lease TTL (vault secrets tune -max-lease-ttl)", name, life, minTokenLifetime), nil
+		return logical.ErrorResponse("max_ttl: tokens of role %q would live %s (its max_ttl capped by the mount's max lease TTL), less than the %s a token needs; raise the mount's max lease TTL (vault secrets tune -max-lease-ttl)", name, humanDuration(life), humanDuration(minTokenLifetime)), nil
 	}
 
 	it, err := b.issueToken(ctx, req, name, role)

@@ -92,10 +92,10 @@ func (r *roleEntry) validate(name string) error {
 		errs = append(errs, err)
 	}
 	if r.MaxTTL > 0 && r.MaxTTL < minTokenLifetime {
-		errs = append(errs, fmt.Errorf("max_ttl: at least %s (0 = the mount's max lease TTL): a token needs time for its lease", minTokenLifetime))
+		errs = append(errs, fmt.Errorf("max_ttl: at least %s (0 = the mount's max lease TTL): a token needs time for its lease", humanDuration(minTokenLifetime)))
 	}
 	if r.MaxTTL > 0 && r.TTL > r.MaxTTL {
-		errs = append(errs, fmt.Errorf("ttl: %s cannot exceed max_ttl %s", r.TTL, r.MaxTTL))
+		errs = append(errs, fmt.Errorf("ttl: %s cannot exceed max_ttl %s", humanDuration(r.TTL), humanDuration(r.MaxTTL)))
 	}
 	if n := utf8.RuneCountInString(r.Description); n > maxDescriptionLen {
 		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxDescriptionLen, n))
@@ -406,13 +406,13 @@ func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []strin
 	var out []string
 	mountMax := b.System().MaxLeaseTTL()
 	if role.TTL > mountMax {
-		out = append(out, fmt.Sprintf("ttl %s is greater than the mount's max lease TTL %s: leases will be capped", role.TTL, mountMax))
+		out = append(out, fmt.Sprintf("ttl %s is greater than the mount's max lease TTL %s: leases will be capped", humanDuration(role.TTL), humanDuration(mountMax)))
 	}
 	if role.MaxTTL > mountMax {
-		out = append(out, fmt.Sprintf("max_ttl %s is greater than the mount's max lease TTL %s: tokens will be capped", role.MaxTTL, mountMax))
+		out = append(out, fmt.Sprintf("max_ttl %s is greater than the mount's max lease TTL %s: tokens will be capped", humanDuration(role.MaxTTL), humanDuration(mountMax)))
 	}
 	if role.MaxTTL > maxUpstreamTTL {
-		out = append(out, fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", role.MaxTTL))
+		out = append(out, fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", humanDuration(role.MaxTTL)))
 	}
 	if cfg != nil && cfg.TokenID == "" {
 		out = append(out, "the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
