@@ -43,10 +43,19 @@ type route struct {
 	captures []string // names of the pattern's capture groups
 }
 
+// newRoutes compiles the paths' patterns anchored at both ends, as the SDK
+// does when it routes.
 func newRoutes(paths []*framework.Path) []route {
 	out := make([]route, 0, len(paths))
 	for _, p := range paths {
-		re := regexp.MustCompile(p.Pattern)
+		pattern := p.Pattern
+		if !strings.HasPrefix(pattern, "^") {
+			pattern = "^" + pattern
+		}
+		if !strings.HasSuffix(pattern, "$") {
+			pattern += "$"
+		}
+		re := regexp.MustCompile(pattern)
 		var names []string
 		for _, n := range re.SubexpNames() {
 			if n != "" {

@@ -128,7 +128,7 @@ func TestRequest_BadCaptureRefused(t *testing.T) {
 // samplePath is a request path that a path's pattern matches: its literal
 // start, and "x" for its capture.
 func samplePath(p *framework.Path) string {
-	lit, _, hasCapture := strings.Cut(p.Pattern, "(")
+	lit, _, hasCapture := strings.Cut(strings.TrimPrefix(p.Pattern, "^"), "(")
 	lit = strings.TrimSuffix(strings.TrimSuffix(lit, "$"), "?")
 	if hasCapture {
 		lit += "x"
@@ -202,6 +202,25 @@ func TestRequest_EveryPathBadInputShape(t *testing.T) {
 	}
 	if ops < 11 {
 		t.Errorf("walked %d operations", ops)
+	}
+}
+
+// The request layer routes as the SDK does: anchored patterns, first match
+// wins, and no route for what the SDK does not route.
+func TestRequest_RoutesLikeTheSDK(t *testing.T) {
+	e := getTestBackend(t)
+	for _, path := range []string{"config", "xconfig", "config/x", "roles/", "roles", "roles/x", "roles/x/y", "creds/x", "creds/",
+		"rotate-root", "tidy", "tidy/status", "tidy/x", "", "other"} {
+		r, _ := matchRoute(e.b.routes, path)
+		want := e.b.Route(path)
+		if (r == nil) != (want == nil) || (r != nil && r.path != want) {
+			t.Errorf("%q: request layer routes to %v, the SDK to %v", path, r, want)
+		}
+	}
+	// An unknown path is the SDK's to answer (unsupported path), fields or not.
+	_, err := e.handle(e.request(logical.UpdateOperation, "xconfig", map[string]any{"x": 1}))
+	if err != logical.ErrUnsupportedPath {
+		t.Errorf("unknown path: %v", err)
 	}
 }
 
