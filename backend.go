@@ -62,6 +62,8 @@ type tookenBackend struct {
 	static *staticRoles     // static_schedule.go
 
 	periodicMu sync.Mutex // one periodic run at a time
+
+	routes []route // the Paths with their compiled patterns (request.go)
 }
 
 var _ logical.Factory = Factory
@@ -111,6 +113,7 @@ func backend() *tookenBackend {
 		WALRollback:       b.walRollback,
 		WALRollbackMinAge: walRollbackMinAge,
 	}
+	b.routes = newRoutes(b.Backend.Paths)
 	return b
 }
 

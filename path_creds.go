@@ -34,7 +34,8 @@ func pathCreds(b *tookenBackend) *framework.Path {
 					OperationVerb:   "generate",
 					OperationSuffix: "credentials",
 				},
-				Summary: "Issue a new Tooken token for the role, under a lease.",
+				Summary:   "Issue a new Tooken token for the role, under a lease.",
+				Responses: dataResponse("A new token under a renewable lease.", secretToken(b).Fields),
 				// Creates a token upstream: a standby must not do it itself.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
@@ -63,6 +64,11 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	}
 	if role == nil {
 		return logical.ErrorResponse("name: unknown role %q", name), nil
+	}
+	// Before anything is created: the mount may have been tuned below what
+	// a token needs since the role was written.
+	if life := b.effectiveMaxTTL(role.entry); life < minTokenLifetime {
+		return logical.ErrorResponse("max_ttl: tokens of role %q would live %s (its max_ttl capped by the mount's max lease TTL), less than the %s a token needs; raise the mount's max lease TTL (vault secrets tune -max-lease-ttl)", name, humanDuration(life), humanDuration(minTokenLifetime)), nil
 	}
 
 	it, err := b.issueToken(ctx, req, name, role)
@@ -93,6 +99,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 		},
 	)
 	resp.Secret.TTL = it.ttl
+	setLeaseEnd(resp.Secret, time.Now().Add(it.ttl))
 	resp.Secret.MaxTTL = it.ttl
 	if rem := leaseRemaining(it.expiresAt, time.Now()); rem > it.ttl {
 		resp.Secret.MaxTTL = rem

@@ -11,9 +11,6 @@ import (
 const rotateRolePath = "rotate-role/"
 
 func pathRotateRole(b *tookenBackend) *framework.Path {
-	str := func(desc string) *framework.FieldSchema {
-		return &framework.FieldSchema{Type: framework.TypeString, Description: desc}
-	}
 	return &framework.Path{
 		Pattern: rotateRolePath + framework.GenericNameRegex("name"),
 		DisplayAttrs: &framework.DisplayAttributes{
@@ -36,10 +33,10 @@ func pathRotateRole(b *tookenBackend) *framework.Path {
 				Summary: "Rotate a static role's token now.",
 				Responses: map[int][]framework.Response{
 					http.StatusOK: {{Description: "Rotated.", Fields: map[string]*framework.FieldSchema{
-						"token_id":                   str("The token's id."),
-						"last_rotated":               str("When it was rotated (RFC 3339)."),
-						"previous_secret_expires_at": str("When the previous secret stops working (RFC 3339)."),
-						"next_rotation":              str("When the schedule rotates it next (RFC 3339)."),
+						"token_id":                   {Type: framework.TypeString, Description: "The token's id."},
+						"last_rotated":               timeField("When it was rotated"),
+						"previous_secret_expires_at": timeField("When the previous secret stops working"),
+						"next_rotation":              timeField("When the schedule rotates it next"),
 					}}},
 					http.StatusConflict: {{Description: "A rotation or a write of the role is running, or an interrupted rotation is not finished yet."}},
 				},

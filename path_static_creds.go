@@ -33,10 +33,8 @@ func pathStaticCreds(b *tookenBackend) *framework.Path {
 					OperationVerb:   "read",
 					OperationSuffix: "static-credentials",
 				},
-				Summary: "Read the current secret of a static role's token (no lease).",
-				Responses: map[int][]framework.Response{
-					http.StatusOK: {{Description: "The current secret and when it rotates.", Fields: staticCredsResponseFields()}},
-				},
+				Summary:   "Read the current secret of a static role's token (no lease).",
+				Responses: dataResponse("The current secret and when it rotates.", staticCredsResponseFields()),
 			},
 		},
 		HelpSynopsis:    pathStaticCredsHelpSyn,
@@ -73,19 +71,16 @@ func staticCredsResponseFields() map[string]*framework.FieldSchema {
 	str := func(desc string) *framework.FieldSchema {
 		return &framework.FieldSchema{Type: framework.TypeString, Description: desc}
 	}
-	sec := func(desc string) *framework.FieldSchema {
-		return &framework.FieldSchema{Type: framework.TypeInt64, Description: desc}
-	}
 	return map[string]*framework.FieldSchema{
 		"token":                      {Type: framework.TypeString, Description: "The token's current secret.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		"token_id":                   str("The token's id."),
 		"name":                       str("The token's name upstream."),
 		"scopes":                     {Type: framework.TypeStringSlice, Description: "The token's scopes."},
-		"last_rotated":               str("When the token was last rotated (RFC 3339), or null."),
-		"next_rotation":              str("When the engine rotates it next (RFC 3339), or null when it does not."),
-		"previous_secret_expires_at": str("When the secret before the last rotation stops working (RFC 3339), or null."),
-		"rotation_period":            sec("Seconds between rotations: the role's rotation_period, or for a rotation_schedule the seconds between the last and the next scheduled rotation."),
-		"ttl":                        sec("Whole seconds until the next rotation (a few seconds once it is due): re-read then."),
+		"last_rotated":               timeField("When the token was last rotated"),
+		"next_rotation":              timeField("When the engine rotates it next; null when it does not"),
+		"previous_secret_expires_at": timeField("When the secret before the last rotation stops working"),
+		"rotation_period":            secondsField("Time between rotations: the role's rotation_period, or for a rotation_schedule the time between the last and the next scheduled rotation"),
+		"ttl":                        secondsField("Time until the next rotation (5 once it is due, 60 when the engine does not rotate the role): read again then"),
 	}
 }
 

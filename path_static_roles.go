@@ -45,7 +45,8 @@ func pathStaticRoles(b *tookenBackend) []*framework.Path {
 					Callback: b.pathStaticRolesDelete,
 					Summary:  "Delete a static role: Vault stops managing its token, which stays live upstream.",
 					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "Deleted; the warning says that the token stays live upstream."}},
+						http.StatusOK:        {{Description: "Deleted. The answer carries a warning only: the token stays live upstream."}},
+						http.StatusNoContent: {{Description: "There was no such static role."}},
 					},
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
@@ -68,13 +69,9 @@ func pathListStaticRoles(b *tookenBackend) *framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ListOperation: &framework.PathOperation{
-				Callback: b.pathStaticRolesList,
-				Summary:  "List the static roles.",
-				Responses: map[int][]framework.Response{
-					http.StatusOK: {{Description: "The names of the static roles.", Fields: map[string]*framework.FieldSchema{
-						"keys": {Type: framework.TypeStringSlice, Description: "Names of the static roles."},
-					}}},
-				},
+				Callback:  b.pathStaticRolesList,
+				Summary:   "List the static roles.",
+				Responses: listResponses("The names of the static roles."),
 			},
 		},
 		HelpSynopsis:    pathStaticRolesListHelpSyn,
@@ -176,7 +173,7 @@ func secretField(d *framework.FieldData) (string, bool) {
 // imports it (importStatic). The role stored is t.role.
 func (b *tookenBackend) createStaticRole(ctx context.Context, s logical.Storage, d *framework.FieldData, t *staticTarget) (*logical.Response, error) {
 	if _, ok := d.GetOk("token_id"); !ok {
-		return logical.ErrorResponse("token_id: required when creating a static role"), nil
+		return logical.ErrorResponse("token_id: required when creating a static role; give the id (tkn_...) of the Tooken token to manage"), nil
 	}
 	r := &staticRoleEntry{RotationGrace: defaultStaticGrace, SkipImportRotation: d.Get("skip_import_rotation").(bool)}
 	applyStaticRoleFields(r, d)
@@ -286,27 +283,24 @@ func (b *tookenBackend) pathStaticRolesDelete(ctx context.Context, req *logical.
 
 // staticRoleResponses documents the answer of a static role read or write.
 func staticRoleResponses(what string) map[int][]framework.Response {
-	return map[int][]framework.Response{
-		http.StatusOK: {{Description: what, Fields: staticRoleResponseFields()}},
-	}
+	return dataResponse(what, staticRoleResponseFields())
 }
 
 func staticRoleResponseFields() map[string]*framework.FieldSchema {
 	fields := staticRoleFields()
 	delete(fields, "name")
 	delete(fields, "token")
-	str := func(desc string) *framework.FieldSchema {
-		return &framework.FieldSchema{Type: framework.TypeString, Description: desc}
-	}
-	fields["name"] = str("The token's name upstream, as Tooken last described it.")
+	fields["rotation_period"] = secondsField("Rotate the token this long after its last rotation; 0 with a rotation_schedule")
+	fields["rotation_grace"] = secondsField("How long the previous secret keeps working after each rotation")
+	fields["name"] = &framework.FieldSchema{Type: framework.TypeString, Description: "The token's name upstream, as Tooken last described it."}
 	fields["scopes"] = &framework.FieldSchema{Type: framework.TypeStringSlice, Description: "The token's scopes, as Tooken last described them."}
-	fields["expires_at"] = str("The token's expiry upstream (RFC 3339), or null (never).")
-	fields["last_rotated"] = str("When the token was last rotated (RFC 3339), or null.")
-	fields["next_rotation"] = str("When the engine rotates it next (RFC 3339), or null when it does not.")
-	fields["previous_secret_expires_at"] = str("When the secret before the last rotation stops working (RFC 3339), or null.")
+	fields["expires_at"] = timeField("The token's expiry upstream")
+	fields["last_rotated"] = timeField("When the token was last rotated")
+	fields["next_rotation"] = timeField("When the engine rotates it next; null when it does not")
+	fields["previous_secret_expires_at"] = timeField("When the secret before the last rotation stops working")
 	fields["rotation_failures"] = &framework.FieldSchema{Type: framework.TypeInt, Description: "Failed rotations since the last success."}
-	fields["last_rotation_error"] = str("Why the last rotation failed, or the last change made outside Vault; empty when none.")
-	fields["last_rotation_error_at"] = str("When last_rotation_error was recorded (RFC 3339), or null.")
+	fields["last_rotation_error"] = &framework.FieldSchema{Type: framework.TypeString, Description: "Why the last rotation failed, or the last change made outside Vault; empty when none."}
+	fields["last_rotation_error_at"] = timeField("When last_rotation_error was recorded")
 	return fields
 }
 

@@ -173,9 +173,9 @@ func newRotationSchedule(period time.Duration, spec, window string) (rotationSch
 	var s rotationSchedule
 	switch {
 	case period != 0 && spec != "":
-		errs = append(errs, errors.New("rotation_period, rotation_schedule: exactly one of them, not both"))
+		errs = append(errs, errors.New("rotation_period, rotation_schedule: exactly one of them, not both; give the other one empty to switch"))
 	case period == 0 && spec == "":
-		errs = append(errs, errors.New("rotation_period, rotation_schedule: one of them is required"))
+		errs = append(errs, errors.New("rotation_period, rotation_schedule: one of them is required; give rotation_period (e.g. 720h) or a cron rotation_schedule (e.g. \"0 3 * * *\")"))
 	case spec != "":
 		c, err := parseCronSchedule(spec)
 		errs = append(errs, err)

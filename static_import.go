@@ -32,7 +32,7 @@ func staticClaimProblem(ctx context.Context, s logical.Storage, name, tokenID st
 			return "", err
 		}
 		if other != nil && other.TokenID == tokenID {
-			return fmt.Sprintf("token_id: %s is already managed by static role %q (two roles rotating one token would lock each other out)", tokenID, owner.Role), nil
+			return fmt.Sprintf("token_id: %s is already managed by static role %q (two roles rotating one token would lock each other out); delete that role first", tokenID, owner.Role), nil
 		}
 	}
 	names, err := listStaticRoles(ctx, s)
@@ -60,7 +60,7 @@ func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage
 	tok, err := auth.GetToken(ctx, tokenID)
 	switch {
 	case errors.Is(err, tookenapi.ErrNotFound):
-		return nil, fmt.Sprintf("token_id: Tooken has no token %s (404 not_found): it does not exist, or was revoked or expired", tokenID), nil
+		return nil, fmt.Sprintf("token_id: Tooken has no token %s (404 not_found): it does not exist, or was revoked or expired; check the id", tokenID), nil
 	case errors.Is(err, tookenapi.ErrForbidden):
 		return nil, fmt.Sprintf("token_id: the root token may not read %s (%v): rotating it needs tokens:write and every scope of the token", tokenID, err), nil
 	case errors.Is(err, tookenapi.ErrUnauthorized):
@@ -81,7 +81,7 @@ func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage
 		return nil, fmt.Sprintf("token_id: %s is the engine's root token: config and rotate-root manage it, not a static role", tokenID), nil
 	}
 	if missing := missingScopes(rootScopes, append([]string{"tokens:write"}, tok.Scopes...)); len(missing) > 0 {
-		return nil, fmt.Sprintf("token_id: the root token cannot rotate %s: it lacks %s (rotating another token needs tokens:write and every scope of that token)", tokenID, strings.Join(missing, ", ")), nil
+		return nil, fmt.Sprintf("token_id: the root token cannot rotate %s: it lacks %s (rotating another token needs tokens:write and every scope of that token); give the root those scopes at Tooken", tokenID, strings.Join(missing, ", ")), nil
 	}
 	return tok, "", nil
 }
@@ -103,7 +103,7 @@ func (b *tookenBackend) verifyImportSecret(ctx context.Context, s logical.Storag
 	case err != nil:
 		return "", upstreamError("checking the token's secret (GET /tokens/self)", err)
 	case self.ID != tokenID:
-		return fmt.Sprintf("token: it is a secret of token %s, not of token_id %s", self.ID, tokenID), nil
+		return fmt.Sprintf("token: it is a secret of token %s, not of token_id %s; give the current secret of %s", self.ID, tokenID, tokenID), nil
 	}
 	return "", nil
 }

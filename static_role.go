@@ -97,7 +97,7 @@ func (r *staticRoleEntry) validate(name string) error {
 	}
 	if !tokenIDRegex.MatchString(r.TokenID) {
 		// Never echo the value: it may be a secret pasted in the wrong field.
-		errs = append(errs, errors.New("token_id: not a Tooken token id (tkn_ followed by letters or digits)"))
+		errs = append(errs, errors.New("token_id: not a Tooken token id; give the token's id (tkn_ followed by letters or digits), not its secret"))
 	}
 	if _, err := newRotationSchedule(r.RotationPeriod, r.RotationSchedule, r.RotationWindow); err != nil {
 		errs = append(errs, err)

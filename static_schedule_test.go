@@ -520,3 +520,25 @@ func walkStorage(t *testing.T, s logical.Storage, prefix string, f func(key stri
 		f(prefix+k, entry.Value)
 	}
 }
+
+// Every static answer reads durations back as whole seconds and times as
+// RFC 3339 UTC in whole seconds, as the rest of the engine does.
+func TestStaticResponses_DurationsAndTimes(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	id, _ := e.appToken("app")
+	answers := map[string]*logical.Response{
+		"static-roles write": e.mustImport("app", id, map[string]any{"rotation_period": "24h", "rotation_grace": "90s"}),
+		"rotate-role":        must(t)(e.rotateRole("app")),
+		"static-roles/app":   must(t)(e.read(staticRolesPath + "app")),
+		"static-creds/app":   must(t)(e.read(staticCredsPath + "app")),
+	}
+	for what, resp := range answers {
+		if resp == nil || len(resp.Data) == 0 {
+			t.Fatalf("%s: no data", what)
+		}
+		checkReadBack(t, what, resp.Data)
+	}
+	if got := answers["static-roles/app"].Data["rotation_grace"]; got != int64(90) {
+		t.Errorf("rotation_grace %v, want 90", got)
+	}
+}
