@@ -139,6 +139,8 @@ func (t *staticTarget) store(ctx context.Context, s logical.Storage, _ *managedT
 		return err
 	}
 	t.role = &r
+	// Also after a rollback finished the rotation (an import's included).
+	t.b.static.changed(t.name, &r, now)
 	return nil
 }
 
@@ -167,6 +169,7 @@ func (t *staticTarget) recordFailure(ctx context.Context, s logical.Storage, msg
 		return
 	}
 	t.role = r
+	t.b.static.changed(t.name, r, t.b.now()) // the backoff moves the next rotation
 }
 
 // rotateStatic rotates the role's token now; the caller holds t's lock. A
@@ -293,6 +296,7 @@ func (b *tookenBackend) markStaticGone(ctx context.Context, s logical.Storage, t
 		b.Logger().Warn("could not store that a static role's token is gone", "role", t.name, "error", err)
 		return
 	}
+	b.static.changed(t.name, r, now) // out of the schedule
 	b.Logger().Warn("static role: its token no longer exists upstream (revoked or expired); the engine stopped managing it", "role", t.name, "token_id", r.TokenID)
 }
 

@@ -262,10 +262,16 @@ func (b *tookenBackend) doStaticWork(ctx context.Context, s logical.Storage, wor
 }
 
 // doOneStatic does one piece of due work under its role's lock, then plans
-// the role's work again from what storage holds, its next check one
-// interval ahead. A busy role (a write or a rotation running) or a storage
+// the role's work again from what storage holds (whatever the work stored
+// planned it already), its next check one interval ahead. A busy role (a write or a rotation running) or a storage
 // failure is tried again soon.
 func (b *tookenBackend) doOneStatic(ctx context.Context, s logical.Storage, w staticWork) {
+	// Wait for the rate limit before taking the lock, so that a write of
+	// the role never waits for the limit.
+	if err := b.static.limiter.Wait(ctx); err != nil {
+		b.static.requeue(w, w.due) // the run's budget is spent
+		return
+	}
 	t := b.staticTarget(w.name)
 	defer t.release()
 	if !t.lock().TryLock() {
@@ -273,10 +279,6 @@ func (b *tookenBackend) doOneStatic(ctx context.Context, s logical.Storage, w st
 		return
 	}
 	defer t.lock().Unlock()
-	if err := b.static.limiter.Wait(ctx); err != nil {
-		b.static.requeue(w, w.due) // the run's budget is spent
-		return
-	}
 	var err error
 	switch w.kind {
 	case workRotate:

@@ -542,3 +542,23 @@ func TestStaticResponses_DurationsAndTimes(t *testing.T) {
 		t.Errorf("rotation_grace %v, want 90", got)
 	}
 }
+
+// An import whose rotation had an unknown outcome is finished by the WAL
+// rollback, and the role then enters the schedule (it rotates when due).
+func TestStaticSchedule_ImportFinishedByRollback(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	e.periodicRun() // the schedule is built
+	id, _ := e.appToken("app")
+	e.srv.AddFault(tookentest.Fault{Method: "POST", Path: "/v1/tokens/" + id + "/rotate", Drop: true})
+	if _, err := e.importRole("app", id, map[string]any{"rotation_period": "10m"}); err == nil {
+		t.Fatal("the import succeeded with its answer lost")
+	}
+	e.srv.ClearFaults()
+	e.rollback(true)
+	e.staticCreds("app", id)
+	e.emuTime.advance(10*time.Minute + time.Second)
+	e.periodicRun()
+	if n := e.rotationsOf(id); n != 2 {
+		t.Fatalf("rotations %d, want 2 (the import, a scheduled one)", n)
+	}
+}
