@@ -60,6 +60,11 @@ func (c *tookenConfig) connection() connection {
 	return connection{url: c.URL, caCert: c.CACert, timeout: c.RequestTimeout, maxRetries: c.MaxRetries}
 }
 
+// destination is where the config's root secret may be sent (custody.go).
+func (c *tookenConfig) destination() secretDestination {
+	return destinationOf(c.URL, c.CACert)
+}
+
 // clientOptions are the options of a Tooken client for this connection,
 // authenticated with the config's secret.
 func (c *tookenConfig) clientOptions(logger hclog.Logger) tookenapi.Options {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -86,11 +87,18 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		cfg = new(tookenConfig)
 		*cfg = *stored
 	}
-	if _, ok := d.GetOk("token"); !ok && stored == nil {
+	_, tokenGiven := d.GetOk("token")
+	if !tokenGiven && stored == nil {
 		return logical.ErrorResponse("token: required when creating the config"), nil
 	}
 	applyConfigFields(cfg, d)
-	if err := cfg.validate(); err != nil {
+	// Nothing is sent anywhere before these checks: in particular not the
+	// stored secret to a new url.
+	errs := []error{cfg.validate()}
+	if stored != nil {
+		errs = append(errs, checkSecretDestination(stored.destination(), cfg.destination(), tokenGiven))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 
@@ -139,8 +147,9 @@ func (b *tookenBackend) learnRoot(ctx context.Context, s logical.Storage, cfg, s
 	return ""
 }
 
-// verifyConnection checks url, ca_cert and token with GET /tokens/self. The
-// error is a message for the caller, naming the field at fault.
+// verifyConnection checks url, ca_cert and token with GET /tokens/self: the
+// answer must be a valid token object. The error is a message for the
+// caller, naming the field at fault (verificationError).
 func (b *tookenBackend) verifyConnection(ctx context.Context, s logical.Storage, cfg *tookenConfig) (*tookenapi.Token, error) {
 	c, done, err := b.connect(ctx, s, cfg)
 	if err != nil {
@@ -150,22 +159,35 @@ func (b *tookenBackend) verifyConnection(ctx context.Context, s logical.Storage,
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	self, err := c.Self(ctx)
-	if err == nil {
-		return self, nil
+	if err != nil {
+		return nil, verificationError(cfg.URL, err)
 	}
+	return self, nil
+}
+
+// verificationError says what failed when url answered GET /tokens/self
+// with err: unreachable, link-local, TLS, not a Tooken API, unavailable, or
+// the token rejected. It never repeats what the server answered (its body
+// or message), nor transport detail that would tell a closed port from a
+// filtering one: the URL may be anything a writer of the config typed.
+func verificationError(url string, err error) error {
 	const hint = " (set verify_connection=false to store the config without checking)"
 	var apiErr *tookenapi.APIError
 	switch {
 	case errors.Is(err, tookenapi.ErrUnauthorized):
-		return nil, errors.New("token: Tooken rejected the token (401 unauthorized): it is unknown, revoked or expired" + hint)
+		return errors.New("token: Tooken rejected the token (401 unauthorized): it is unknown, revoked or expired" + hint)
+	case errors.Is(err, tookenapi.ErrForbiddenAddress):
+		return fmt.Errorf("url: %s resolves to a link-local address (169.254.0.0/16, fe80::/10), which the engine never calls", url)
 	case tookenapi.IsTLSError(err):
-		return nil, fmt.Errorf("ca_cert: TLS verification of %s failed: %v%s", cfg.URL, err, hint)
+		return fmt.Errorf("ca_cert: TLS with %s failed: the server does not speak TLS, or its certificate is not trusted by ca_cert (the system roots when ca_cert is empty)%s", url, hint)
+	case errors.Is(err, tookenapi.ErrInvalidAnswer), errors.Is(err, tookenapi.ErrNotProven):
+		return fmt.Errorf("url: %s is not a Tooken API: GET /tokens/self did not answer a token object (the URL includes the API version, e.g. /v1)%s", url, hint)
+	case errors.As(err, &apiErr) && (apiErr.Status == http.StatusTooManyRequests || apiErr.Status >= 500):
+		return fmt.Errorf("url: %s is unavailable (GET /tokens/self: HTTP %d); try again later%s", url, apiErr.Status, hint)
 	case errors.As(err, &apiErr):
-		return nil, fmt.Errorf("url: %s answered GET /tokens/self with %v%s", cfg.URL, apiErr, hint)
-	case tookenapi.IsUnreachable(err) || errors.Is(err, context.DeadlineExceeded):
-		return nil, fmt.Errorf("url: cannot reach Tooken at %s: %v%s", cfg.URL, err, hint)
+		return fmt.Errorf("url: %s is not a Tooken API (GET /tokens/self: HTTP %d)%s", url, apiErr.Status, hint)
 	default:
-		return nil, fmt.Errorf("url: checking the connection to %s failed: %v%s", cfg.URL, err, hint)
+		return fmt.Errorf("url: cannot reach %s%s", url, hint)
 	}
 }
 

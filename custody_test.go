@@ -1,0 +1,237 @@
+package tooken
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+// captureServer records the Authorization header of every request it gets,
+// and answers with handler (nil: 404 to everything).
+type captureServer struct {
+	*httptest.Server
+	mu    sync.Mutex
+	auths []string
+}
+
+func newCaptureServer(t *testing.T, handler http.Handler) *captureServer {
+	t.Helper()
+	c := &captureServer{}
+	if handler == nil {
+		handler = http.NotFoundHandler()
+	}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.auths = append(c.auths, r.Header.Get("Authorization"))
+		c.mu.Unlock()
+		handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+// seen is every Authorization header received so far.
+func (c *captureServer) seen() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.auths...)
+}
+
+func (c *captureServer) sawSecret(secret string) bool {
+	for _, a := range c.seen() {
+		if strings.Contains(a, secret) {
+			return true
+		}
+	}
+	return false
+}
+
+// A write that points the engine at another url or CA must carry the token
+// again; without it the write is refused before anything is sent, whatever
+// verify_connection says, and the stored secret never reaches the new URL
+// (not by the write, not by a later creds read).
+func TestCustody_URLChangeNeedsToken(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	must(t)(e.write("rotate-root", nil)) // from now on only Vault knows the root secret
+	stored, _ := readConfig(context.Background(), e.storage)
+	capture := newCaptureServer(t, nil)
+
+	const rule = "token: required when url or ca_cert changes: the stored root secret is only sent to the URL it was stored for"
+	refused := []struct {
+		name string
+		data map[string]any
+		want []string
+	}{
+		{"url alone", map[string]any{"url": capture.URL + "/v1"}, []string{rule}},
+		{"url, verify_connection=false", map[string]any{"url": capture.URL + "/v1", "verify_connection": false}, []string{rule}},
+		{"ca_cert alone", map[string]any{"ca_cert": otherCA(t)}, []string{rule}},
+		{"ca_cert, verify_connection=false", map[string]any{"ca_cert": otherCA(t), "verify_connection": false}, []string{rule}},
+		{"same host, another path", map[string]any{"url": srv.URL() + "2"}, []string{rule}},
+		{"url and a bad field: both named", map[string]any{"url": capture.URL + "/v1", "max_retries": 99}, []string{rule, "max_retries"}},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			srv.ResetRequests()
+			e.storage.reset()
+			resp, err := e.write(configPath, tc.data)
+			mustUserError(t, resp, err, tc.want...)
+			if n := e.storage.puts.Load(); n != 0 {
+				t.Errorf("%d storage writes", n)
+			}
+			if n := len(srv.Requests()); n != 0 {
+				t.Errorf("%d requests to Tooken during a refused write", n)
+			}
+			must(t)(e.read("creds/r")) // still from the stored URL
+		})
+	}
+	if got := capture.seen(); len(got) != 0 {
+		t.Errorf("the capture server got %d requests", len(got))
+	}
+	if after, _ := readConfig(context.Background(), e.storage); after.URL != stored.URL || after.Token != stored.Token || after.CACert != stored.CACert {
+		t.Error("a refused write changed the config")
+	}
+
+	// The same URL spelled another way is the same destination.
+	for _, same := range []string{srv.URL() + "/", strings.Replace(srv.URL(), "http://", "HTTP://", 1), " " + srv.URL() + "\n"} {
+		must(t)(e.write(configPath, map[string]any{"url": same}))
+	}
+
+	// With a token for it, the new URL gets that token, never the stored one.
+	other := "tok_test_" + strings.Repeat("N", 30)
+	must(t)(e.write(configPath, map[string]any{"url": capture.URL + "/v1", "token": other, "verify_connection": false}))
+	_, _ = e.read("creds/r")
+	if capture.sawSecret(stored.Token) {
+		t.Fatal("the stored root secret reached the new URL")
+	}
+	if !capture.sawSecret(other) {
+		t.Error("the new URL did not get the new token (the test proves nothing)")
+	}
+}
+
+func TestCustody_NormalizeBaseURL(t *testing.T) {
+	same := []string{
+		"https://api.tooken.io/v1", "https://API.Tooken.io/v1", "https://api.tooken.io:443/v1",
+		"https://api.tooken.io/v1/", "  https://api.tooken.io/v1\n", "HTTPS://api.tooken.io/v1//",
+	}
+	for _, u := range same {
+		if got := normalizeBaseURL(u); got != "https://api.tooken.io/v1" {
+			t.Errorf("%q -> %q", u, got)
+		}
+	}
+	differ := []string{
+		"http://api.tooken.io/v1", "https://api.tooken.io:8443/v1", "https://api.tooken.io/V1",
+		"https://api.tooken.io/v2", "https://api.tooken.io", "https://api.tooken.io.evil.example/v1",
+	}
+	for _, u := range differ {
+		if destinationOf(u, "").sameAs(destinationOf("https://api.tooken.io/v1", "")) {
+			t.Errorf("%q counted as the same destination", u)
+		}
+	}
+	if !destinationOf("http://[::1]:80/v1", "").sameAs(destinationOf("http://[::1]/v1", "")) {
+		t.Error("IPv6 default port")
+	}
+	ca := otherCA(t)
+	if !destinationOf("https://x/v1", ca).sameAs(destinationOf("https://x/v1", "\n"+ca+"\n")) ||
+		destinationOf("https://x/v1", ca).sameAs(destinationOf("https://x/v1", "")) ||
+		destinationOf("https://x/v1", ca).sameAs(destinationOf("https://x/v1", otherCA(t))) {
+		t.Error("CA fingerprint")
+	}
+}
+
+// A verification answer that is not a Tooken token object fails the write:
+// nothing is stored, never an empty token_id.
+func TestCustody_VerificationNeedsATokenObject(t *testing.T) {
+	const created = `"created_at": "2026-01-01T00:00:00Z"`
+	cases := map[string]struct{ contentType, body string }{
+		"200 {}":             {"application/json", `{}`},
+		"200 empty":          {"application/json", ``},
+		"200 not JSON":       {"application/json", `hello`},
+		"200 HTML":           {"text/html", `{"id": "tkn_1a2b3c", "scopes": [], ` + created + `}`},
+		"scopes not a list":  {"application/json", `{"id": "tkn_1a2b3c", "scopes": "a:b", ` + created + `}`},
+		"no created_at":      {"application/json", `{"id": "tkn_1a2b3c", "scopes": ["a:b"]}`},
+		"ill-formed id":      {"application/json", `{"id": "x y", "scopes": ["a:b"], ` + created + `}`},
+		"id of wrong type":   {"application/json", `{"id": 12, "scopes": ["a:b"], ` + created + `}`},
+		"an error envelope ": {"application/json", `{"error": {"code": "ok"}}`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			fake := newCaptureServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if tc.contentType != "" {
+					w.Header().Set("Content-Type", tc.contentType)
+				}
+				fmt.Fprint(w, tc.body)
+			}))
+			e := getTestBackend(t)
+			resp, err := e.write(configPath, map[string]any{"url": fake.URL + "/v1", "token": "tok_test_" + strings.Repeat("q", 30)})
+			mustUserError(t, resp, err, "url: ", "is not a Tooken API")
+			if cfg, _ := readConfig(context.Background(), e.storage); cfg != nil {
+				t.Errorf("stored with token_id %q", cfg.TokenID)
+			}
+		})
+	}
+}
+
+// Errors from a URL not yet verified say what failed, never what the server
+// said, and never which kind of transport failure it was.
+func TestCustody_VerificationErrorsSayWhatFailed(t *testing.T) {
+	const remote = "internal-banner-4f2a tok_test_EchoedEchoedEchoedEchoed"
+	tookenShaped := func(status int) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"error": {"code": "internal", "message": %q, "request_id": "req_internal"}}`, remote)
+		})
+	}
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refusedURL := refused.URL + "/v1"
+	refused.Close()
+	closer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closer.Close() })
+	go func() {
+		for {
+			c, err := closer.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cases := []struct {
+		name string
+		url  string
+		want string
+	}{
+		{"connection refused", refusedURL, "url: cannot reach " + refusedURL},
+		{"connection closed at once", "http://" + closer.Addr().String() + "/v1", "url: cannot reach http://" + closer.Addr().String() + "/v1"},
+		{"a 500 with a Tooken-shaped body", newCaptureServer(t, tookenShaped(500)).URL + "/v1", "is unavailable (GET /tokens/self: HTTP 500)"},
+		{"a 403 with a Tooken-shaped body", newCaptureServer(t, tookenShaped(403)).URL + "/v1", "is not a Tooken API (GET /tokens/self: HTTP 403)"},
+		{"a 404 (no /v1)", newCaptureServer(t, nil).URL, "is not a Tooken API"},
+		{"link-local", "http://169.254.169.254/latest", "url: must not be a link-local address"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := getTestBackend(t)
+			resp, err := e.write(configPath, map[string]any{"url": tc.url, "token": "tok_test_" + strings.Repeat("q", 30), "max_retries": 0})
+			mustUserError(t, resp, err, tc.want)
+			msg := resp.Error().Error()
+			for _, leak := range []string{"internal-banner", "Echoed", "req_internal", "refused", "EOF", "reset", "dial"} {
+				if strings.Contains(msg, leak) {
+					t.Errorf("error repeats %q: %s", leak, msg)
+				}
+			}
+		})
+	}
+}
