@@ -2,6 +2,7 @@ package tooken
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
@@ -231,6 +235,95 @@ func TestCustody_VerificationErrorsSayWhatFailed(t *testing.T) {
 				if strings.Contains(msg, leak) {
 					t.Errorf("error repeats %q: %s", leak, msg)
 				}
+			}
+		})
+	}
+}
+
+// A 404 counts as "already revoked" only from a proven Tooken API. With a
+// base URL that is not one (the emulator without /v1, stored with
+// verify_connection=false), revokes are queued and pending records kept,
+// with every token alive; once the url is fixed (with the token again) the
+// queue drains and the rollback finishes.
+func TestCustody_404FromAnUnprovenURL(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	var leases []*logical.Secret
+	for i := 0; i < 3; i++ {
+		leases = append(leases, lease(must(t)(e.read("creds/r"))))
+	}
+	pending := e.pendingRecord("r", time.Hour)
+
+	must(t)(e.write(configPath, map[string]any{"url": srv.AdminURL(), "token": srv.RootSecret(), "verify_connection": false}))
+	for _, l := range leases {
+		must(t)(e.revoke(l)) // queued, not "already gone"
+	}
+	for _, shift := range []time.Duration{5 * time.Minute, 10 * time.Minute} { // every backoff over
+		e.shiftClock(shift)
+		if err := e.periodic(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(issuedLive(srv)); n != 3 {
+		t.Fatalf("%d tokens live upstream, want 3 (none revoked through the wrong URL)", n)
+	}
+	if ids := e.queueIDs(); len(ids) != 3 {
+		t.Fatalf("queue %v, want the 3 revokes", ids)
+	}
+	if rec := e.issuance(pending.Key); rec == nil || rec.State != issueStatePending || rec.Attempts == 0 {
+		t.Fatalf("pending record after rollbacks through the wrong URL: %+v", rec)
+	}
+	if q := e.queueEntry(e.queueIDs()[0]); !strings.Contains(q.LastError, "not been proven a Tooken API") {
+		t.Errorf("queue entry's last error: %q", q.LastError)
+	}
+
+	must(t)(e.write(configPath, map[string]any{"url": srv.URL(), "token": srv.RootSecret()}))
+	e.shiftClock(20 * time.Minute)
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if live := issuedLive(srv); len(live) != 0 {
+		t.Errorf("%d tokens live after the url was fixed", len(live))
+	}
+	if ids := e.queueIDs(); len(ids) != 0 {
+		t.Errorf("queue after the url was fixed: %v", ids)
+	}
+	if keys := e.issuanceKeys(); len(keys) != 0 {
+		t.Errorf("issuance records after the url was fixed: %v", keys)
+	}
+}
+
+// A creds read that meets "503 Retry-After: 3600" answers a 502 naming the
+// ask within seconds, not after the request's deadline, and leaves no token.
+func TestCustody_CredsDoNotWaitForALongRetryAfter(t *testing.T) {
+	for _, status := range []int{503, 429} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{})
+			e := getTestBackend(t)
+			e.configure(srv, nil)
+			e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+			srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens", Status: status, RetryAfter: 3600})
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second) // Vault's request deadline
+			defer cancel()
+			start := time.Now()
+			resp, err := e.b.HandleRequest(ctx, e.request(logical.ReadOperation, "creds/r", nil))
+			elapsed := time.Since(start)
+			if err == nil {
+				t.Fatalf("creds read succeeded: %v", resp)
+			}
+			var coded logical.HTTPCodedError
+			if !errors.As(err, &coded) || coded.Code() != http.StatusBadGateway || !strings.Contains(err.Error(), "retry after 1h0m0s") {
+				t.Errorf("%v, want a 502 naming the ask", err)
+			}
+			if elapsed > 30*time.Second {
+				t.Errorf("answered after %s", elapsed)
+			}
+			t.Logf("answered in %s", elapsed.Round(time.Millisecond))
+			srv.ClearFaults()
+			if live := issuedLive(srv); len(live) != 0 {
+				t.Errorf("%d tokens live", len(live))
 			}
 		})
 	}

@@ -86,6 +86,7 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	if stored != nil {
 		cfg = new(tookenConfig)
 		*cfg = *stored
+		cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
 	}
 	_, tokenGiven := d.GetOk("token")
 	if !tokenGiven && stored == nil {
@@ -105,9 +106,6 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	resp := &logical.Response{}
 	if stored == nil || cfg.Token != stored.Token {
 		cfg.secretChanged(b.now())
-	}
-	for _, w := range cfg.rotationConfig.warnings() {
-		resp.AddWarning(w)
 	}
 	if msg := b.learnRoot(ctx, req.Storage, cfg, stored, resp); msg != "" {
 		return logical.ErrorResponse(msg), nil
