@@ -328,3 +328,74 @@ func TestCustody_CredsDoNotWaitForALongRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// The revoke queue honours Retry-After across drains but never holds for
+// longer than half of Vault's rollback interval: whatever Tooken asked for
+// (5 minutes, a day), the queue drains at the first periodic run after
+// Tooken answers again.
+func TestCustody_QueuePauseHasACeiling(t *testing.T) {
+	for _, tc := range []struct{ status, retryAfter int }{{429, 300}, {429, 86400}, {503, 3600}} {
+		t.Run(fmt.Sprintf("%d Retry-After %d", tc.status, tc.retryAfter), func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{})
+			e := getTestBackend(t)
+			e.configure(srv, nil)
+			e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+			resp := must(t)(e.read("creds/r"))
+			id := srv.AddFault(tookentest.Fault{Method: http.MethodDelete, Path: "/v1/tokens/", Prefix: true, Status: tc.status, RetryAfter: tc.retryAfter})
+			must(t)(e.revoke(lease(resp))) // queued at once: the ask is far over the client's ceiling
+			if len(e.queueIDs()) != 1 {
+				t.Fatal("the revoke was not queued")
+			}
+			e.shiftClock(time.Minute) // the next periodic run: still refused, the queue pauses
+			if err := e.periodic(); err != nil {
+				t.Fatal(err)
+			}
+			if rep := e.b.queue.lastReport(); !rep.RateLimited || rep.Revoked != 0 {
+				t.Fatalf("drain during the fault: %+v", rep)
+			}
+			srv.RemoveFault(id)
+			e.shiftClock(2 * time.Minute) // the run after Tooken answers again
+			if err := e.periodic(); err != nil {
+				t.Fatal(err)
+			}
+			if ids := e.queueIDs(); len(ids) != 0 {
+				t.Fatalf("queue still holds %v one run after Tooken answers again", ids)
+			}
+			if _, ok := srv.Authenticate(resp.Data["token"].(string)); ok {
+				t.Error("the token still works")
+			}
+		})
+	}
+}
+
+// A rollback pass starts no record's upstream work after its budget: with
+// Tooken slow, the pass leaves the rest for the next one, and every record
+// is finished over a few passes.
+func TestCustody_RollbackPassHasABudget(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.b.issued.passBudget = 150 * time.Millisecond
+	for i := 0; i < 6; i++ {
+		e.pendingRecord("r", time.Hour)
+	}
+	srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens", Latency: 100 * time.Millisecond})
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	first := e.b.issued.lastReport()
+	if first.Finished == 0 || first.Finished >= 6 || len(e.issuanceKeys()) != 6-first.Finished {
+		t.Fatalf("first pass: %+v, %d records left", first, len(e.issuanceKeys()))
+	}
+	for i := 0; i < 6 && len(e.issuanceKeys()) > 0; i++ {
+		if err := e.periodic(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if keys := e.issuanceKeys(); len(keys) != 0 {
+		t.Errorf("records left after the passes: %v", keys)
+	}
+	if live := issuedLive(srv); len(live) != 0 {
+		t.Errorf("%d tokens live", len(live))
+	}
+}

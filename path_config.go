@@ -207,17 +207,21 @@ const pathConfigHelpDesc = `
 The engine authenticates to Tooken with a root token that must hold every
 scope the roles hand out (tokens:write is needed to create tokens).
 
-Write fields: url (default https://api.tooken.io/v1), token (the root secret,
-tok_live_ or tok_test_ followed by at least 20 letters or digits; surrounding
-whitespace is trimmed; required when creating the config, write-only),
-ca_cert (PEM, optional), request_timeout (per HTTP attempt, default 30s),
-max_retries (0 to 10, default 3), verify_connection (default true: GET
-/tokens/self must succeed, otherwise the write is rejected and nothing is
+Write fields: url (default https://api.tooken.io/v1; never a link-local
+address), token (the root secret, tok_live_ or tok_test_ followed by at least
+20 letters or digits; surrounding whitespace is trimmed; required when
+creating the config, and again whenever url or ca_cert changes: the stored
+secret is only ever sent to the URL it was stored for; write-only), ca_cert
+(PEM, optional), request_timeout (per HTTP attempt, default 30s), max_retries
+(0 to 10, default 3), verify_connection (default true: GET /tokens/self must
+answer a Tooken token object, otherwise the write is rejected and nothing is
 stored), rollback_min_age (1s to 1h, default 2m: age after which the periodic
 rollback finishes an interrupted creds read), and the root rotation schedule:
 rotation_period (0 = off, default; else at least 1m), rotation_window (daily
 UTC "HH:MM-HH:MM", default any time) and rotation_grace (how long the previous
-secret keeps working after a rotation, 10s to 24h, default 1h). Fields left
+secret keeps working after a rotation, default 5m, at most 24h, and at least
+what recovering an interrupted rotation needs: 2m30s plus the rotate call's
+budget, 3m30s with the default request_timeout and max_retries). Fields left
 out of an update keep their value.
 
 Read returns every field but the secret, plus the root token's token_id,
