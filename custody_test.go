@@ -399,3 +399,47 @@ func TestCustody_RollbackPassHasABudget(t *testing.T) {
 		t.Errorf("%d tokens live", len(live))
 	}
 }
+
+// A create that Tooken carried out but whose answer is not a token object
+// (mangled on the way) is "outcome unknown", not a refusal: the engine
+// replays it with the same Idempotency-Key, learns the token and revokes
+// it. No token is left alive.
+func TestCustody_MangledCreateAnswerLeavesNoToken(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	api := srv.Handler()
+	var mangled sync.Once
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" {
+			done := false
+			mangled.Do(func() {
+				rec := httptest.NewRecorder()
+				api.ServeHTTP(rec, r) // Tooken creates the token...
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(rec.Code)
+				fmt.Fprint(w, `{"id": 42}`) // ...and its answer arrives mangled
+				done = true
+			})
+			if done {
+				return
+			}
+		}
+		api.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	e := getTestBackend(t)
+	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret(), "max_retries": 0}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	resp, err := e.read("creds/r")
+	if err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatal("a creds read with a mangled answer succeeded")
+	}
+	if got := srv.Counters()["created"]; got != 1 {
+		t.Fatalf("%d tokens created upstream, want 1 (the test proves nothing)", got)
+	}
+	if live := issuedLive(srv); len(live) != 0 {
+		t.Errorf("%d tokens alive after a create whose answer was mangled", len(live))
+	}
+	if keys := e.issuanceKeys(); len(keys) != 0 {
+		t.Errorf("issuance records left: %v", keys)
+	}
+}
