@@ -1,8 +1,11 @@
 // Package tookenapi is a client of the Tooken API: Bearer tokens with scopes,
 // created, listed, updated, rotated and revoked over JSON. It retries what
-// the API allows to retry (honouring Retry-After), sends one Idempotency-Key
-// over all the attempts of a POST, tells a definitive failure from one whose
-// outcome is unknown, and never puts a secret into an error or a log line.
+// the API allows to retry (honouring Retry-After up to MaxRetryWait), sends
+// one Idempotency-Key over all the attempts of a POST, tells a definitive
+// failure from one whose outcome is unknown, checks that answers are Tooken
+// token objects, takes a 404 for "not found" only from a base URL proven to
+// be a Tooken API, never dials a link-local address, and never puts a secret
+// into an error or a log line.
 package tookenapi
 
 import (
