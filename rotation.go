@@ -122,7 +122,7 @@ type managedToken struct {
 	tokenID         string        // "" = unknown: only for a self-authenticated token, asked with GET /tokens/self
 	lastRotationKey string        // the key of the last rotation stored
 	grace           time.Duration // previous_secret_ttl of a rotation
-	callBudget      time.Duration // of the rotate call (all its attempts); the grace covers it
+	callBudget      time.Duration // of the rotate call (all its attempts, at most maxRotationCallBudget); grace >= minRotationGrace(callBudget)
 	budget          time.Duration // of one whole rotation, however the caller hangs up
 	// auth authenticates the rotate call and its replay (the root's
 	// secret over the config's connection).
@@ -462,8 +462,11 @@ type replayResult struct {
 }
 
 // rotateCall is POST /tokens/{id}/rotate of w (a rotation or its replay),
-// all its attempts within callBudget.
+// all its attempts within callBudget (0: maxRotationCallBudget).
 func rotateCall(ctx context.Context, auth *tookenapi.Client, w rotationWAL, callBudget time.Duration) (*tookenapi.Token, error) {
+	if callBudget <= 0 || callBudget > maxRotationCallBudget {
+		callBudget = maxRotationCallBudget
+	}
 	ctx, cancel := context.WithTimeout(ctx, callBudget)
 	defer cancel()
 	return auth.RotateToken(ctx, w.TokenID, w.grace(), w.IdempotencyKey)
