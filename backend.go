@@ -138,13 +138,13 @@ func (b *tookenBackend) clean(_ context.Context) {
 	b.installConfig(nil)
 }
 
-// periodicFunc is the hook for periodic work: scheduled root rotation, the
-// static roles' due rotations and checks, the rollback of unfinished creds
-// reads and the revoke queue. Vault calls it
-// about once a minute. All of it writes storage and changes things upstream,
-// so it runs only where storage is writable: not on a performance standby or
-// secondary (the active node of the primary does it), as the SDK asks. One
-// run at a time.
+// periodicFunc is the hook for periodic work: finishing interrupted root
+// rotations, scheduled root rotation, the static roles' due rotations and
+// checks, the rollback of unfinished creds reads and the revoke queue. Vault
+// calls it about once a minute. All of it writes storage and changes things
+// upstream, so it runs only where storage is writable: not on a performance
+// standby or secondary (the active node of the primary does it), as the SDK
+// asks. One run at a time; each part has a budget.
 func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
@@ -153,10 +153,12 @@ func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) 
 		return nil
 	}
 	defer b.periodicMu.Unlock()
+	start := time.Now()
+	b.finishInterruptedRotations(ctx, req.Storage, b.rootRotation())
 	b.rotateRootIfDue(ctx, req.Storage)
-	b.runStaticSchedule(ctx, req.Storage)
 	_, rerr := b.rollbackIssuance(ctx, req.Storage)
 	_, derr := b.drainRevokeQueue(ctx, req.Storage)
+	b.runStaticSchedule(ctx, req.Storage, start) // last: it takes what the run has left
 	if errors.Is(rerr, errNotConfigured) {
 		rerr = nil
 	}

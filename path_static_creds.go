@@ -58,12 +58,12 @@ func (b *tookenBackend) pathStaticCredsRead(ctx context.Context, req *logical.Re
 			"static role %q has no secret yet: the rotation that imports its token is not finished (the engine finishes it within about %s; last error: %q)",
 			name, rotationRecoveryDelay, r.LastRotationError))
 	}
-	url, err := b.configURL(ctx, req.Storage)
+	dest, err := b.configDestination(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	resp := &logical.Response{Data: r.credsData(b.now(), url)}
-	addStaticManagementWarning(resp, name, r, url)
+	resp := &logical.Response{Data: r.credsData(b.now(), dest)}
+	addStaticManagementWarning(resp, name, r, dest)
 	return resp, nil
 }
 

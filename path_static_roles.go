@@ -92,13 +92,14 @@ func (b *tookenBackend) pathStaticRolesList(ctx context.Context, req *logical.Re
 	return logical.ListResponse(names), nil
 }
 
-// configURL is the url of the stored config; "" when there is none.
-func (b *tookenBackend) configURL(ctx context.Context, s logical.Storage) (string, error) {
+// configDestination is where the stored config points (custody.go); the
+// zero value when there is no config.
+func (b *tookenBackend) configDestination(ctx context.Context, s logical.Storage) (secretDestination, error) {
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || cfg == nil {
-		return "", err
+		return secretDestination{}, err
 	}
-	return cfg.URL, nil
+	return cfg.destination(), nil
 }
 
 func (b *tookenBackend) pathStaticRolesRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -107,24 +108,24 @@ func (b *tookenBackend) pathStaticRolesRead(ctx context.Context, req *logical.Re
 	if err != nil || r == nil {
 		return nil, err
 	}
-	url, err := b.configURL(ctx, req.Storage)
+	dest, err := b.configDestination(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	resp := &logical.Response{Data: r.toResponseData(url)}
-	addStaticManagementWarning(resp, name, r, url)
+	resp := &logical.Response{Data: r.toResponseData(dest)}
+	addStaticManagementWarning(resp, name, r, dest)
 	return resp, nil
 }
 
 // addStaticManagementWarning says, on a read, why the engine does not
 // rotate the role now.
-func addStaticManagementWarning(resp *logical.Response, name string, r *staticRoleEntry, configURL string) {
+func addStaticManagementWarning(resp *logical.Response, name string, r *staticRoleEntry, config secretDestination) {
 	switch {
 	case r.GoneAt != nil || r.Secret == "":
-	case configURL == "":
+	case config == secretDestination{}:
 		resp.AddWarning(errNotConfigured.Error() + ": the engine neither rotates nor checks this role's token meanwhile")
-	case r.URL != configURL:
-		resp.AddWarning((&staticURLChangedError{name: name, roleURL: r.URL, configURL: configURL}).Error())
+	case !r.Dest.sameAs(config):
+		resp.AddWarning((&staticDestinationError{name: name, role: r.Dest, config: config}).Error())
 	}
 }
 
@@ -148,11 +149,11 @@ func (b *tookenBackend) pathStaticRolesWrite(ctx context.Context, req *logical.R
 		return resp, err
 	}
 	b.static.changed(name, t.role, b.now())
-	url, err := b.configURL(ctx, req.Storage)
+	dest, err := b.configDestination(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	out := &logical.Response{Data: t.role.toResponseData(url)}
+	out := &logical.Response{Data: t.role.toResponseData(dest)}
 	for _, w := range t.role.warnings() {
 		out.AddWarning(w)
 	}
@@ -202,14 +203,14 @@ func (b *tookenBackend) createStaticRole(ctx context.Context, s logical.Storage,
 		r.Secret = secret
 		r.LastRotated = tok.RotatedAt
 	}
-	r.URL = cfg.URL
+	r.Dest = cfg.destination()
 	r.learn(tok)
 	r.PeriodFrom = b.now().UTC()
 	return b.importStatic(ctx, s, t, r)
 }
 
 // updateStaticRole changes the fields given. token_id and the import fields
-// cannot change. When the config's url changed since the role was written,
+// cannot change. When the config points elsewhere since the role was written,
 // or its token was found gone, the token is checked upstream again (at the
 // new url) before the role is stored for it. The role stored is t.role.
 func (b *tookenBackend) updateStaticRole(ctx context.Context, s logical.Storage, d *framework.FieldData, t *staticTarget, stored *staticRoleEntry) (*logical.Response, error) {
@@ -231,12 +232,12 @@ func (b *tookenBackend) updateStaticRole(ctx context.Context, s logical.Storage,
 	if err != nil {
 		return nil, err
 	}
-	if cfg != nil && (r.URL != cfg.URL || r.GoneAt != nil) {
+	if cfg != nil && (!r.Dest.sameAs(cfg.destination()) || r.GoneAt != nil) {
 		tok, msg, err := b.verifyStaticToken(ctx, s, cfg, r.TokenID)
 		if msg != "" || err != nil {
 			return errorResponseOr(msg, err)
 		}
-		r.URL = cfg.URL
+		r.Dest = cfg.destination()
 		r.learn(tok)
 	}
 	if err := putStaticRole(ctx, s, t.name, &r); err != nil {

@@ -55,7 +55,7 @@ func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage
 		return nil, "", err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, cfg.upstreamBudget())
+	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
 	defer cancel()
 	tok, err := auth.GetToken(ctx, tokenID)
 	switch {
@@ -94,7 +94,7 @@ func (b *tookenBackend) verifyImportSecret(ctx context.Context, s logical.Storag
 		return "", err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, cfg.upstreamBudget())
+	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
 	defer cancel()
 	self, err := auth.WithSecret(secret).Self(ctx)
 	switch {
@@ -180,7 +180,7 @@ func (b *tookenBackend) importStatic(ctx context.Context, s logical.Storage, t *
 // staticRotationResponse maps a rotate-role error onto the caller's answer.
 func staticRotationResponse(err error) (*logical.Response, error) {
 	var re *rotationError
-	var changed *staticURLChangedError
+	var changed *staticDestinationError
 	switch {
 	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed):
 		return logical.ErrorResponse(err.Error()), nil

@@ -39,10 +39,10 @@ type staticRoleEntry struct {
 	// Secret is the token's current secret; "" while the rotation that
 	// imports the token is being finished.
 	Secret string `json:"secret,omitempty"`
-	// URL is the config's url when the role was written: the secret is
-	// only ever sent there, and the role is neither rotated nor checked
-	// while the config points elsewhere.
-	URL string `json:"url"`
+	// Dest is where the config pointed when the role was written (its url
+	// and CA): the secret is only ever sent there, and the role is neither
+	// rotated nor checked while the config points elsewhere.
+	Dest secretDestination `json:"destination"`
 
 	RotationPeriod     time.Duration `json:"rotation_period,omitempty"`
 	RotationSchedule   string        `json:"rotation_schedule,omitempty"`
@@ -74,10 +74,11 @@ func (r *staticRoleEntry) schedule() rotationSchedule {
 }
 
 // managed tells whether the engine rotates and checks the role now: it has a
-// secret, its token exists upstream, and the config still points to the
-// Tooken the role was written for.
-func (r *staticRoleEntry) managed(configURL string) bool {
-	return r.Secret != "" && r.GoneAt == nil && r.URL == configURL
+// secret, its token exists upstream, and the config (whose destination is
+// config; the zero value when there is none) still points to the Tooken the
+// role was written for.
+func (r *staticRoleEntry) managed(config secretDestination) bool {
+	return r.Secret != "" && r.GoneAt == nil && r.Dest.sameAs(config)
 }
 
 // nextRotation is when the schedule rotates the token next; zero when the
@@ -152,9 +153,9 @@ func applyStaticRoleFields(r *staticRoleEntry, d *framework.FieldData) {
 }
 
 // scheduledRotation is the next rotation the engine will make of the role
-// while the config's url is configURL: zero when it makes none.
-func (r *staticRoleEntry) scheduledRotation(configURL string) time.Time {
-	if !r.managed(configURL) {
+// while the config points to config: zero when it makes none.
+func (r *staticRoleEntry) scheduledRotation(config secretDestination) time.Time {
+	if !r.managed(config) {
 		return time.Time{}
 	}
 	return r.nextRotation()
@@ -162,8 +163,8 @@ func (r *staticRoleEntry) scheduledRotation(configURL string) time.Time {
 
 // toResponseData is a read of the role: every field but the secret, the
 // token as Tooken last described it, and the rotation state.
-func (r *staticRoleEntry) toResponseData(configURL string) map[string]any {
-	next := r.scheduledRotation(configURL)
+func (r *staticRoleEntry) toResponseData(config secretDestination) map[string]any {
+	next := r.scheduledRotation(config)
 	return map[string]any{
 		"token_id":                   r.TokenID,
 		"rotation_period":            int64(r.RotationPeriod / time.Second),
@@ -198,8 +199,8 @@ const staticCredsUnscheduledTTL = time.Minute
 // credsData is a static-creds read at now. rotation_period and ttl (whole
 // seconds) with no lease make Vault Agent (consul-template) sleep ttl+1
 // seconds and read again: right after the next rotation.
-func (r *staticRoleEntry) credsData(now time.Time, configURL string) map[string]any {
-	next := r.scheduledRotation(configURL)
+func (r *staticRoleEntry) credsData(now time.Time, config secretDestination) map[string]any {
+	next := r.scheduledRotation(config)
 	sched := r.schedule()
 	period := sched.period
 	if sched.cron != nil {

@@ -23,15 +23,21 @@ import (
 // errStaticRoleUnknown: the static role does not exist (any more).
 var errStaticRoleUnknown = errors.New("unknown static role")
 
-// staticURLChangedError: the config points to another Tooken than the one
-// the role was written for. The role's secret is never sent there.
-type staticURLChangedError struct {
-	name, roleURL, configURL string
+// staticDestinationError: the config points to another Tooken (url, or CA
+// that authenticates it) than the one the role was written for. The role's
+// secret is never sent there.
+type staticDestinationError struct {
+	name         string
+	role, config secretDestination
 }
 
-func (e *staticURLChangedError) Error() string {
-	return fmt.Sprintf("static role %q was written for the Tooken at %s, but the config's url is now %s: the engine does not send the role's secret there, and neither rotates nor checks its token until the role is written again (vault write <mount>/static-roles/%s)",
-		e.name, e.roleURL, e.configURL, e.name)
+func (e *staticDestinationError) Error() string {
+	now := "the config's url is now " + e.config.URL
+	if e.config.URL == e.role.URL {
+		now = "the config's ca_cert changed since"
+	}
+	return fmt.Sprintf("static role %q was written for the Tooken at %s, but %s: the engine does not send the role's secret there, and neither rotates nor checks its token until the role is written again (vault write <mount>/static-roles/%s)",
+		e.name, e.role.URL, now, e.name)
 }
 
 // staticTarget is one static role's token as a rotationTarget, for one
@@ -94,8 +100,8 @@ func (t *staticTarget) load(ctx context.Context, s logical.Storage) (*managedTok
 		return nil, err
 	case cfg == nil:
 		return nil, errNotConfigured
-	case role.URL != cfg.URL:
-		return nil, &staticURLChangedError{name: t.name, roleURL: role.URL, configURL: cfg.URL}
+	case !role.Dest.sameAs(cfg.destination()):
+		return nil, &staticDestinationError{name: t.name, role: role.Dest, config: cfg.destination()}
 	}
 	auth, done, err := t.b.connect(ctx, s, cfg)
 	if err != nil {
@@ -106,7 +112,8 @@ func (t *staticTarget) load(ctx context.Context, s logical.Storage) (*managedTok
 		tokenID:         role.TokenID,
 		lastRotationKey: role.LastRotationKey,
 		grace:           role.RotationGrace,
-		budget:          cfg.upstreamBudget(),
+		callBudget:      cfg.rotationCallBudget(),
+		budget:          cfg.rotationCallBudget() + rotationCheckBudget,
 		auth:            auth,
 		done:            done,
 	}, nil
@@ -177,7 +184,7 @@ func (t *staticTarget) recordFailure(ctx context.Context, s logical.Storage, msg
 // token was revoked or expired) marks the role's token gone.
 func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *staticTarget, trigger string) error {
 	_, err := b.rotateLocked(ctx, s, t, trigger)
-	var changed *staticURLChangedError
+	var changed *staticDestinationError
 	switch {
 	case err == nil:
 	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed):
@@ -200,7 +207,7 @@ func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *
 // means storage could not be read.
 func (b *tookenBackend) rotateStaticIfDue(ctx context.Context, s logical.Storage, t *staticTarget) error {
 	role, cfg, err := t.read(ctx, s)
-	if err != nil || role == nil || cfg == nil || !role.managed(cfg.URL) {
+	if err != nil || role == nil || cfg == nil || !role.managed(cfg.destination()) {
 		return err
 	}
 	now := b.now().UTC()
@@ -222,7 +229,7 @@ func (b *tookenBackend) rotateStaticIfDue(ctx context.Context, s logical.Storage
 // storage could not be read.
 func (b *tookenBackend) checkStatic(ctx context.Context, s logical.Storage, t *staticTarget) error {
 	role, cfg, err := t.read(ctx, s)
-	if err != nil || role == nil || cfg == nil || !role.managed(cfg.URL) {
+	if err != nil || role == nil || cfg == nil || !role.managed(cfg.destination()) {
 		return err
 	}
 	auth, done, err := b.connect(ctx, s, cfg)

@@ -23,8 +23,8 @@ import (
 // Only the active node of the primary runs the periodic function, so only it
 // rotates and checks. Due work is done by a few workers under one rate limit
 // (well below Tooken's 100 requests per second per caller: every call is
-// the root's), at most staticRunBudget per run; what is left waits for the
-// next run.
+// the root's), for what the periodic run has left of its minute; what is
+// left waits for the next run.
 
 const (
 	// staticCheckInterval is how often each managed token is read upstream
@@ -38,7 +38,14 @@ const (
 
 	defaultStaticRate    = 50 // upstream calls per second of the background work
 	defaultStaticWorkers = 8
-	defaultStaticBudget  = 45 * time.Second // of one periodic run (Vault calls it about once a minute)
+	defaultStaticBudget  = 45 * time.Second // at most, of one periodic run
+
+	// The static work of a periodic run ends at the latest staticRunEnd
+	// after the run started (the other parts go first), so that the run
+	// stays within Vault's one-minute interval; it gets at least
+	// staticMinBudget, however long the other parts took.
+	staticRunEnd    = 50 * time.Second
+	staticMinBudget = 5 * time.Second
 )
 
 // staticWorkKind is what is due for a role.
@@ -73,10 +80,10 @@ func workOf(it *queue.Item) staticWork {
 type staticRoles struct {
 	locks roleLocks
 
-	// mu guards loaded, url, due and dirty.
+	// mu guards loaded, dest, due and dirty.
 	mu     sync.Mutex
-	loaded bool   // due was built from storage
-	url    string // the config's url due was built for ("" = no config)
+	loaded bool              // due was built from storage
+	dest   secretDestination // where the config pointed when due was built (zero: no config)
 	due    *queue.PriorityQueue
 	dirty  map[string]struct{} // roles changed on another node: re-read at the next run
 
@@ -104,7 +111,7 @@ func newStaticRoles() *staticRoles {
 func (sr *staticRoles) planLocked(name string, r *staticRoleEntry, checkAt time.Time) {
 	_, _ = sr.due.PopByKey(workKey(workRotate, name))
 	_, _ = sr.due.PopByKey(workKey(workCheck, name))
-	if r == nil || !r.managed(sr.url) {
+	if r == nil || !r.managed(sr.dest) {
 		return
 	}
 	_ = sr.due.Push(staticWork{kind: workRotate, name: name, due: r.nextRotation()}.item())
@@ -141,18 +148,19 @@ func (sr *staticRoles) requeue(w staticWork, due time.Time) {
 	_ = sr.due.Push(w.item())
 }
 
-// refresh brings the schedule up to date with storage for the config's url:
-// all of it when it was never built or the url changed, otherwise only the
-// roles marked dirty. Nothing is read when neither is the case.
-func (sr *staticRoles) refresh(ctx context.Context, s logical.Storage, url string, now time.Time) error {
+// refresh brings the schedule up to date with storage for the config's
+// destination: all of it when it was never built or the config points
+// elsewhere since, otherwise only the roles marked dirty. Nothing is read
+// when neither is the case.
+func (sr *staticRoles) refresh(ctx context.Context, s logical.Storage, dest secretDestination, now time.Time) error {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
-	if !sr.loaded || sr.url != url {
+	if !sr.loaded || !sr.dest.sameAs(dest) {
 		names, err := listStaticRoles(ctx, s)
 		if err != nil {
 			return err
 		}
-		sr.due, sr.url, sr.dirty = queue.New(), url, make(map[string]struct{})
+		sr.due, sr.dest, sr.dirty = queue.New(), dest, make(map[string]struct{})
 		for _, name := range names {
 			sr.dirty[name] = struct{}{}
 		}
@@ -208,34 +216,32 @@ func (sr *staticRoles) popDue(now time.Time, limit int) []staticWork {
 	return out
 }
 
-// runStaticSchedule is the static roles' part of the periodic function.
-func (b *tookenBackend) runStaticSchedule(ctx context.Context, s logical.Storage) {
-	cfg, err := b.getConfig(ctx, s)
+// runStaticSchedule is the static roles' part of the periodic function,
+// which started at start.
+func (b *tookenBackend) runStaticSchedule(ctx context.Context, s logical.Storage, start time.Time) {
+	dest, err := b.configDestination(ctx, s)
 	if err != nil {
 		b.Logger().Warn("static roles: reading the config", "error", err)
 		return
 	}
-	url := ""
-	if cfg != nil {
-		url = cfg.URL
-	}
 	sr := b.static
-	if err := sr.refresh(ctx, s, url, b.now()); err != nil {
+	if err := sr.refresh(ctx, s, dest, b.now()); err != nil {
 		b.Logger().Warn("static roles: reading their schedule from storage", "error", err)
 		return
 	}
-	work := sr.popDue(b.now(), int(float64(sr.limiter.Limit())*sr.budget.Seconds())+sr.workers)
+	budget := min(max(staticRunEnd-time.Since(start), staticMinBudget), sr.budget)
+	work := sr.popDue(b.now(), int(float64(sr.limiter.Limit())*budget.Seconds())+sr.workers)
 	if len(work) > 0 {
-		b.doStaticWork(ctx, s, work)
+		b.doStaticWork(ctx, s, work, budget)
 	}
 }
 
-// doStaticWork does the work with sr.workers workers within the run's
-// budget. Work that the budget (or the rate limit) leaves undone is put back
-// as it was: the next run does it first.
-func (b *tookenBackend) doStaticWork(ctx context.Context, s logical.Storage, work []staticWork) {
+// doStaticWork does the work with sr.workers workers within budget. Work
+// that the budget (or the rate limit) leaves undone is put back as it was:
+// the next run does it first.
+func (b *tookenBackend) doStaticWork(ctx context.Context, s logical.Storage, work []staticWork, budget time.Duration) {
 	sr := b.static
-	ctx, cancel := context.WithTimeout(ctx, sr.budget)
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	ch := make(chan staticWork)
 	var wg sync.WaitGroup

@@ -562,3 +562,17 @@ func TestStaticSchedule_ImportFinishedByRollback(t *testing.T) {
 		t.Fatalf("rotations %d, want 2 (the import, a scheduled one)", n)
 	}
 }
+
+// Another CA for the same url is another destination too: the role's secret
+// is not sent where a different CA could vouch for an impostor.
+func TestStaticSchedule_CAChanged(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	id, _ := e.appToken("app")
+	e.mustImport("app", id, nil)
+	must(t)(e.write(configPath, map[string]any{"ca_cert": otherCA(t), "token": e.srv.RootSecret()}))
+	resp, err := e.rotateRole("app")
+	mustUserError(t, resp, err, "was written for the Tooken at", "ca_cert changed")
+	if n := e.rotationsOf(id); n != 1 {
+		t.Fatalf("rotations %d, want the import's only", n)
+	}
+}
