@@ -14,11 +14,12 @@ import (
 
 // The static roles' schedule: the due work of every static role (its next
 // scheduled rotation, and the next check of its token upstream) in a
-// priority queue in memory, so that the periodic function finds in O(1),
-// without a storage read or an upstream call, that nothing is due. The
-// queue is built from storage by the first periodic run (and again when the
-// config's url changes), kept up to date by the paths that change a role on
-// this node, and re-reads the roles that Invalidate names.
+// priority queue in memory (sdk/queue), so that the periodic function finds
+// that nothing is due by looking at the earliest item, without a storage
+// read or an upstream call. The queue is built from storage by the first
+// periodic run (and again when the config points elsewhere), kept up to
+// date by whatever stores a role on this node, and re-reads the roles that
+// Invalidate names.
 //
 // Only the active node of the primary runs the periodic function, so only it
 // rotates and checks. Due work is done by a few workers under one rate limit
@@ -268,9 +269,9 @@ func (b *tookenBackend) doStaticWork(ctx context.Context, s logical.Storage, wor
 }
 
 // doOneStatic does one piece of due work under its role's lock, then plans
-// the role's work again from what storage holds (whatever the work stored
-// planned it already), its next check one interval ahead. A busy role (a write or a rotation running) or a storage
-// failure is tried again soon.
+// the role's work again from what storage holds, its next check one
+// interval ahead (whatever the work stored planned it already). A busy role
+// (a write or a rotation running) or a storage failure is tried again soon.
 func (b *tookenBackend) doOneStatic(ctx context.Context, s logical.Storage, w staticWork) {
 	// Wait for the rate limit before taking the lock, so that a write of
 	// the role never waits for the limit.
