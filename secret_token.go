@@ -21,6 +21,7 @@ const (
 	internalRole      = "role"
 	internalExpiresAt = "expires_at" // RFC 3339: the upstream expiry, the lease's hard limit
 	internalIssuedAt  = "issued_at"  // RFC 3339
+	internalTTL       = "ttl"        // Go duration: the ttl a creds read asked for, the renewal increment; absent = the role's ttl
 )
 
 func secretToken(b *tookenBackend) *framework.Secret {
@@ -73,8 +74,8 @@ func internalTime(req *logical.Request, key string) (time.Time, error) {
 	return t, nil
 }
 
-// secretTokenRenew extends the lease by the role's ttl, up to the token's
-// upstream expiry and never beyond it.
+// secretTokenRenew extends the lease by the role's ttl (or the ttl its creds
+// read asked for), up to the token's upstream expiry and never beyond it.
 func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	if req.Secret == nil {
 		return nil, errors.New("renew: request has no secret")
@@ -98,6 +99,9 @@ func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Reque
 		return logical.ErrorResponse("the lease has reached its max TTL: the token expires upstream at %s", expiresAt.UTC().Format(time.RFC3339)), nil
 	}
 	ttl := b.leaseTTL(role.entry, remaining)
+	if asked, err := time.ParseDuration(internalString(req, internalTTL)); err == nil && asked > 0 {
+		ttl = min(asked, remaining)
+	}
 
 	// Vault computes the new TTL from the requested increment (or TTL), capped
 	// at IssueTime (truncated to the second) + MaxTTL, measured from a
