@@ -61,6 +61,8 @@ type tookenBackend struct {
 	tidy   *tidyState       // tidy.go
 
 	periodicMu sync.Mutex // one periodic run at a time
+
+	routes []route // the Paths with their compiled patterns (request.go)
 }
 
 var _ logical.Factory = Factory
@@ -107,6 +109,7 @@ func backend() *tookenBackend {
 		WALRollback:       b.walRollback,
 		WALRollbackMinAge: walRollbackMinAge,
 	}
+	b.routes = newRoutes(b.Backend.Paths)
 	return b
 }
 

@@ -19,9 +19,11 @@ const maxMaxRetries = 10
 // secretRegex is the contract's shape of a Tooken secret.
 var secretRegex = regexp.MustCompile(`^tok_(live|test)_[A-Za-z0-9]{20,}$`)
 
-// tookenConfig is the mount's connection to Tooken, stored seal-wrapped at
-// configPath. TokenID, Scopes and ExpiresAt describe the root token as
-// learned from GET /tokens/self when the connection was last verified.
+// tookenConfig is the mount's connection to Tooken, stored at configPath
+// (encrypted by Vault's barrier, like all storage; Vault Enterprise also
+// seal-wraps it: the path is in SealWrapStorage). TokenID, Scopes and
+// ExpiresAt describe the root token as learned from GET /tokens/self when
+// the connection was last verified.
 type tookenConfig struct {
 	URL              string        `json:"url"`
 	Token            string        `json:"token"`

@@ -19,6 +19,7 @@ func pathConfig(b *tookenBackend) *framework.Path {
 			OperationVerb: "configure",
 		},
 		Summary:                     "Configure the connection to Tooken.",
+		Responses:                   writeResponses("The configuration is stored."),
 		ForwardPerformanceStandby:   true,
 		ForwardPerformanceSecondary: true,
 	}
@@ -34,7 +35,8 @@ func pathConfig(b *tookenBackend) *framework.Path {
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationSuffix: "configuration",
 				},
-				Summary: "Read the Tooken connection configuration (never the secret).",
+				Summary:   "Read the Tooken connection configuration (never the secret).",
+				Responses: dataResponse("The configuration, the root token as last verified and the rotation state.", configResponseFields()),
 			},
 			logical.CreateOperation: write,
 			logical.UpdateOperation: write,
@@ -44,6 +46,7 @@ func pathConfig(b *tookenBackend) *framework.Path {
 					OperationSuffix: "configuration",
 				},
 				Summary:                     "Delete the Tooken connection configuration.",
+				Responses:                   deleteResponses("The configuration is deleted."),
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
 			},
@@ -51,6 +54,34 @@ func pathConfig(b *tookenBackend) *framework.Path {
 		ExistenceCheck:  b.pathConfigExistenceCheck,
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
+	}
+}
+
+// configResponseFields are the fields of a config read.
+func configResponseFields() map[string]*framework.FieldSchema {
+	str := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeString, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"url":                        str("Base URL of the Tooken API."),
+		"ca_cert":                    str("PEM CA certificate(s) trusted for the URL; empty: the system roots."),
+		"request_timeout":            secondsField("Timeout of one HTTP attempt to Tooken"),
+		"max_retries":                {Type: framework.TypeInt, Description: "Retries of a failed Tooken call."},
+		"verify_connection":          {Type: framework.TypeBool, Description: "Whether writes check the connection with GET /tokens/self."},
+		"rollback_min_age":           secondsField("Age after which the periodic rollback finishes an interrupted creds read"),
+		"mount_uuid":                 str("The id every token of this mount carries as its vault_mount_uuid metadata."),
+		"token_id":                   str("Id of the root token, as learned at the last verification (empty when not verified)."),
+		"scopes":                     {Type: framework.TypeCommaStringSlice, Description: "Scopes of the root token, as learned at the last verification."},
+		"expires_at":                 timeField("Upstream expiry of the root token"),
+		"rotation_period":            secondsField("Period of scheduled root rotations; 0: off"),
+		"rotation_window":            str("Daily UTC window HH:MM-HH:MM of scheduled rotations; empty: any time."),
+		"rotation_grace":             secondsField("How long the previous root secret keeps working after a rotation"),
+		"last_rotated":               timeField("Last rotation of the root secret"),
+		"next_rotation":              timeField("Next scheduled rotation"),
+		"previous_secret_expires_at": timeField("When the previous root secret stops working"),
+		"rotation_failures":          {Type: framework.TypeInt, Description: "Failed rotation attempts since the last success."},
+		"last_rotation_error":        str("Why the last rotation attempt failed."),
+		"last_rotation_error_at":     timeField("When the last rotation attempt failed"),
 	}
 }
 
@@ -70,7 +101,11 @@ func (b *tookenBackend) pathConfigRead(ctx context.Context, req *logical.Request
 	if cfg == nil {
 		return nil, nil
 	}
-	return &logical.Response{Data: cfg.toResponseData(b.now())}, nil
+	data := cfg.toResponseData(b.now())
+	// The id every token of this mount carries as vault_mount_uuid (the
+	// backend UUID: not the mount's uuid that sys/mounts shows).
+	data["mount_uuid"] = b.mountUUID
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -200,8 +235,10 @@ UTC "HH:MM-HH:MM", default any time) and rotation_grace (how long the previous
 secret keeps working after a rotation, 10s to 24h, default 1h). Fields left
 out of an update keep their value.
 
-Read returns every field but the secret, plus the root token's token_id,
-scopes and expires_at as learned at the last verification, and the rotation
+Read returns every field but the secret, plus mount_uuid (the id every token
+of this mount carries as its vault_mount_uuid metadata: list a mount's tokens
+at Tooken by it), the root token's token_id, scopes and expires_at as learned
+at the last verification, and the rotation
 state: last_rotated, next_rotation, previous_secret_expires_at,
 rotation_failures, last_rotation_error and last_rotation_error_at. Delete
 removes the configuration; the revokes of leases already issued are then

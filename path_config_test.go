@@ -77,6 +77,7 @@ func TestConfig_WriteRead(t *testing.T) {
 		"verify_connection": true,
 		"token_id":          srv.RootTokenID(),
 		"expires_at":        nil,
+		"mount_uuid":        testMountUUID,
 	}
 	for k, v := range want {
 		if resp.Data[k] != v {

@@ -29,7 +29,7 @@ func pathCreds(b *tookenBackend) *framework.Path {
 			},
 			"ttl": {
 				Type:        framework.TypeDurationSecond,
-				Description: fmt.Sprintf("Lifetime of this token, at least %s and at most the role's max_ttl (capped by the mount's max lease TTL): the token expires upstream then, and the lease ends with it. Default: the role's ttl for the lease and its max_ttl for the token.", minCredsTTL),
+				Description: fmt.Sprintf("Lifetime of this token, at least %s and at most the role's max_ttl (capped by the mount's max lease TTL): the token expires upstream then, and the lease ends with it. Default: the role's ttl for the lease and its max_ttl for the token.", humanDuration(minTokenLifetime)),
 			},
 			"scopes": {
 				Type:        framework.TypeCommaStringSlice,
@@ -43,7 +43,8 @@ func pathCreds(b *tookenBackend) *framework.Path {
 					OperationVerb:   "generate",
 					OperationSuffix: "credentials",
 				},
-				Summary: "Issue a new Tooken token for the role, under a lease.",
+				Summary:   "Issue a new Tooken token for the role, under a lease.",
+				Responses: dataResponse("A new token under a renewable lease.", secretToken(b).Fields),
 				// Creates a token upstream: a standby must not do it itself.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
@@ -65,27 +66,23 @@ type credsRequest struct {
 	identity callerIdentity
 }
 
-const (
-	// minCredsTTL is the shortest ttl a creds read may ask for: time for the
-	// create call, the lease slack and a lease worth having.
-	minCredsTTL = 10 * time.Second
-	// maxCredsScopes bounds the scopes a creds read may list, before any
-	// other check.
-	maxCredsScopes = 100
-)
-
 // narrowCreds applies a creds read's ttl and scopes to the role. A bad value
 // is the caller's mistake: the message names the field (every problem at
 // once), and nothing is created.
 func (b *tookenBackend) narrowCreds(d *framework.FieldData, roleName string, role *cachedRole) (*credsRequest, string) {
 	cr := &credsRequest{roleName: roleName, role: role, scopes: role.entry.Scopes, maxTTL: b.effectiveMaxTTL(role.entry)}
+	// Before anything is created: the mount may have been tuned below what
+	// a token needs since the role was written.
+	if cr.maxTTL < minTokenLifetime {
+		return cr, fmt.Sprintf("max_ttl: tokens of role %q would live %s (its max_ttl capped by the mount's max lease TTL), less than the %s a token needs; raise the mount's max lease TTL (vault secrets tune -max-lease-ttl)", roleName, humanDuration(cr.maxTTL), humanDuration(minTokenLifetime))
+	}
 	var problems []string
 	if v, ok := d.GetOk("ttl"); ok {
 		switch ttl := time.Duration(v.(int)) * time.Second; {
-		case ttl < minCredsTTL:
-			problems = append(problems, fmt.Sprintf("ttl: %s is too short; ask for at least %s, or leave it out for the role's", shortDuration(ttl), minCredsTTL))
+		case ttl < minTokenLifetime:
+			problems = append(problems, fmt.Sprintf("ttl: %s is too short; ask for at least %s, or leave it out for the role's", humanDuration(ttl), humanDuration(minTokenLifetime)))
 		case ttl > cr.maxTTL:
-			problems = append(problems, fmt.Sprintf("ttl: %s is longer than role %q allows (%s, its max_ttl capped by the mount's max lease TTL); ask for at most that", shortDuration(ttl), roleName, shortDuration(cr.maxTTL)))
+			problems = append(problems, fmt.Sprintf("ttl: %s is longer than role %q allows (%s, its max_ttl capped by the mount's max lease TTL); ask for at most that", humanDuration(ttl), roleName, humanDuration(cr.maxTTL)))
 		default:
 			cr.maxTTL, cr.ttl = ttl, ttl
 		}
@@ -101,53 +98,34 @@ func (b *tookenBackend) narrowCreds(d *framework.FieldData, roleName string, rol
 }
 
 // narrowScopes checks the scopes a creds read asks for against the role's:
-// each must be granted by them (R:write covers R:read).
+// Tooken's rules for scopes (validateScopes, the count first), and each
+// granted by the role (R:write covers R:read). Every problem at once.
 func narrowScopes(asked, held []string, roleName string) ([]string, string) {
-	if len(asked) > maxCredsScopes {
-		return nil, fmt.Sprintf("scopes: %d scopes; ask for at most %d", len(asked), maxCredsScopes)
+	if len(asked) > maxScopes {
+		return nil, fmt.Sprintf("scopes: at most %d (Tooken's limit), got %d", maxScopes, len(asked))
 	}
 	scopes := trimmedUnique(asked)
 	if len(scopes) == 0 {
 		return nil, "scopes: empty; name at least one of the role's scopes, or leave it out for all of them"
 	}
-	var invalid, notHeld []string
+	var problems []string
+	if err := validateScopes(scopes); err != nil {
+		problems = append(problems, err.Error())
+	}
+	var notHeld []string
 	for _, s := range scopes {
-		switch {
-		case !scopeRegex.MatchString(s):
-			invalid = append(invalid, quoteShort(s))
-		case !holdsScope(held, s):
+		if len(s) <= maxScopeLen && scopeRegex.MatchString(s) && !holdsScope(held, s) {
 			notHeld = append(notHeld, s)
 		}
 	}
-	var problems []string
-	if len(invalid) > 0 {
-		problems = append(problems, fmt.Sprintf("scopes: invalid scope %s (expected resource:action, each part [a-z][a-z0-9_.-]*)", strings.Join(invalid, ", ")))
-	}
 	if len(notHeld) > 0 {
-		problems = append(problems, fmt.Sprintf("scopes: role %q does not grant %s; ask for a subset of %s", roleName, strings.Join(notHeld, ", "), strings.Join(held, ", ")))
+		more := ""
+		if len(notHeld) > maxReportedScopes {
+			notHeld, more = notHeld[:maxReportedScopes], fmt.Sprintf(" and %d more", len(notHeld)-maxReportedScopes)
+		}
+		problems = append(problems, fmt.Sprintf("scopes: role %q does not grant %s%s; ask for a subset of %s", roleName, strings.Join(notHeld, ", "), more, strings.Join(held, ", ")))
 	}
 	return scopes, strings.Join(problems, "; ")
-}
-
-// quoteShort quotes s, cut to 100 bytes, for an error message.
-func quoteShort(s string) string {
-	if len(s) > 100 {
-		return fmt.Sprintf("%q...", s[:100])
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// shortDuration prints d without the zero units Go adds ("15m", not
-// "15m0s").
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // nameData is what the role's name template renders from.
@@ -222,6 +200,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 		resp.Secret.InternalData[internalTTL] = cr.ttl.String()
 	}
 	resp.Secret.TTL = it.ttl
+	setLeaseEnd(resp.Secret, time.Now().Add(it.ttl))
 	resp.Secret.MaxTTL = it.ttl
 	if rem := leaseRemaining(it.expiresAt, time.Now()); rem > it.ttl {
 		resp.Secret.MaxTTL = rem

@@ -240,6 +240,13 @@ func TestCreds_Renew(t *testing.T) {
 		if err != nil || ttl != 10*time.Minute {
 			t.Errorf("Vault TTL %s %v", ttl, err)
 		}
+		// The lease's end is recorded, at the creds read and at each renewal.
+		for _, sec := range []*logical.Secret{resp.Secret, r.Secret} {
+			end, err := time.Parse(time.RFC3339, sec.InternalData[internalLeaseEnd].(string))
+			if want := time.Now().Add(10 * time.Minute); err != nil || end.After(want) || end.Before(want.Add(-2*time.Second)) {
+				t.Errorf("lease_end %v %v, want about %s", sec.InternalData[internalLeaseEnd], err, want)
+			}
+		}
 		// A large increment is capped at the token's expiry.
 		ttl, err = vaultRenewTTL(t, e.sys, s, r, 24*time.Hour)
 		if err != nil || time.Now().Add(ttl).After(exp) {
@@ -259,6 +266,7 @@ func TestCreds_Renew(t *testing.T) {
 		{"a few seconds left", 59*time.Minute + 50*time.Second, 10 * time.Second, 0, ""},
 		{"past the limit", 61 * time.Minute, -time.Minute, 0, "max TTL"},
 		{"at the limit", time.Hour, 0, 0, "max TTL"},
+		{"at the limit, big increment", time.Hour, 0, time.Hour, "max TTL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -272,12 +280,19 @@ func TestCreds_Renew(t *testing.T) {
 			upExp := now.Add(tc.left).UTC().Truncate(time.Second)
 			s.InternalData[internalExpiresAt] = upExp.Format(time.RFC3339)
 			r, err := e.renew(s, tc.increment)
-			if tc.wantErr != "" {
-				mustUserError(t, r, err, tc.wantErr)
-				return
-			}
 			mustOK(t, r, err)
 			ttl, err := vaultRenewTTL(t, e.sys, s, r, tc.increment)
+			if tc.wantErr != "" {
+				// Not extended, and a warning says why; Vault itself then
+				// refuses (past the max TTL) or keeps the lease's end.
+				if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], tc.wantErr) || !strings.Contains(r.Warnings[0], "not extended") {
+					t.Errorf("warnings %q", r.Warnings)
+				}
+				if err == nil && time.Now().Add(ttl).After(upExp) {
+					t.Errorf("lease extended past the token: ttl %s", ttl)
+				}
+				return
+			}
 			if err != nil {
 				// Vault refusing to renew so close to the end is fine too.
 				t.Logf("Vault refuses: %v", err)
@@ -302,8 +317,30 @@ func TestCreds_Renew(t *testing.T) {
 
 	t.Run("role gone", func(t *testing.T) {
 		must(t)(e.del("roles/r"))
-		r, err := e.renew(lease(resp), 0)
-		mustUserError(t, r, err, `role "r" no longer exists`)
+		// The lease as Vault keeps it: renewed a minute ago for 2m.
+		s := lease(resp)
+		s.IssueTime = time.Now().Add(-5 * time.Minute)
+		s.TTL = 2 * time.Minute
+		end := time.Now().Add(time.Minute).UTC().Truncate(time.Second)
+		s.InternalData[internalLeaseEnd] = end.Format(time.RFC3339)
+		for _, inc := range []time.Duration{0, time.Hour} {
+			r := must(t)(e.renew(s, inc))
+			want := `role "r" no longer exists, so the lease is not extended: it ends at ` + end.Format(time.RFC3339) + " unless revoked sooner"
+			if len(r.Warnings) != 1 || r.Warnings[0] != want {
+				t.Errorf("warnings %q, want %q", r.Warnings, want)
+			}
+			ttl, err := vaultRenewTTL(t, e.sys, s, r, inc)
+			if got := time.Now().Add(ttl); err != nil || got.After(end.Add(time.Second)) || got.Before(end.Add(-2*time.Second)) {
+				t.Errorf("increment %s: lease ends %s (%v), want about %s", inc, got, err, end)
+			}
+		}
+		// A lease from before lease_end was recorded ends at issue + TTL.
+		delete(s.InternalData, internalLeaseEnd)
+		s.IssueTime, s.TTL = time.Now().Add(-time.Minute), 2*time.Minute
+		r := must(t)(e.renew(s, 0))
+		if ttl, err := vaultRenewTTL(t, e.sys, s, r, 0); err != nil || ttl > time.Minute || ttl < time.Minute-2*time.Second {
+			t.Errorf("lease without lease_end: ttl %s %v, want about 1m", ttl, err)
+		}
 		// Revoke still works without the role.
 		must(t)(e.revoke(lease(resp)))
 		if rec, _ := srv.Token(resp.Data["token_id"].(string)); rec.State != "revoked" {
@@ -646,8 +683,8 @@ func TestCreds_NarrowedBadInput(t *testing.T) {
 		{"scope not granted", "r", map[string]any{"scopes": "deployments:read,admin:write"}, []string{"scopes: role \"r\" does not grant admin:write", "subset of deployments:write, billing:read"}},
 		{"write not covered by read", "r", map[string]any{"scopes": "billing:write"}, []string{"does not grant billing:write"}},
 		{"scope malformed", "r", map[string]any{"scopes": "Deployments:READ"}, []string{"scopes: invalid scope \"Deployments:READ\""}},
-		{"scope very long", "r", map[string]any{"scopes": strings.Repeat("x", 5000)}, []string{"scopes: invalid scope", "..."}},
-		{"too many scopes", "r", map[string]any{"scopes": many}, []string{"scopes: 101 scopes; ask for at most 100"}},
+		{"scope very long", "r", map[string]any{"scopes": "a:" + strings.Repeat("x", 5000)}, []string{"scopes: invalid scope", "...", "at most 100 characters"}},
+		{"too many scopes", "r", map[string]any{"scopes": many}, []string{"scopes: at most 50 (Tooken's limit), got 101"}},
 		{"both at once", "r", map[string]any{"ttl": "72h", "scopes": "admin:write"}, []string{"ttl: 72h", "scopes: role \"r\" does not grant admin:write"}},
 	}
 	for _, tc := range cases {
@@ -702,5 +739,26 @@ func TestCreds_StoredTemplateRefused(t *testing.T) {
 	must(t)(e.revoke(lease(resp)))
 	if n := len(issuedLive(srv)); n != 0 {
 		t.Errorf("%d live tokens", n)
+	}
+}
+
+// A mount tuned below what a token needs answers 400 before anything is
+// created upstream (it used to create a token, revoke it and answer 500).
+func TestCreds_MountMaxBelowTokenLifetime(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	sys := logical.TestSystemView()
+	sys.DefaultLeaseTTLVal, sys.MaxLeaseTTLVal = 2*time.Second, 5*time.Second
+	e := getTestBackend(t, withSystemView(sys))
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	before := len(srv.Tokens())
+	resp, err := e.read("creds/r")
+	mustUserError(t, resp, err, `max_ttl: tokens of role "r" would live 5s`, "less than the 10s", "vault secrets tune -max-lease-ttl")
+	if n := len(srv.Tokens()); n != before {
+		t.Errorf("%d tokens created upstream", n-before)
+	}
+	keys, _ := listIssuance(t.Context(), e.storage)
+	if len(keys) != 0 {
+		t.Errorf("issuance records left: %v", keys)
 	}
 }

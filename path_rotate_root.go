@@ -25,6 +25,12 @@ func pathRotateRoot(b *tookenBackend) *framework.Path {
 					OperationSuffix: "root-credentials",
 				},
 				Summary: "Rotate the root Tooken secret now.",
+				Responses: dataResponse("The root secret was rotated (the answer never holds a secret).", map[string]*framework.FieldSchema{
+					"token_id":                   {Type: framework.TypeString, Description: "Id of the root token."},
+					"rotated_at":                 timeField("When the secret was rotated"),
+					"previous_secret_expires_at": timeField("When the previous secret stops working"),
+					"next_rotation":              timeField("Next scheduled rotation; absent when the schedule is off"),
+				}),
 				// Rotates upstream and writes storage: the active node only.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,

@@ -43,6 +43,7 @@ func pathTidy(b *tookenBackend) []*framework.Path {
 						OperationVerb: "tidy",
 					},
 					Summary:                     "Find (and optionally revoke) upstream tokens of this mount that no lease accounts for.",
+					Responses:                   dataResponse("What the tidy found.", tidyResponseFields()),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
@@ -61,12 +62,53 @@ func pathTidy(b *tookenBackend) []*framework.Path {
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationSuffix: "tidy-status",
 					},
-					Summary: "Read the last tidy run and the state of the revoke queue and issuance records.",
+					Summary:   "Read the last tidy run and the state of the revoke queue and issuance records.",
+					Responses: dataResponse("The last tidy, rollback and queue drain, and the records and queue now.", tidyStatusResponseFields()),
 				},
 			},
 			HelpSynopsis:    pathTidyStatusHelpSyn,
 			HelpDescription: pathTidyStatusHelpDesc,
 		},
+	}
+}
+
+// tidyResponseFields are the fields of a tidy's answer (tidyStatus).
+func tidyResponseFields() map[string]*framework.FieldSchema {
+	count := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeInt, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"last_run_at":       timeField("When the tidy started"),
+		"duration":          secondsField("How long it ran"),
+		"safety_age":        secondsField("Only tokens older than this counted as orphans"),
+		"revoke_orphans":    {Type: framework.TypeBool, Description: "Whether orphans were revoked."},
+		"upstream_scanned":  count("Tokens of this mount seen upstream."),
+		"accounted":         count("Of those, tokens a lease, a creds read or the revoke queue accounts for."),
+		"too_young":         count("Unaccounted tokens younger than safety_age."),
+		"orphans_found":     count("Unaccounted tokens older than safety_age."),
+		"orphans_revoked":   count("Orphans revoked by this run."),
+		"orphans":           {Type: framework.TypeStringSlice, Description: "Ids of the orphans (at most 100)."},
+		"records_collected": count("Expired issuance records deleted."),
+		"error":             {Type: framework.TypeString, Description: "Why the run stopped early, if it did."},
+	}
+}
+
+// tidyStatusResponseFields are the fields of a tidy/status read.
+func tidyStatusResponseFields() map[string]*framework.FieldSchema {
+	count := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeInt64, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"queue_length":      count("Tokens waiting in the revoke queue."),
+		"pending_records":   count("Issuance records of creds reads not finished."),
+		"abandoned_records": count("Issuance records the rollback gave up on (need an operator)."),
+		"confirmed_records": count("Issuance records of live leases."),
+		"last_rollback":     {Type: framework.TypeMap, Description: "The last periodic rollback: pending, finished, failed, abandoned, collected."},
+		"last_queue_drain":  {Type: framework.TypeMap, Description: "The last revoke queue drain: queued, revoked, dropped, failed, deferred, rate_limited."},
+		"last_tidy":         {Type: framework.TypeMap, Description: "The last tidy's answer since the plugin started; null before the first."},
+		"last_tidy_run_at":  timeField("When the last tidy started"),
+		"orphans_found":     count("Orphans the last tidy found."),
+		"orphans_revoked":   count("Orphans the last tidy revoked."),
 	}
 }
 

@@ -11,7 +11,10 @@ import (
 // below, which use these keys. WAL entries (framework.WALPrefix, node-local)
 // are written by the SDK's framework.PutWAL.
 const (
-	// configPath holds the tookenConfig, root secret included (seal-wrapped).
+	// configPath holds the tookenConfig, root secret included. Like all
+	// storage it is encrypted by Vault's barrier; it is listed in
+	// SealWrapStorage, so Vault Enterprise seal-wraps it too (community
+	// Vault has no seal wrapping).
 	configPath = "config"
 	// rolePrefix + name holds a roleEntry.
 	rolePrefix = "role/"
@@ -64,7 +67,7 @@ func readConfig(ctx context.Context, s logical.Storage) (*tookenConfig, error) {
 	return cfg, nil
 }
 
-// putConfig stores the config (seal-wrapped by the mount).
+// putConfig stores the config.
 func putConfig(ctx context.Context, s logical.Storage, cfg *tookenConfig) error {
 	if err := putJSON(ctx, s, configPath, cfg); err != nil {
 		return fmt.Errorf("storing config: %w", err)
