@@ -36,6 +36,10 @@ const (
 	defaultMaxRollbackAttempts = 10
 	defaultRetryBase           = 30 * time.Second
 	defaultRetryMax            = 10 * time.Minute
+	// defaultRollbackBudget bounds when a rollback pass may start the
+	// upstream work of another record; what it leaves waits for the next
+	// run (the drain's budget follows it in the same run).
+	defaultRollbackBudget = 15 * time.Second
 )
 
 // issuanceRecord is stored at issuedPrefix + Key. It never holds a secret.
@@ -82,6 +86,7 @@ type issuanceRecords struct {
 	maxAttempts int           // rollback attempts before a record is abandoned
 	retry       retryPolicy   // backoff between attempts
 	callTimeout time.Duration // of each upstream call of a rollback
+	passBudget  time.Duration // of one rollback pass
 }
 
 func newIssuanceRecords() *issuanceRecords {
@@ -92,6 +97,7 @@ func newIssuanceRecords() *issuanceRecords {
 		maxAttempts: defaultMaxRollbackAttempts,
 		retry:       retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		callTimeout: defaultUpstreamCallTimeout,
+		passBudget:  defaultRollbackBudget,
 	}
 }
 
@@ -207,7 +213,7 @@ func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage)
 	full := !r.scanned
 	r.mu.Unlock()
 
-	p := &rollbackPass{now: b.now(), minAge: cfg.effectiveRollbackMinAge(), full: full}
+	p := &rollbackPass{now: b.now(), minAge: cfg.effectiveRollbackMinAge(), full: full, deadline: time.Now().Add(r.passBudget)}
 	for _, key := range keys {
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
@@ -231,6 +237,9 @@ type rollbackPass struct {
 	minAge time.Duration
 	full   bool              // read every record, even those known confirmed
 	client *tookenapi.Client // built when first needed
+	// deadline: no record's upstream work starts after it (each call has
+	// its own timeout); the records left wait for the next pass.
+	deadline time.Time
 }
 
 // rollbackKey handles one issuance record: it learns a confirmed one,
@@ -258,7 +267,7 @@ func (b *tookenBackend) rollbackKey(ctx context.Context, s logical.Storage, p *r
 		return nil
 	}
 	rep.Pending++
-	if p.now.Sub(rec.CreatedAt) < p.minAge || p.now.Before(rec.NextAttempt) {
+	if p.now.Sub(rec.CreatedAt) < p.minAge || p.now.Before(rec.NextAttempt) || time.Now().After(p.deadline) {
 		return nil
 	}
 	if p.client == nil {

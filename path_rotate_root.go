@@ -62,11 +62,7 @@ func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Re
 	if next := cfg.nextRotation(b.now()); !next.IsZero() {
 		data["next_rotation"] = next.Format(time.RFC3339)
 	}
-	resp := &logical.Response{Data: data}
-	for _, w := range cfg.warnings() {
-		resp.AddWarning(w)
-	}
-	return resp, nil
+	return &logical.Response{Data: data}, nil
 }
 
 const pathRotateRootHelpSyn = `Rotate the root Tooken secret.`
