@@ -275,10 +275,14 @@ func (b *tookenBackend) connect(ctx context.Context, s logical.Storage, cfg *too
 	return c, c.Close, nil
 }
 
-// cachedRole is a role with its parsed name template.
+// cachedRole is a role with its parsed name template. A stored template
+// that this version refuses (written by an older one) leaves tmpl nil and
+// tmplErr set: creds reads of the role then fail with that error, renewals
+// and revokes of its leases work.
 type cachedRole struct {
-	entry *roleEntry
-	tmpl  *nameTemplate
+	entry   *roleEntry
+	tmpl    *nameTemplate
+	tmplErr error
 }
 
 // getRole returns the role, from the cache when warm; nil, nil when unknown.
@@ -299,11 +303,8 @@ func (b *tookenBackend) getRole(ctx context.Context, s logical.Storage, name str
 	if entry == nil {
 		return nil, nil // unknown roles are not cached: names are caller-chosen
 	}
-	tmpl, err := parseNameTemplate(entry.NameTemplate)
-	if err != nil {
-		return nil, fmt.Errorf("role %q: stored name_template: %w", name, err)
-	}
-	r = &cachedRole{entry: entry, tmpl: tmpl}
+	tmpl, tmplErr := parseNameTemplate(entry.NameTemplate)
+	r = &cachedRole{entry: entry, tmpl: tmpl, tmplErr: tmplErr}
 
 	b.roleLock.Lock()
 	defer b.roleLock.Unlock()

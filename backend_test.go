@@ -111,11 +111,17 @@ func getTestBackend(t testing.TB, opts ...envOption) *testEnv {
 	}
 	tb := b.(*tookenBackend)
 	t.Cleanup(func() { tb.Cleanup(context.Background()) })
+	sys, ok := conf.System.(*logical.StaticSystemView)
+	if w, wraps := conf.System.(interface {
+		static() *logical.StaticSystemView
+	}); !ok && wraps {
+		sys = w.static()
+	}
 	return &testEnv{
 		t:       t,
 		b:       tb,
 		storage: &countingStorage{Storage: conf.StorageView},
-		sys:     conf.System.(*logical.StaticSystemView),
+		sys:     sys,
 		logs:    logs,
 	}
 }

@@ -61,6 +61,9 @@ type roleEntry struct {
 	NameTemplate string            `json:"name_template,omitempty"` // "" = defaultNameTemplate
 	Metadata     map[string]string `json:"metadata,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// IdentityMetadata lists the requester's identity metadata keys copied
+	// into each token's metadata (identity.go).
+	IdentityMetadata []string `json:"identity_metadata,omitempty"`
 }
 
 func (r *roleEntry) toResponseData() map[string]any {
@@ -72,13 +75,18 @@ func (r *roleEntry) toResponseData() map[string]any {
 	if md == nil {
 		md = map[string]string{}
 	}
+	idmd := r.IdentityMetadata
+	if idmd == nil {
+		idmd = []string{}
+	}
 	return map[string]any{
-		"scopes":        r.Scopes,
-		"ttl":           int64(r.TTL / time.Second),
-		"max_ttl":       int64(r.MaxTTL / time.Second),
-		"name_template": tmpl,
-		"metadata":      md,
-		"description":   r.Description,
+		"scopes":            r.Scopes,
+		"ttl":               int64(r.TTL / time.Second),
+		"max_ttl":           int64(r.MaxTTL / time.Second),
+		"name_template":     tmpl,
+		"metadata":          md,
+		"identity_metadata": idmd,
+		"description":       r.Description,
 	}
 }
 
@@ -101,6 +109,7 @@ func (r *roleEntry) validate(name string) error {
 		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxDescriptionLen, n))
 	}
 	errs = append(errs, validateMetadata(r.Metadata)...)
+	errs = append(errs, validateIdentityMetadata(r.IdentityMetadata, r.Metadata)...)
 	if err := validateNameTemplate(r.NameTemplate, name); err != nil {
 		errs = append(errs, err)
 	}
@@ -154,6 +163,45 @@ func validateMetadata(md map[string]string) []error {
 		}
 		if utf8.RuneCountInString(md[k]) > maxMetadataValueLen {
 			errs = append(errs, fmt.Errorf("metadata: value of %s is longer than %d characters", quoteShort(k), maxMetadataValueLen))
+		}
+	}
+	return errs
+}
+
+// trimmedUnique trims and de-duplicates, keeping order, in linear time.
+func trimmedUnique(in []string) []string {
+	seen := make(map[string]bool, len(in))
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// validateIdentityMetadata checks the identity metadata keys a role copies
+// into its tokens: each a valid Tooken metadata key that the role's own
+// metadata and the engine do not set, and all of them within Tooken's 20
+// keys beside the role's and the engine's.
+func validateIdentityMetadata(keys []string, md map[string]string) []error {
+	var errs []error
+	if limit := maxMetadataKeys - numPluginMetadataKey - len(md); len(keys) > limit {
+		errs = append(errs, fmt.Errorf("identity_metadata: at most %d keys with the role's %d metadata keys (Tooken allows %d and the engine sets %d of its own)", max(limit, 0), len(md), maxMetadataKeys, numPluginMetadataKey))
+		if len(keys) > maxMetadataKeys {
+			return errs // not worth checking one by one
+		}
+	}
+	for _, k := range keys {
+		switch {
+		case utf8.RuneCountInString(k) > maxMetadataKeyLen:
+			errs = append(errs, fmt.Errorf("identity_metadata: key %s is longer than %d characters (Tooken's limit on metadata keys)", quoteShort(k), maxMetadataKeyLen))
+		case strings.HasPrefix(k, metaKeyPrefix):
+			errs = append(errs, fmt.Errorf("identity_metadata: key %s uses the prefix %q reserved for the engine", quoteShort(k), metaKeyPrefix))
+		}
+		if _, ok := md[k]; ok {
+			errs = append(errs, fmt.Errorf("identity_metadata: key %s is also in metadata; keep it in one of them", quoteShort(k)))
 		}
 	}
 	return errs
@@ -224,7 +272,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"name_template": {
 			Type:        framework.TypeString,
-			Description: "Go template for token names, with .RoleName, .DisplayName and the functions random, truncate, lowercase, uppercase, replace, unix_time, timestamp, uuid. Must render 1 to 128 characters of A-Z a-z 0-9 . _ -. Default: " + defaultNameTemplate,
+			Description: "Go template for token names, with .RoleName, .DisplayName, .EntityName, .EntityMetadata and .AliasMetadata (the requester's Vault identity; a missing key renders empty) and the functions random, truncate, truncate_sha256, lowercase, uppercase, replace, sha256, base64, unix_time, unix_time_millis, timestamp, uuid, print, printf and Go's and, or, not, eq, ne, lt, le, gt, ge, len, index, slice. No range, template, define or block. Must render 1 to 128 characters of A-Z a-z 0-9 . _ -, also for a requester without identity. Default: " + defaultNameTemplate,
 		},
 		"metadata": {
 			Type:        framework.TypeKVPairs,
@@ -233,6 +281,10 @@ func roleFields() map[string]*framework.FieldSchema {
 		"description": {
 			Type:        framework.TypeString,
 			Description: fmt.Sprintf("Free-form description of the role, at most %d characters.", maxDescriptionLen),
+		},
+		"identity_metadata": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: fmt.Sprintf("Identity metadata keys copied into each token's metadata from the requester's Vault entity: its aliases' metadata (where the jwt auth method's claim_mappings land) first, then the entity's. A key the requester lacks is left out; values are cut to %d characters. Together with metadata at most %d keys.", maxMetadataValueLen, maxMetadataKeys-numPluginMetadataKey),
 		},
 	}
 }
@@ -398,6 +450,12 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 	if v, ok := d.GetOk("description"); ok {
 		role.Description = v.(string)
 	}
+	if v, ok := d.GetOk("identity_metadata"); ok {
+		role.IdentityMetadata = trimmedUnique(v.([]string))
+		if len(role.IdentityMetadata) == 0 {
+			role.IdentityMetadata = nil
+		}
+	}
 }
 
 // roleWarnings are the caps a valid role runs into, and the scope check that
@@ -441,11 +499,14 @@ hold them, R:write implying R:read), ttl (lease TTL and renewal increment;
 default: the mount's), max_ttl (hard lifetime of a token, at least 10s,
 capped by the mount's max lease TTL and 366 days; the token expires upstream
 then; lowering it does not shorten leases already issued), name_template (Go
-template with .RoleName, .DisplayName and Vault's template functions; must
-render a valid Tooken name), metadata (key=value pairs set on each token
-beside vault_role, vault_mount_uuid, vault_mount_accessor and
+template with .RoleName, .DisplayName, the requester's identity .EntityName,
+.EntityMetadata and .AliasMetadata, and Vault's template functions, without
+loops; must render a valid Tooken name), metadata (key=value pairs set on
+each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
 vault_issue_key: metadata=team=platform,env=dev, or metadata=team=platform
-metadata=env=dev, or a JSON object), description (at most 1000 characters).
+metadata=env=dev, or a JSON object), identity_metadata (identity metadata
+keys of the requester copied into each token's metadata), description (at
+most 1000 characters).
 
 An update changes only the fields it names; metadata is replaced as a whole.
 A field the path does not take is refused. Deleting a role does not revoke

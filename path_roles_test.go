@@ -22,6 +22,8 @@ func TestRoles_CRUD(t *testing.T) {
 		"name_template": defaultNameTemplate,
 		"metadata":      map[string]string{},
 		"description":   "",
+
+		"identity_metadata": []string{},
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("minimal role:\n got %#v\nwant %#v", resp.Data, want)
@@ -35,6 +37,8 @@ func TestRoles_CRUD(t *testing.T) {
 		"name_template": "ci-{{ .RoleName }}-{{ random 6 }}",
 		"metadata":      map[string]any{"team": "platform", "env": "prod"},
 		"description":   "CI deploys",
+
+		"identity_metadata": "repository, run_id,repository",
 	}
 	e.writeRole("full", full)
 	resp = must(t)(e.read("roles/full"))
@@ -45,6 +49,8 @@ func TestRoles_CRUD(t *testing.T) {
 		"name_template": "ci-{{ .RoleName }}-{{ random 6 }}",
 		"metadata":      map[string]string{"team": "platform", "env": "prod"},
 		"description":   "CI deploys",
+
+		"identity_metadata": []string{"repository", "run_id"}, // trimmed, de-duplicated
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("full role:\n got %#v\nwant %#v", resp.Data, want)
@@ -63,6 +69,8 @@ func TestRoles_CRUD(t *testing.T) {
 		{"metadata", map[string]any{"a": "b"}, map[string]string{"a": "b"}},
 		{"metadata", []string{"k1=v1", "k2=v2"}, map[string]string{"k1": "v1", "k2": "v2"}},
 		{"description", "changed", "changed"},
+		{"identity_metadata", []string{"workflow"}, []string{"workflow"}},
+		{"identity_metadata", "", []string{}},
 	}
 	for _, u := range updates {
 		t.Run("update "+u.field, func(t *testing.T) {
@@ -110,6 +118,10 @@ func TestRoles_BadInput(t *testing.T) {
 	for i := 0; i < 17; i++ {
 		tooMany[fmt.Sprintf("k%d", i)] = "v"
 	}
+	var identityKeys []string
+	for i := range 30 {
+		identityKeys = append(identityKeys, fmt.Sprintf("key%d", i))
+	}
 	cases := []struct {
 		name     string
 		existing map[string]any // written first, if any
@@ -137,6 +149,16 @@ func TestRoles_BadInput(t *testing.T) {
 		{"template renders too long", nil, map[string]any{"scopes": "a:read", "name_template": strings.Repeat("x", 129)}, []string{"name_template: renders"}},
 		{"template renders empty", nil, map[string]any{"scopes": "a:read", "name_template": "{{ .DisplayName }}"}, []string{"name_template: renders"}},
 		{"template bad random", nil, map[string]any{"scopes": "a:read", "name_template": "x{{ random 0 }}"}, []string{"name_template:", "random"}},
+		{"template range", nil, map[string]any{"scopes": "a:read", "name_template": "{{ range 30000000 }}{{ uuid }}{{ end }}"}, []string{"name_template:", "range is not allowed"}},
+		{"template range behind a branch on the caller", nil, map[string]any{"scopes": "a:read", "name_template": `{{ if eq .DisplayName "token" "userpass-alice" "" }}ok{{ else }}{{ range 1000000000 }}{{ end }}x{{ end }}`}, []string{"name_template:", "range is not allowed"}},
+		{"template html", nil, map[string]any{"scopes": "a:read", "name_template": "x{{ .RoleName | html }}"}, []string{"name_template:", `function "html" is not allowed`}},
+		{"template empty without identity", nil, map[string]any{"scopes": "a:read", "name_template": "{{ .AliasMetadata.repository }}"}, []string{"name_template: renders"}},
+		{"identity_metadata over the limit", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"a": "1", "b": "2"}, "identity_metadata": "k1,k2,k3,k4,k5,k6,k7,k8,k9,k10,k11,k12,k13,k14,k15"}, []string{"identity_metadata: at most 14 keys with the role's 2 metadata keys"}},
+		{"identity_metadata over the limit by itself", nil, map[string]any{"scopes": "a:read", "identity_metadata": identityKeys}, []string{"identity_metadata: at most 16 keys"}},
+		{"identity_metadata reserved key", nil, map[string]any{"scopes": "a:read", "identity_metadata": "vault_role"}, []string{`identity_metadata: key "vault_role"`, "reserved"}},
+		{"identity_metadata key too long", nil, map[string]any{"scopes": "a:read", "identity_metadata": strings.Repeat("k", 41)}, []string{"identity_metadata: key", "longer than 40"}},
+		{"identity_metadata key also in metadata", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"team": "x"}, "identity_metadata": "team"}, []string{`identity_metadata: key "team" is also in metadata`}},
+		{"identity_metadata over the limit on update", map[string]any{"scopes": "a:read", "identity_metadata": "k1,k2,k3,k4,k5,k6,k7,k8,k9,k10"}, map[string]any{"metadata": map[string]any{"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7"}}, []string{"identity_metadata: at most 9 keys"}},
 		{"too many metadata keys", nil, map[string]any{"scopes": "a:read", "metadata": tooMany}, []string{"metadata: at most 16 keys"}},
 		{"metadata key too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{strings.Repeat("k", 41): "v"}}, []string{"metadata: key", "longer than 40"}},
 		{"metadata value too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"k": strings.Repeat("v", 501)}}, []string{"metadata: value", "longer than 500"}},

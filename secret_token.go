@@ -26,6 +26,9 @@ const (
 	// that must not extend the lease keeps it there. Leases from before it
 	// was written fall back to their issue time + TTL.
 	internalLeaseEnd = "lease_end"
+	// internalTTL is the ttl a creds read asked for (a Go duration), the
+	// lease's renewal increment then; absent, the role's ttl is.
+	internalTTL = "ttl"
 )
 
 func secretToken(b *tookenBackend) *framework.Secret {
@@ -78,8 +81,8 @@ func internalTime(req *logical.Request, key string) (time.Time, error) {
 	return t, nil
 }
 
-// secretTokenRenew extends the lease by the role's ttl (or the increment
-// asked for), up to the token's upstream expiry and never beyond it. When
+// secretTokenRenew extends the lease by the role's ttl (the ttl its creds
+// read asked for, if any; or the increment asked for), up to the token's upstream expiry and never beyond it. When
 // the role is gone, or the upstream expiry is reached, the lease is not
 // extended and a warning says why: an error would reach the caller through
 // Vault 1.14 as "failed to renew entry: resp: &logical.Response{...}".
@@ -118,6 +121,9 @@ func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Reque
 		return notExtended(req, issueTime, expiresAt, "the lease has reached its max TTL (the token expires upstream at "+expiresAt.UTC().Format(time.RFC3339)+"), so it is not extended"), nil
 	}
 	ttl := b.leaseTTL(role.entry, remaining)
+	if asked, err := time.ParseDuration(internalString(req, internalTTL)); err == nil && asked > 0 {
+		ttl = min(asked, remaining)
+	}
 
 	resp := &logical.Response{Secret: req.Secret}
 	resp.Secret.TTL = ttl
