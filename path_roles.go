@@ -268,7 +268,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"max_ttl": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("Maximum lifetime of an issued token and its lease, at least %s, capped by the mount's max lease TTL and 366 days. The token expires upstream at that point. Default (0): the mount's max lease TTL. Lowering it does not shorten the leases and tokens already issued.", minTokenLifetime),
+			Description: fmt.Sprintf("Maximum lifetime of an issued token and its lease, at least %s, capped by the mount's max lease TTL and 366 days. The token expires upstream at that point. Default (0): the mount's max lease TTL. Lowering it does not shorten the leases and tokens already issued.", humanDuration(minTokenLifetime)),
 		},
 		"name_template": {
 			Type:        framework.TypeString,

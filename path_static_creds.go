@@ -56,7 +56,7 @@ func (b *tookenBackend) pathStaticCredsRead(ctx context.Context, req *logical.Re
 	case r.Secret == "":
 		return nil, logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
 			"static role %q has no secret yet: the rotation that imports its token is not finished (the engine finishes it within about %s; last error: %q)",
-			name, rotationRecoveryDelay, r.LastRotationError))
+			name, humanDuration(rotationRecoveryDelay), r.LastRotationError))
 	}
 	dest, err := b.configDestination(ctx, req.Storage)
 	if err != nil {

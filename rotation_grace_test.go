@@ -29,7 +29,7 @@ func TestRotationGrace_Minimum(t *testing.T) {
 		{"fast calls: 2m44s refused", map[string]any{"request_timeout": "5s", "max_retries": 1, "rotation_grace": "2m44s"}, "the 2m45s that recovering an interrupted rotation needs with request_timeout=5s and max_retries=1"},
 		{"one attempt of 1s: 2m31s", map[string]any{"request_timeout": "1s", "max_retries": 0, "rotation_grace": "2m31s"}, ""},
 		{"slow calls are capped at 1m", map[string]any{"request_timeout": "10m", "max_retries": 10, "rotation_grace": "3m30s"}, ""},
-		{"the error says what to do", map[string]any{"rotation_grace": "1m"}, "raise rotation_grace, or lower request_timeout or max_retries"},
+		{"the error says what to do", map[string]any{"rotation_grace": "1m"}, "raise rotation_grace to at least 3m30s, or lower request_timeout or max_retries"},
 		{"at most 24h", map[string]any{"rotation_grace": "24h1s"}, "rotation_grace: 24h0m1s is longer than 24h"},
 	}
 	for _, tc := range cases {

@@ -27,7 +27,7 @@ const (
 
 func validateRotationPeriod(p time.Duration) error {
 	if p < 0 || (p > 0 && p < minRotationPeriod) {
-		return fmt.Errorf("rotation_period: must be 0 (off) or at least %s", minRotationPeriod)
+		return fmt.Errorf("rotation_period: must be 0 (off) or at least %s", humanDuration(minRotationPeriod))
 	}
 	return nil
 }
@@ -82,7 +82,7 @@ func parseWindow(s string) (dailyWindow, error) {
 	}
 	w := dailyWindow{set: true, start: start, end: end}
 	if w.length() < minWindowLength {
-		return dailyWindow{}, fmt.Errorf("rotation_window: %q must be at least %s long", s, minWindowLength)
+		return dailyWindow{}, fmt.Errorf("rotation_window: %q must be at least %s long", s, humanDuration(minWindowLength))
 	}
 	return w, nil
 }
@@ -181,7 +181,7 @@ func newRotationSchedule(period time.Duration, spec, window string) (rotationSch
 		errs = append(errs, err)
 		s.cron = c
 	case period < minRotationPeriod || period > maxStaticRotationPeriod:
-		errs = append(errs, fmt.Errorf("rotation_period: must be between %s and %s", minRotationPeriod, maxStaticRotationPeriod))
+		errs = append(errs, fmt.Errorf("rotation_period: must be between %s and %s", humanDuration(minRotationPeriod), humanDuration(maxStaticRotationPeriod)))
 	default:
 		s.period = period
 	}

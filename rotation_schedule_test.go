@@ -49,7 +49,7 @@ func TestParseWindow(t *testing.T) {
 		{"02:00-03:00", ""},
 		{" 22:00 - 02:00 ", ""},
 		{"00:00-00:00", ""}, // the whole day
-		{"02:00-02:04", "at least 5m0s long"},
+		{"02:00-02:04", "at least 5m long"},
 		{"02:00", "not a daily UTC window"},
 		{"2am-3am", "not a daily UTC window"},
 		{"25:00-03:00", "not a daily UTC window"},
@@ -204,7 +204,7 @@ func TestRotationSchedule_Next(t *testing.T) {
 		{name: "cron inside a wrapping window", spec: "0 23 * * *", window: "22:00-02:00", from: "2026-11-26 10:00:00", next: "2026-11-26 23:00:00"},
 		{name: "both", period: time.Hour, spec: "0 3 * * *", wantErrContain: "exactly one of them"},
 		{name: "neither", wantErrContain: "one of them is required"},
-		{name: "period too short", period: 30 * time.Second, wantErrContain: "rotation_period: must be between 1m0s and"},
+		{name: "period too short", period: 30 * time.Second, wantErrContain: "rotation_period: must be between 1m and 366d"},
 		{name: "period too long", period: 367 * 24 * time.Hour, wantErrContain: "rotation_period: must be between"},
 		{name: "bad window", period: time.Hour, window: "2-3", wantErrContain: "rotation_window"},
 	}

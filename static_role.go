@@ -104,7 +104,7 @@ func (r *staticRoleEntry) validate(name string) error {
 		errs = append(errs, err)
 	}
 	if r.RotationGrace < 0 || r.RotationGrace > maxRotationGrace {
-		errs = append(errs, fmt.Errorf("rotation_grace: must be between 0s and %s", maxRotationGrace))
+		errs = append(errs, fmt.Errorf("rotation_grace: must be between 0s and %s", humanDuration(maxRotationGrace)))
 	}
 	if len(r.Description) > maxStaticDescriptionLen {
 		errs = append(errs, fmt.Errorf("description: at most %d characters", maxStaticDescriptionLen))
@@ -115,7 +115,7 @@ func (r *staticRoleEntry) validate(name string) error {
 // warnings for a valid role.
 func (r *staticRoleEntry) warnings() []string {
 	if r.RotationGrace < time.Minute {
-		return []string{fmt.Sprintf("rotation_grace %s is below 1m: a consumer still using the previous secret gets 401 that long after each rotation (Vault Agent re-reads static-creds within seconds of a rotation)", r.RotationGrace)}
+		return []string{fmt.Sprintf("rotation_grace %s is below 1m: a consumer still using the previous secret gets 401 that long after each rotation (Vault Agent re-reads static-creds within seconds of a rotation)", humanDuration(r.RotationGrace))}
 	}
 	return nil
 }
@@ -259,7 +259,7 @@ func staticRoleFields() map[string]*framework.FieldSchema {
 		},
 		"rotation_period": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("Rotate the token this long after its last rotation (%s to %s). Exactly one of rotation_period and rotation_schedule.", minRotationPeriod, maxStaticRotationPeriod),
+			Description: fmt.Sprintf("Rotate the token this long after its last rotation (%s to %s). Exactly one of rotation_period and rotation_schedule.", humanDuration(minRotationPeriod), humanDuration(maxStaticRotationPeriod)),
 		},
 		"rotation_schedule": {
 			Type:        framework.TypeString,
@@ -271,7 +271,7 @@ func staticRoleFields() map[string]*framework.FieldSchema {
 		},
 		"rotation_grace": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("How long the previous secret keeps working after each rotation (previous_secret_ttl), 0 to %s.", maxRotationGrace),
+			Description: fmt.Sprintf("How long the previous secret keeps working after each rotation (previous_secret_ttl), 0 to %s.", humanDuration(maxRotationGrace)),
 			Default:     int(defaultStaticGrace / time.Second),
 		},
 		"skip_import_rotation": {
