@@ -131,10 +131,11 @@ func isTimeout(err error) bool {
 // of what's token: nothing changed upstream, and the current secret keeps
 // working, unless Tooken refused the root secret itself.
 func refusedRotation(what string, err error) string {
+	failure, todo := upstreamFailure(err)
 	if errors.Is(err, tookenapi.ErrUnauthorized) {
-		return upstreamProblem(err) + "; nothing changed upstream"
+		return failure + " (nothing changed upstream); " + todo
 	}
-	return upstreamProblem(err) + "; nothing changed upstream: the current " + what + " secret is unchanged and keeps working"
+	return failure + "; nothing changed upstream: the current " + what + " secret is unchanged and keeps working; " + todo
 }
 
 // upstreamOutcome says what went wrong in a call whose outcome is unknown:

@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,18 @@ func TestRotationGrace_Minimum(t *testing.T) {
 			t.Error("a refused config was stored")
 		}
 		must(t)(e.write(configPath, map[string]any{"request_timeout": "30s", "rotation_grace": "5m"}))
+	})
+
+	// The minimum comes from request_timeout and max_retries: while they are
+	// invalid the write names them, not a grace computed from them.
+	t.Run("invalid call settings are reported, not used", func(t *testing.T) {
+		e := getTestBackend(t)
+		resp, err := e.write(configPath, map[string]any{"url": srv.URL(), "token": srv.RootSecret(),
+			"request_timeout": 0, "max_retries": 11, "rotation_grace": "3m"})
+		mustUserError(t, resp, err, "request_timeout: must be greater than zero", "max_retries: must be between 0 and 10")
+		if msg := resp.Error().Error(); strings.Contains(msg, "rotation_grace") {
+			t.Errorf("error %q names rotation_grace, computed from invalid values", msg)
+		}
 	})
 }
 
