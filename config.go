@@ -164,7 +164,7 @@ func (c *tookenConfig) validate() error {
 		errs = append(errs, fmt.Errorf("url: %w", err))
 	}
 	if c.Token == "" {
-		errs = append(errs, errors.New("token: required"))
+		errs = append(errs, errors.New("token: required when creating the config: the root Tooken secret (token=- reads it from stdin)"))
 	} else if !secretRegex.MatchString(c.Token) {
 		// Never echo the value.
 		errs = append(errs, errors.New("token: not a Tooken secret (expected tok_live_ or tok_test_ followed by at least 20 letters or digits)"))

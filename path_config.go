@@ -124,12 +124,10 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
 	}
 	_, tokenGiven := d.GetOk("token")
-	if !tokenGiven && stored == nil {
-		return logical.ErrorResponse("token: required when creating the config"), nil
-	}
 	applyConfigFields(cfg, d)
 	// Nothing is sent anywhere before these checks: in particular not the
-	// stored secret to a new url.
+	// stored secret to a new url. Every problem at once (a first write
+	// without token included: validate names it).
 	errs := []error{cfg.validate()}
 	if stored != nil {
 		errs = append(errs, checkSecretDestination(stored.destination(), cfg.destination(), tokenGiven))

@@ -173,9 +173,6 @@ func secretField(d *framework.FieldData) (string, bool) {
 // createStaticRole checks a new role's fields and its token upstream, then
 // imports it (importStatic). The role stored is t.role.
 func (b *tookenBackend) createStaticRole(ctx context.Context, s logical.Storage, d *framework.FieldData, t *staticTarget) (*logical.Response, error) {
-	if _, ok := d.GetOk("token_id"); !ok {
-		return logical.ErrorResponse("token_id: required when creating a static role; give the id (tkn_...) of the Tooken token to manage"), nil
-	}
 	r := &staticRoleEntry{RotationGrace: defaultStaticGrace, SkipImportRotation: d.Get("skip_import_rotation").(bool)}
 	applyStaticRoleFields(r, d)
 	secret, given := secretField(d)

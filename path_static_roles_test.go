@@ -78,6 +78,7 @@ func TestStaticRoles_BadCreate(t *testing.T) {
 		want []string
 	}{
 		{name: "no token_id", data: map[string]any{"rotation_period": "1h"}, want: []string{"token_id: required"}},
+		{name: "no token_id, and more", data: map[string]any{"rotation_period": "30s", "rotation_grace": 90000}, want: []string{"token_id: required when creating", "rotation_period: must be between", "rotation_grace: must be between"}},
 		{name: "a secret as token_id", data: map[string]any{"token_id": secretShaped, "rotation_period": "1h"}, want: []string{"token_id: not a Tooken token id"}},
 		{name: "both schedules", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "rotation_schedule": "0 3 * * *"}, want: []string{"exactly one of them"}},
 		{name: "no schedule", data: map[string]any{"token_id": "$id"}, want: []string{"one of them is required"}},

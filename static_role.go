@@ -96,7 +96,9 @@ func (r *staticRoleEntry) validate(name string) error {
 	if len(name) > maxStaticRoleNameLen {
 		errs = append(errs, fmt.Errorf("name: at most %d characters", maxStaticRoleNameLen))
 	}
-	if !tokenIDRegex.MatchString(r.TokenID) {
+	if r.TokenID == "" {
+		errs = append(errs, errors.New("token_id: required when creating a static role; give the id (tkn_...) of the Tooken token to manage"))
+	} else if !tokenIDRegex.MatchString(r.TokenID) {
 		// Never echo the value: it may be a secret pasted in the wrong field.
 		errs = append(errs, errors.New("token_id: not a Tooken token id; give the token's id (tkn_ followed by letters or digits), not its secret"))
 	}
