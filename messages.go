@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -154,4 +155,44 @@ func upstreamAnswer(err error) string {
 		apiErr = nil
 	}
 	return answered(apiErr)
+}
+
+// Go's text/template errors: "template: NAME:LINE: MSG" from the parser,
+// "template: NAME:LINE:COL: executing "NAME" at <ACTION>: MSG" from a render.
+var (
+	templateParseErr = regexp.MustCompile(`^template: [^:]*:(\d+): (.*)$`)
+	templateExecErr  = regexp.MustCompile(`(?s)^template: [^:]*:(\d+):(\d+): executing "[^"]*" at <(.*?)>: (?:error calling [a-z_0-9]+: )?(.*)$`)
+)
+
+// templateError words a text/template error of a name template for the
+// caller: where it is (line, or line:column and the action), and what is
+// wrong in the engine's terms, without the template's internal name.
+func templateError(err error) error {
+	msg := err.Error()
+	if m := templateExecErr.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("at %s:%s, in {{ %s }}: %s", m[1], m[2], shortText(m[3], 60), m[4])
+	}
+	m := templateParseErr.FindStringSubmatch(msg)
+	if m == nil {
+		return errors.New(strings.TrimPrefix(msg, "template: "))
+	}
+	line, what := m[1], m[2]
+	switch {
+	case what == "unclosed action":
+		what = "unclosed action: a {{ has no matching }}"
+	case what == "unexpected EOF":
+		what = "the template ends inside an {{ if }} or {{ with }}: close it with {{ end }}"
+	case strings.HasPrefix(what, "function ") && strings.HasSuffix(what, " not defined"):
+		fn := strings.TrimSuffix(strings.TrimPrefix(what, "function "), " not defined")
+		what = fmt.Sprintf("function %s is not allowed (allowed: %s)", fn, strings.Join(allowedFunctions, ", "))
+	}
+	return fmt.Errorf("does not parse at line %s: %s", line, what)
+}
+
+// shortText is s cut after n characters, for a message.
+func shortText(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "..."
+	}
+	return s
 }
