@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,35 @@ func TestUpstreamFailure_RootRejected(t *testing.T) {
 		}
 		if strings.Contains(msg, "tooken:") || strings.Contains(msg, "keeps working") {
 			t.Errorf("%s: %q", path, msg)
+		}
+	}
+}
+
+// The help of an installed binary stands alone: a pointer to the
+// documentation names where it is, every duration is written as a caller
+// writes it, and the retry rules read as in the README.
+func TestHelpTexts(t *testing.T) {
+	e := getTestBackend(t)
+	goDuration := regexp.MustCompile(`\d+[hm]0m|\dm0s`)
+	for _, p := range e.b.Paths {
+		texts := map[string]string{"synopsis": p.HelpSynopsis, "description": p.HelpDescription}
+		for name, f := range p.Fields {
+			texts["field "+name] = f.Description
+		}
+		for what, text := range texts {
+			if strings.Contains(text, "README") && !strings.Contains(text, docsURL) {
+				t.Errorf("%s %s points to the README without saying where it is", p.Pattern, what)
+			}
+			if m := goDuration.FindString(text); m != "" {
+				t.Errorf("%s %s writes a duration as Go does (%s)", p.Pattern, what, m)
+			}
+		}
+		if f, ok := p.Fields["max_retries"]; ok {
+			for _, w := range []string{"connection error", "5xx other than 501", "429 or 503", "Retry-After", "409"} {
+				if !strings.Contains(f.Description, w) || !strings.Contains(p.HelpDescription, w) {
+					t.Errorf("%s: max_retries help does not name %q", p.Pattern, w)
+				}
+			}
 		}
 	}
 }

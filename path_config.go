@@ -246,7 +246,9 @@ address), token (the root secret, tok_live_ or tok_test_ followed by at least
 creating the config, and again whenever url or ca_cert changes: the stored
 secret is only ever sent to the URL it was stored for; write-only), ca_cert
 (PEM, optional), request_timeout (per HTTP attempt, default 30s), max_retries
-(0 to 10, default 3), verify_connection (default true: GET /tokens/self must
+(0 to 10, default 3: retries after a connection error, a 5xx other than 501,
+a 429 or 503 after its Retry-After when that is at most 5s, or a 409 telling
+that a POST with the same Idempotency-Key is still in flight), verify_connection (default true: GET /tokens/self must
 answer a Tooken token object, otherwise the write is rejected and nothing is
 stored), rollback_min_age (1s to 1h, default 2m: age after which the periodic
 rollback finishes an interrupted creds read), and the root rotation schedule:
