@@ -74,7 +74,7 @@ func staticCredsResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"token":                      {Type: framework.TypeString, Description: "The token's current secret.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		"token_id":                   str("The token's id."),
-		"name":                       str("The token's name upstream."),
+		"name":                       str("The token's name at Tooken (as Tooken last described it), not the static role's name."),
 		"scopes":                     {Type: framework.TypeStringSlice, Description: "The token's scopes."},
 		"last_rotated":               timeField("When the token was last rotated"),
 		"next_rotation":              timeField("When the engine rotates it next; null when it does not"),
@@ -88,7 +88,8 @@ const pathStaticCredsHelpSyn = `Read the current secret of a static role's token
 
 const pathStaticCredsHelpDesc = `
 Reading static-creds/<name> answers the current secret of the static role's
-token (token), with token_id, name, scopes, last_rotated, next_rotation,
+token (token), with token_id, name (the token's name at Tooken, not the
+role's), scopes, last_rotated, next_rotation,
 previous_secret_expires_at, rotation_period and ttl (whole seconds until the
 next rotation). There is no lease: the secret is the token's, shared by every
 reader, and changes only when the engine rotates it. Vault Agent reads again

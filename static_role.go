@@ -261,7 +261,7 @@ func staticRoleFields() map[string]*framework.FieldSchema {
 		},
 		"rotation_period": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("Rotate the token this long after its last rotation (%s to %s). Exactly one of rotation_period and rotation_schedule.", humanDuration(minRotationPeriod), humanDuration(maxStaticRotationPeriod)),
+			Description: fmt.Sprintf("Time between scheduled rotations (%s to %s): the next is due this long after the previous one was due (a rotation run late does not shift the schedule), or after a rotate-role, an import or a repair. Exactly one of rotation_period and rotation_schedule.", humanDuration(minRotationPeriod), humanDuration(maxStaticRotationPeriod)),
 		},
 		"rotation_schedule": {
 			Type:        framework.TypeString,
