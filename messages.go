@@ -16,15 +16,18 @@ import (
 // How the engine words what it tells a caller: durations as a caller writes
 // them, and upstream failures as what Tooken said and what to do about it.
 
-const day = 24 * time.Hour
+const (
+	day  = 24 * time.Hour
+	week = 7 * day
+)
 
 // humanDuration writes d as a caller would write it in a field (1m, 5m,
-// 1h30m, 24h, 366d): whole days beyond one as days, which Vault's duration
-// fields accept, and otherwise time.Duration's form without the zero units it
-// ends with (1h0m0s). Every duration in a message or a description goes
-// through it.
+// 1h30m, 24h, 72h, 30d, 366d): whole days from a week on as days, which
+// Vault's duration fields accept, and otherwise time.Duration's form without
+// the zero units it ends with (1h0m0s). Every duration in a message or a
+// description goes through it.
 func humanDuration(d time.Duration) string {
-	if d > day && d%day == 0 {
+	if d >= week && d%day == 0 {
 		return fmt.Sprintf("%dd", d/day)
 	}
 	s := d.String()
@@ -68,7 +71,7 @@ func upstreamFailure(err error) (what, todo string) {
 	switch {
 	case errors.Is(err, tookenapi.ErrUnauthorized):
 		return "Tooken rejects the engine's root secret (" + answeredBriefly(apiErr) + "): it is unknown, revoked or expired, perhaps rotated or revoked outside Vault", rootSecretFix
-	case errors.Is(err, tookenapi.ErrRateLimited) && apiErr.RetryAfter > 0:
+	case hasAPI && errors.Is(err, tookenapi.ErrRateLimited) && apiErr.RetryAfter > 0:
 		return "Tooken is rate limiting this engine and asks to retry after " + humanDuration(apiErr.RetryAfter) + " (" + answered(apiErr) + ")", "retry then"
 	case errors.Is(err, tookenapi.ErrRateLimited):
 		return "Tooken is rate limiting this engine (" + answered(apiErr) + ")", "retry later"
@@ -151,9 +154,7 @@ func upstreamOutcome(err error) string {
 // means.
 func upstreamAnswer(err error) string {
 	var apiErr *tookenapi.APIError
-	if !errors.As(err, &apiErr) {
-		apiErr = nil
-	}
+	errors.As(err, &apiErr)
 	return answered(apiErr)
 }
 

@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"regexp"
@@ -20,7 +21,7 @@ func TestHumanDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		time.Minute: "1m", 5 * time.Minute: "5m", time.Hour: "1h", 90 * time.Minute: "1h30m",
 		150 * time.Second: "2m30s", 10 * time.Second: "10s", time.Hour + time.Second: "1h0m1s",
-		24 * time.Hour: "24h", 25 * time.Hour: "25h", 48 * time.Hour: "2d", 8784 * time.Hour: "366d",
+		24 * time.Hour: "24h", 25 * time.Hour: "25h", 48 * time.Hour: "48h", 72 * time.Hour: "72h", 168 * time.Hour: "7d", 720 * time.Hour: "30d", 8784 * time.Hour: "366d", 169 * time.Hour: "169h",
 		0: "0s", 1500 * time.Millisecond: "1.5s",
 	} {
 		if got := humanDuration(d); got != want {
@@ -41,8 +42,10 @@ func TestUpstreamFailureMessages(t *testing.T) {
 			[]string{"Tooken rejects the engine's root secret (401 unauthorized, request req_1)", "vault write <mount>/config token=- < root-secret-file"}},
 		"429 with Retry-After": {&tookenapi.RateLimitError{APIError: tookenapi.APIError{Status: 429, Code: "rate_limited", RetryAfter: time.Hour}},
 			[]string{"rate limiting this engine and asks to retry after 1h (429 rate_limited)", "retry then"}},
-		"503 with Retry-After": {&tookenapi.APIError{Status: 503, Code: "unavailable", RetryAfter: 48 * time.Hour},
-			[]string{"Tooken is unavailable and asks to retry after 2d (503 unavailable)"}},
+		"rate limited, no answer": {fmt.Errorf("listing: %w", tookenapi.ErrRateLimited),
+			[]string{"Tooken is rate limiting this engine (no answer); retry later"}},
+		"503 with Retry-After": {&tookenapi.APIError{Status: 503, Code: "unavailable", RetryAfter: 30 * day},
+			[]string{"Tooken is unavailable and asks to retry after 30d (503 unavailable)"}},
 		"500": {tookenapi.OutcomeUnknown(&tookenapi.APIError{Status: 500, Code: "internal", Message: "boom", RequestID: "req_2"}),
 			[]string{"Tooken failed (500 internal: boom, request req_2); retry later"}},
 		"403": {&tookenapi.APIError{Status: 403, Code: "forbidden", Message: "this call needs tokens:write"},
