@@ -1,0 +1,415 @@
+package tooken
+
+// Findings of an adversarial review, each a test that fails on the engine as
+// it stands. Every test says, in its comment, the promise it holds the
+// engine to; the message of a failure says what happened instead.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+// rootCreate creates a token at srv as its bootstrap root and returns it
+// (with its secret).
+func rootCreate(t *testing.T, srv *tookentest.Server, name string, scopes ...string) *tookenapi.Token {
+	t.Helper()
+	c, err := tookenapi.New(tookenapi.Options{BaseURL: srv.URL(), Secret: srv.RootSecret()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tok, err := c.CreateToken(context.Background(), tookenapi.CreateTokenRequest{Name: name, Scopes: scopes}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// otherMount is a second mount of the engine (its own backend and storage)
+// configured with secret as its root, on the same Tooken as srv.
+func otherMount(t *testing.T, srv *tookentest.Server, secret string) *testEnv {
+	t.Helper()
+	e := getTestBackend(t, func(c *logical.BackendConfig) { c.BackendUUID = "0f0e0d0c-other-mount" })
+	must(t)(e.write(configPath, map[string]any{"url": srv.URL(), "token": secret}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	return e
+}
+
+// Promise: "after set-up nobody but Vault knows the root Tooken secret", and
+// a static role is "not the root itself". A static role of one mount may
+// take custody of the root token of another mount on the same Tooken (its
+// root can rotate it: tokens:write and every scope of it). The import
+// rotates it with rotation_grace=0: the other mount is locked out at once,
+// and whoever may read static-creds of the first mount now holds the other
+// mount's root secret. Nothing upstream tells the engine that the token is
+// another mount's root; the engine could mark its root (metadata) and refuse
+// to import a token so marked.
+func TestReview_StaticRoleTakesAnotherMountsRoot(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	a := getTestBackend(t)
+	a.configure(srv, nil)
+	bRoot := rootCreate(t, srv, "mount-b-root", "tokens:write", "deployments:write")
+	b := otherMount(t, srv, bRoot.Secret)
+	must(t)(b.write(rotateRootPath, nil)) // only Vault knows mount b's root secret now
+	must(t)(b.read("creds/r"))
+
+	resp, err := a.write(staticRolesPath+"steal", map[string]any{"token_id": bRoot.ID, "rotation_period": "1h", "rotation_grace": 0})
+	if err == nil && resp != nil && resp.IsError() {
+		return // refused: what the promise needs
+	}
+	stolen, _ := must(t)(a.read(staticCredsPath + "steal")).Data["token"].(string)
+	rec, ok := srv.Authenticate(stolen)
+	t.Fatalf("mount a imported mount b's root token %s as a static role (err=%v): static-creds/steal now serves a secret that "+
+		"Tooken accepts as %s (ok=%v); mount b's creds read afterwards: %s",
+		bRoot.ID, err, rec.ID, ok, outcome(b.read("creds/r")))
+}
+
+// Promise: a token is never revoked (nor its secret changed) while its lease
+// lives. A static role may take custody of a token that creds issued (this
+// mount's or another's; it carries vault_mount_uuid and vault_issue_key
+// metadata): the import rotates it, so the lease holder's secret stops
+// working while the lease lives (at once with rotation_grace=0), the
+// operator reading static-creds gets a secret of a token cut for someone
+// else, and the lease's revoke later kills the static role's token.
+func TestReview_StaticRoleTakesACredsToken(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	creds := must(t)(e.read("creds/r"))
+	id, secret := creds.Data["token_id"].(string), creds.Data["token"].(string)
+
+	resp, err := e.write(staticRolesPath+"taken", map[string]any{"token_id": id, "rotation_period": "1h", "rotation_grace": 0})
+	if err == nil && resp != nil && resp.IsError() {
+		return
+	}
+	_, stillWorks := srv.Authenticate(secret)
+	t.Fatalf("a static role took custody of creds token %s (err=%v); the lease holder's secret still works: %v", id, err, stillWorks)
+}
+
+// Promise: "one token, one static role: two would each kill the other's
+// secret". The check (staticClaimProblem) and the claim (putStaticTokenOwner)
+// are not atomic: they run under the lock of the role's name, not of the
+// token, around a call to Tooken. Two creates of different names for one
+// token at once both pass the check, both import, both rotate.
+func TestReview_TwoStaticRolesOnOneTokenRace(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	tok := rootCreate(t, srv, "shared", "deployments:write")
+	srv.AddFault(tookentest.Fault{Method: http.MethodGet, Path: "/v1/tokens/" + tok.ID, Latency: 300 * time.Millisecond})
+
+	var wg sync.WaitGroup
+	results := make([]string, 2)
+	for i, name := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.write(staticRolesPath+name, map[string]any{"token_id": tok.ID, "rotation_period": "1h"})
+			switch {
+			case err != nil:
+				results[i] = "error: " + err.Error()
+			case resp != nil && resp.IsError():
+				results[i] = "refused: " + resp.Error().Error()
+			default:
+				results[i] = "imported"
+			}
+		}()
+	}
+	wg.Wait()
+	if results[0] == "imported" && results[1] == "imported" {
+		a, _ := readStaticRole(context.Background(), e.storage, "a")
+		b, _ := readStaticRole(context.Background(), e.storage, "b")
+		t.Fatalf("two static roles manage token %s (a: %s, b: %s); Tooken rotated it %d times; "+
+			"static-creds/a works: %v, static-creds/b works: %v (the periodic check then rotates each again in turn)",
+			tok.ID, a.TokenID, b.TokenID, srv.Counters()["rotated"], works(srv, a.Secret), works(srv, b.Secret))
+	}
+	t.Logf("results: %v", results)
+}
+
+// outcome describes a request's answer in a failure message.
+func outcome(resp *logical.Response, err error) string {
+	switch {
+	case err != nil:
+		return "error: " + err.Error()
+	case resp != nil && resp.IsError():
+		return "refused: " + resp.Error().Error()
+	}
+	return "ok"
+}
+
+func works(srv *tookentest.Server, secret string) bool {
+	_, ok := srv.Authenticate(secret)
+	return ok
+}
+
+// Promise: "rotation never locks Vault out for any accepted config". A
+// config write accepts as root the secret of a token that a static role of
+// the mount manages (read from static-creds). The next rotation of that
+// static role (scheduled, rotate-role, or the periodic check's out-of-band
+// repair after a rotate-root) gives the token a new secret with the role's
+// grace (0 here): the config's root secret dies, the new one sits in the
+// static role, and every creds read fails. The static-role import refuses
+// the root; the config write does not refuse a managed token.
+func TestReview_ConfigRootIsAStaticRolesToken(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	tok := rootCreate(t, srv, "ops", "tokens:write", "deployments:write")
+	must(t)(e.write(staticRolesPath+"ops", map[string]any{"token_id": tok.ID, "rotation_period": "1h", "rotation_grace": 0}))
+	opsSecret := must(t)(e.read(staticCredsPath + "ops")).Data["token"].(string)
+
+	resp, err := e.write(configPath, map[string]any{"token": opsSecret})
+	if err == nil && resp != nil && resp.IsError() {
+		return // refused: the promise holds
+	}
+	must(t)(e.write(rotateRolePath+"ops", nil))
+	stored, _ := readConfig(context.Background(), e.storage)
+	t.Fatalf("config accepted the secret of static role ops's token %s as root (err=%v); after rotate-role/ops the stored root works: %v; creds read: %s",
+		tok.ID, err, works(srv, stored.Token), outcome(e.read("creds/r")))
+}
+
+// Promise: "revoke (or expiry) of the lease calls DELETE /tokens/{id}";
+// a token "already gone upstream (404) counts as revoked". After the config
+// points to another Tooken (url and token written together, as the custody
+// rule asks), the revoke of a lease issued at the first one goes to the
+// second, whose proven 404 makes it "done": the lease and its record go, and
+// the token lives on at the Tooken that issued it until its expires_at,
+// invisible to tidy (which lists the new Tooken). The lease should carry
+// the destination it was issued at, and a revoke elsewhere should not count.
+func TestReview_RevokeAfterURLChangeGoesToTheWrongTooken(t *testing.T) {
+	first := newEmulator(t, tookentest.Options{RateLimit: -1})
+	second := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(first, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	resp := must(t)(e.read("creds/r"))
+	secret := resp.Data["token"].(string)
+
+	must(t)(e.write(configPath, map[string]any{"url": second.URL(), "token": second.RootSecret()}))
+	must(t)(e.revoke(lease(resp)))
+	if works(first, secret) && len(e.queueIDs()) == 0 {
+		t.Fatalf("the lease revoke succeeded and queued nothing, but its token still works at the Tooken that issued it (%s); "+
+			"the DELETE went to %s, whose 404 counted as revoked", first.URL(), second.URL())
+	}
+}
+
+// tamperingFront is a proxy in front of the emulator whose edit rewrites
+// the answer of the requests it matches.
+func tamperingFront(t *testing.T, srv *tookentest.Server, match func(*http.Request) bool, editReq func(map[string]any), editResp func(map[string]any)) *httptest.Server {
+	t.Helper()
+	api := srv.Handler()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !match(r) {
+			api.ServeHTTP(w, r)
+			return
+		}
+		if editReq != nil {
+			body, _ := io.ReadAll(r.Body)
+			var m map[string]any
+			if json.Unmarshal(body, &m) == nil {
+				editReq(m)
+				body, _ = json.Marshal(m)
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		}
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, r)
+		out := rec.Body.Bytes()
+		var m map[string]any
+		if editResp != nil && rec.Code < 300 && json.Unmarshal(out, &m) == nil {
+			editResp(m)
+			out, _ = json.Marshal(m)
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(front.Close)
+	return front
+}
+
+// Promise: "rotation never locks Vault out" ... "whatever fails
+// mid-rotation". The first answer to a root rotation is stored as the root
+// secret without a check (the replay path checks the replayed secret with
+// GET /tokens/self; the direct path does not): one answer whose secret does
+// not work (a broken Tooken or proxy) makes the engine drop the previous
+// secret, which still works for the grace. Creds fail at once, and once the
+// grace is over nothing can recover.
+func TestReview_RotateRootStoresAnUncheckedSecret(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	front := tamperingFront(t, srv,
+		func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/rotate") },
+		nil,
+		func(m map[string]any) { m["secret"] = "tok_test_" + strings.Repeat("X", 32) })
+	e := getTestBackend(t)
+	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	rotResp, rotErr := e.write(rotateRootPath, nil)
+	stored, _ := readConfig(context.Background(), e.storage)
+	if !works(srv, stored.Token) {
+		t.Fatalf("rotate-root answered (resp=%v err=%v) and stored a root secret Tooken does not accept; Tooken rotated the root %d time(s), "+
+			"so the only working secret is the previous one, alive for the grace only (until %v)",
+			rotResp, rotErr, srv.Counters()["rotated"], stored.PreviousSecretExpiresAt)
+	}
+}
+
+// Promise: "every Tooken token the plugin creates carries an upstream
+// expiry no later than its lease's max TTL" ("expires_at is the hard
+// limit, whatever path made the token"). The create answer's expires_at is
+// only used when it is earlier than asked: a Tooken (or a proxy) that drops
+// the expiry gives a token that never expires, and the engine hands it out
+// under a lease (whose queued revoke is later dropped at the expiry it
+// asked for, while the token lives on).
+func TestReview_CredsAcceptATokenWithoutTheAskedExpiry(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	front := tamperingFront(t, srv,
+		func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
+		func(m map[string]any) { delete(m, "expires_at") },
+		nil)
+	e := getTestBackend(t)
+	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+	resp, err := e.read("creds/r")
+	if err != nil || resp == nil || resp.IsError() {
+		return // refused: the promise holds
+	}
+	rec, _ := srv.Token(resp.Data["token_id"].(string))
+	t.Fatalf("creds handed out token %s under a lease of max TTL 1h; its upstream expires_at is %v (the engine asked for %v)",
+		rec.ID, rec.ExpiresAt, resp.Data["expires_at"])
+}
+
+// Promise (as issue-9's fix put it): a revoke counts as done only when the
+// engine knows its base URL is a Tooken API. A 404 from an unproven URL is
+// queued, but any 2xx to DELETE counts as revoked, from any server: a URL
+// behind a catch-all front (an SPA or gateway that answers 200 to every
+// path, here a 200 text/html) makes every revoke "succeed" while the tokens
+// live upstream.
+func TestReview_2xxFromAnUnprovenURLCountsAsRevoked(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	catchAll := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, "<html>welcome</html>")
+	}))
+	t.Cleanup(catchAll.Close)
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	resp := must(t)(e.read("creds/r"))
+	secret := resp.Data["token"].(string)
+
+	must(t)(e.write(configPath, map[string]any{"url": catchAll.URL + "/v1", "token": srv.RootSecret(), "verify_connection": false}))
+	must(t)(e.revoke(lease(resp)))
+	if works(srv, secret) && len(e.queueIDs()) == 0 {
+		t.Fatal("the lease revoke counted a 200 text/html from an unproven URL as done: nothing queued, the token lives upstream")
+	}
+}
+
+// Promise: "nobody but Vault knows the root", "rotation never locks Vault
+// out", and "every token dies with its lease". A role may hand out
+// tokens:write (or tokens:read): a creds holder can then revoke the root
+// token (DELETE needs tokens:write only), rotate or revoke every other token
+// of the account, and create tokens of its own that outlive its lease by up
+// to 366 days, none of which tidy sees. The role write says nothing. A role
+// granting tokens:* should be refused unless the operator says so
+// explicitly (or at least warned about).
+func TestReview_RoleGrantsTokenAdministration(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	resp, err := e.write("roles/admin", map[string]any{"scopes": "tokens:write", "ttl": "10m", "max_ttl": "1h"})
+	if err != nil || (resp != nil && (resp.IsError() || len(resp.Warnings) > 0)) {
+		return // refused or warned: the operator knows
+	}
+	creds := must(t)(e.read("creds/admin"))
+	c, cerr := tookenapi.New(tookenapi.Options{BaseURL: srv.URL(), Secret: creds.Data["token"].(string)})
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	defer c.Close()
+	far := time.Now().Add(300 * 24 * time.Hour)
+	child, childErr := c.CreateToken(context.Background(), tookenapi.CreateTokenRequest{Name: "mine", Scopes: []string{"tokens:write"}, ExpiresAt: &far}, "")
+	revokeErr := c.RevokeToken(context.Background(), srv.RootTokenID())
+	credsErr := outcome(e.read("creds/admin"))
+	t.Fatalf("role admin (scopes=tokens:write) stored without a word; its creds minted a token expiring %v (err=%v) and revoked the root (err=%v); "+
+		"the engine is locked out: creds read error %v", func() any {
+		if child == nil {
+			return nil
+		}
+		return child.ExpiresAt
+	}(), childErr, revokeErr, credsErr)
+}
+
+// Promise: the root is the token the operator wrote ("writing token ...
+// restarts the schedule"). An interrupted root rotation leaves a WAL entry;
+// a config write with another root token and verify_connection=false clears
+// token_id, so the rollback no longer sees that the entry is another
+// token's: it replays the old root's rotation authenticated by the new
+// root (another caller, so Tooken rotates the old root again instead of
+// replaying), and stores the old root's new secret over the operator's new
+// root. The operator, who then revokes the old root at Tooken, locks the
+// engine out.
+func TestReview_RollbackReinstatesTheOldRoot(t *testing.T) {
+	e := newRotEnv(t, nil)
+	drop := e.srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + e.rootID + "/rotate", Drop: true})
+	if resp, err := e.rotate(); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatalf("rotation with every answer dropped succeeded: %v", resp)
+	}
+	e.srv.RemoveFault(drop)
+	if len(e.rotateWALs()) == 0 {
+		t.Fatal("no WAL entry left by the interrupted rotation: the test proves nothing")
+	}
+	newRoot := rootCreate(t, e.srv, "new-root", "tokens:write", "deployments:write", "billing:read")
+	must(t)(e.write(configPath, map[string]any{"token": newRoot.Secret, "verify_connection": false}))
+	e.ageWALs(2 * time.Minute)
+	rotated := e.rotations()
+	e.rollback(false)
+	stored := e.storedConfig()
+	rec, _ := e.srv.Authenticate(stored.Token)
+	if rec.ID != newRoot.ID {
+		t.Fatalf("after the rollback the stored root is %s (token_id %q), not the %s the operator wrote; Tooken rotated the old root %d more time(s)",
+			rec.ID, stored.TokenID, newRoot.ID, e.rotations()-rotated)
+	}
+}
+
+// Promise: an error "never repeats the value", and "a secret never appears
+// in an error message or an audit entry". The request layer quotes a field
+// name it does not know as given, unbounded and unredacted, into the answer
+// (and so into the audit log's error field, which Vault does not HMAC): a
+// secret pasted as a field name (token:tok_... in a JSON body, a key=value
+// typed the wrong way round) is repeated, and a name of a megabyte is
+// repeated whole.
+func TestReview_UnknownFieldNameEchoed(t *testing.T) {
+	e := getTestBackend(t)
+	secret := "tok_test_" + strings.Repeat("S", 30)
+	huge := strings.Repeat("k", 1<<20)
+	resp, err := e.write(configPath, map[string]any{secret: "x", huge: "y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := resp.Error().Error()
+	if strings.Contains(msg, secret) || len(msg) > 64<<10 {
+		t.Fatalf("the answer (%d bytes) repeats the unknown field names: contains the secret-shaped name: %v", len(msg), strings.Contains(msg, secret))
+	}
+}
