@@ -24,6 +24,8 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "",
 
 		"identity_metadata": []string{},
+
+		"allow_token_management": false,
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("minimal role:\n got %#v\nwant %#v", resp.Data, want)
@@ -51,6 +53,8 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "CI deploys",
 
 		"identity_metadata": []string{"repository", "run_id"}, // trimmed, de-duplicated
+
+		"allow_token_management": false,
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("full role:\n got %#v\nwant %#v", resp.Data, want)
@@ -64,6 +68,7 @@ func TestRoles_CRUD(t *testing.T) {
 	}{
 		{"ttl", "30m", int64(1800)},
 		{"max_ttl", "48h", int64(172800)},
+		{"allow_token_management", true, true},
 		{"scopes", "tokens:read", []string{"tokens:read"}},
 		{"name_template", "", defaultNameTemplate},
 		{"metadata", map[string]any{"a": "b"}, map[string]string{"a": "b"}},
@@ -210,7 +215,7 @@ func TestRoles_ScopesHeldByRoot(t *testing.T) {
 
 	for _, ok := range []string{"deployments:write", "deployments:read", "tokens:read", "billing:read", "tokens:write,billing:read"} {
 		t.Run("held "+ok, func(t *testing.T) {
-			e.writeRole("ok", map[string]any{"scopes": ok})
+			e.writeRole("ok", map[string]any{"scopes": ok, "allow_token_management": true})
 		})
 	}
 	t.Run("not held", func(t *testing.T) {

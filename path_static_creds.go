@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -53,6 +54,12 @@ func (b *tookenBackend) pathStaticCredsRead(ctx context.Context, req *logical.Re
 		return logical.ErrorResponse("name: unknown static role %q", name), nil
 	case r.GoneAt != nil:
 		return logical.ErrorResponse("static role %q: %s", name, staticGoneMessage(r.TokenID)), nil
+	case r.CustodyLostAt != nil:
+		return logical.ErrorResponse("static role %q: %s", name, r.LastRotationError), nil
+	case r.ExpiresAt != nil && !b.now().Before(*r.ExpiresAt):
+		// Known dead: its expiry passed (the next check marks it gone).
+		return logical.ErrorResponse("static role %q: token %s expired upstream at %s: the engine no longer serves its secret; delete this static role (and import a new token)",
+			name, r.TokenID, r.ExpiresAt.UTC().Format(time.RFC3339)), nil
 	case r.Secret == "":
 		return nil, logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
 			"static role %q has no secret yet: the rotation that imports its token is not finished (the engine finishes it within about %s; last error: %q)",
