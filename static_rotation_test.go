@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/time/rate"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
@@ -302,5 +303,29 @@ func TestStaticCreds_OtherNode(t *testing.T) {
 	other.InvalidateKey(context.Background(), staticRolePrefix+"app")
 	if after := readOther(); after == before || after != e.staticCreds("app", id) {
 		t.Fatal("the other node does not serve the new secret")
+	}
+}
+
+// rotate-role is under the static roles' rate limit of Tooken calls (the
+// root's, shared with the schedule): a loop of it cannot spend the root's
+// budget at Tooken. Past the limit it answers 429 at once and calls nothing.
+func TestRotateRole_RateLimited(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	id, _ := e.appToken("app")
+	e.mustImport("app", id, nil)
+	e.b.static.limiter = rate.NewLimiter(rate.Every(time.Hour), 1)
+	must(t)(e.rotateRole("app"))
+	rotations := e.rotationsOf(id)
+	start := time.Now()
+	resp, err := e.rotateRole("app")
+	var coded logical.HTTPCodedError
+	if err == nil || !errors.As(err, &coded) || coded.Code() != 429 || !strings.Contains(err.Error(), "retry in a few seconds") {
+		t.Fatalf("rotate-role past the rate limit: %v %v", resp, err)
+	}
+	if waited := time.Since(start); waited > staticManualRateWait {
+		t.Fatalf("waited %s for an answer", waited)
+	}
+	if n := e.rotationsOf(id); n != rotations {
+		t.Fatalf("%d rotations past the limit", n-rotations)
 	}
 }
