@@ -302,7 +302,10 @@ Write fields: url (default https://api.tooken.io/v1; never a link-local
 address), token (the root secret, tok_live_ or tok_test_ followed by at least
 20 letters or digits; surrounding whitespace is trimmed; required when
 creating the config, and again whenever url or ca_cert changes: the stored
-secret is only ever sent to the URL it was stored for; write-only), ca_cert
+secret is only ever sent to the URL it was stored for; never a token in
+another custody: a static role's, a creds token, another mount's root; the
+verified root is marked as this mount's with vault_custody metadata;
+write-only), ca_cert
 (PEM, optional), request_timeout (per HTTP attempt, default 30s), max_retries
 (0 to 10, default 3), verify_connection (default true: GET /tokens/self must
 answer a Tooken token object, otherwise the write is rejected and nothing is

@@ -113,7 +113,9 @@ secret upstream (POST /tokens/{id}/rotate, authenticated by the root token),
 stores it and serves it at static-creds/<name> at once. The previous secret
 keeps working for the role's rotation_grace. The answer has token_id,
 last_rotated, previous_secret_expires_at and next_rotation, never a secret.
-A rotation (or a write) of the role already running answers 409.
+A rotation (or a write) of the role already running answers 409; a token in
+another custody 400. Manual rotations share the static roles' rate limit of
+Tooken calls with the schedule: past it (after at most 5 seconds) 429.
 
 The rotation is crash-safe, as the root's: a WAL entry written before the
 upstream call carries the Idempotency-Key, and an interrupted rotation is

@@ -103,7 +103,8 @@ ttl seconds later, right after the rotation; the previous secret keeps
 working for the role's rotation_grace, so a consumer that re-reads within it
 never sees a 401.
 
-A token revoked or expired upstream answers an error instead of a dead
-secret. Reads are served from storage by any node, performance standbys
+A token revoked or expired upstream (or past its recorded expires_at), or
+taken by another custody, answers an error instead of a dead secret; ttl
+never points past the token's expiry. Reads are served from storage by any node, performance standbys
 included.
 `

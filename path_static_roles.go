@@ -351,7 +351,9 @@ static-creds/<name>, without a lease.
 
 Fields: token_id (required on create, tkn_...; cannot change afterwards; the
 root token must be able to rotate it: tokens:write and every scope of the
-token), rotation_period (at least 1m) or rotation_schedule (standard 5-field
+token; never a token in another custody: the root, another static role's
+token, a token creds issued, another mount's root or static role, as its
+vault_custody metadata says), rotation_period (at least 1m) or rotation_schedule (standard 5-field
 cron spec, UTC): exactly one of them; rotation_window (daily UTC "HH:MM-HH:MM":
 scheduled rotations run only inside it), rotation_grace (how long the previous
 secret keeps working after each rotation, 0 to 24h, default 5m),
@@ -369,8 +371,11 @@ minutes: a token rotated outside Vault is rotated again (recorded in
 last_rotation_error), a token revoked or expired is shown, and no longer
 served by static-creds.
 
-Deleting a static role stops Vault's management: the token stays live
-upstream with its current secret, which the engine no longer holds.
+The engine marks the token it takes (vault_custody=static:<mount uuid>:<name>
+metadata, merged into the token's own); a token another custody marks since
+is no longer managed. Deleting a static role stops Vault's management and
+removes that mark: the token stays live upstream with its current secret,
+which the engine no longer holds.
 `
 
 const pathStaticRolesListHelpSyn = `List the static roles.`
