@@ -83,13 +83,18 @@ func parseCustodyMark(v string) (custodyMark, bool) {
 func (m custodyMark) describe(self string) string {
 	where := "of this mount"
 	if m.mount != self {
-		where = "of another mount of this engine (mount_uuid " + m.mount + ")"
+		where = "of another mount of this engine (mount_uuid " + shownMetadata(m.mount) + ")"
 	}
 	if m.kind == custodyRoot {
 		return "the root token " + where
 	}
-	return fmt.Sprintf("managed by static role %s %s", quoteShort(m.role), where)
+	return fmt.Sprintf("managed by static role %s %s", shownMetadata(m.role), where)
 }
+
+// shownMetadata is a metadata value as a message quotes it: anything shaped
+// like a secret redacted, then shortened (anyone with tokens:write may have
+// written it).
+func shownMetadata(v string) string { return quoteShort(tookenapi.RedactSecrets(v)) }
 
 // custodyConflict is another custody holding a token.
 type custodyConflict struct {
@@ -132,11 +137,11 @@ func credsIssuer(tok *tookenapi.Token, self string) (string, bool) {
 	if !hasMount && !hasKey {
 		return "", false
 	}
-	where := "of another mount (mount_uuid " + quoteShort(mount) + ")"
+	where := "of another mount (mount_uuid " + shownMetadata(mount) + ")"
 	if mount == self {
 		where = "of this mount"
 	}
-	return fmt.Sprintf("creds of role %s %s", quoteShort(tok.Metadata[metaRole]), where), true
+	return fmt.Sprintf("creds of role %s %s", shownMetadata(tok.Metadata[metaRole]), where), true
 }
 
 // custodyHolder tells which custody other than want holds tok, as far as
@@ -163,7 +168,7 @@ func (b *tookenBackend) custodyHolder(ctx context.Context, s logical.Storage, to
 	case !marked, known && (mark == want || mark.mount == b.mountUUID):
 		return nil, nil
 	case !known:
-		return &custodyConflict{holder: fmt.Sprintf("carries a %s mark the engine does not recognise (%s)", metaCustody, quoteShort(v)), hint: markHint(tok.ID)}, nil
+		return &custodyConflict{holder: fmt.Sprintf("carries a %s mark the engine does not recognise (%s)", metaCustody, shownMetadata(v)), hint: markHint(tok.ID)}, nil
 	}
 	return &custodyConflict{holder: "is " + mark.describe(b.mountUUID), hint: markHint(tok.ID)}, nil
 }

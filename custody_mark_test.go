@@ -352,3 +352,27 @@ func TestCustody_RootRotationChecksCustody(t *testing.T) {
 	}
 	e.staticCreds("ops", id)
 }
+
+// A mark is metadata that any token with tokens:write may have written:
+// what a refusal quotes of it is shortened and never a secret.
+func TestCustody_MarkValuesQuotedSafely(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	secret := srv.RootSecret()
+	for name, mark := range map[string]string{
+		"a role name holding a secret": "static:" + otherMountUUID + ":" + secret,
+		"a mount holding a secret":     "root:" + secret,
+		"an unknown mark":              secret + strings.Repeat("x", 10000),
+	} {
+		t.Run(name, func(t *testing.T) {
+			app := operatorToken(t, srv, tookenapi.CreateTokenRequest{Name: "app", Scopes: []string{"deployments:write"}, Metadata: map[string]string{metaCustody: mark[:min(len(mark), maxMetadataValueLen)]}})
+			resp, err := e.write(staticRolesPath+"app", map[string]any{"token_id": app.ID, "rotation_period": "1h"})
+			mustUserError(t, resp, err, "token_id: "+app.ID)
+			// Not even a part of the secret long enough to be one.
+			if msg := resp.Error().Error(); strings.Contains(msg, secret[:24]) || len(msg) > 1000 {
+				t.Fatalf("the refusal quotes the mark unsafely (%d bytes): %s", len(msg), msg)
+			}
+		})
+	}
+}

@@ -117,12 +117,7 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	if err != nil {
 		return nil, err
 	}
-	cfg := newDefaultConfig()
-	if stored != nil {
-		cfg = new(tookenConfig)
-		*cfg = *stored
-		cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
-	}
+	cfg := configToWrite(stored)
 	_, tokenGiven := d.GetOk("token")
 	if !tokenGiven && stored == nil {
 		return logical.ErrorResponse("token: required when creating the config"), nil
@@ -150,12 +145,8 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		// The root's custody changes: not while a static import of the
 		// same token checks it (custody_mark.go).
 		defer b.lockToken(self.ID)()
-		held, msg, err := b.rootCustodyProblem(ctx, req.Storage, cfg, stored, self, resp)
-		if msg != "" || err != nil {
+		if msg, err := b.takeRootCustody(ctx, req.Storage, cfg, stored, self, resp); msg != "" || err != nil {
 			return errorResponseOr(msg, err)
-		}
-		if !held {
-			b.markRoot(ctx, req.Storage, cfg, self, resp)
 		}
 	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
@@ -166,6 +157,18 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// configToWrite is the config a write starts from: a copy of the stored
+// one, or the defaults.
+func configToWrite(stored *tookenConfig) *tookenConfig {
+	if stored == nil {
+		return newDefaultConfig()
+	}
+	cfg := new(tookenConfig)
+	*cfg = *stored
+	cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
+	return cfg
 }
 
 // learnRoot records in cfg what the root token is (token_id, scopes,
@@ -193,24 +196,27 @@ func (b *tookenBackend) learnRoot(ctx context.Context, s logical.Storage, cfg, s
 	return nil, ""
 }
 
-// rootCustodyProblem checks that no other custody holds the verified root
+// takeRootCustody checks that no other custody holds the verified root
 // token self (custody_mark.go: a creds lease, a static role of any mount,
 // another mount's root): the next rotation of either would kill the other's
 // secret. A new secret is refused with a message for the caller; the secret
 // already stored (a write of other fields) only gets a warning, since
 // refusing would not undo it, and its rotations are refused
-// (checkRootCustody). held tells whether another custody holds it. The
-// caller holds the token's lock.
-func (b *tookenBackend) rootCustodyProblem(ctx context.Context, s logical.Storage, cfg, stored *tookenConfig, self *tookenapi.Token, resp *logical.Response) (held bool, msg string, err error) {
+// (checkRootCustody). A root that no other custody holds is marked as this
+// mount's. The caller holds the token's lock.
+func (b *tookenBackend) takeRootCustody(ctx context.Context, s logical.Storage, cfg, stored *tookenConfig, self *tookenapi.Token, resp *logical.Response) (string, error) {
 	conflict, err := b.custodyHolder(ctx, s, self, "", rootCustody(b.mountUUID))
 	switch {
-	case err != nil || conflict == nil:
-		return false, "", err
+	case err != nil:
+		return "", err
+	case conflict == nil:
+		b.markRoot(ctx, s, cfg, self, resp)
 	case stored == nil || cfg.Token != stored.Token:
-		return true, conflict.configMessage(self.ID), nil
+		return conflict.configMessage(self.ID), nil
+	default:
+		resp.AddWarning(conflict.configMessage(self.ID) + "; until then the engine refuses to rotate it")
 	}
-	resp.AddWarning(conflict.configMessage(self.ID) + "; until then the engine refuses to rotate it")
-	return true, "", nil
+	return "", nil
 }
 
 // markRoot marks the verified root token self as this mount's (custody
