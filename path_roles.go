@@ -64,6 +64,56 @@ type roleEntry struct {
 	// IdentityMetadata lists the requester's identity metadata keys copied
 	// into each token's metadata (identity.go).
 	IdentityMetadata []string `json:"identity_metadata,omitempty"`
+	// AllowTokenManagement is the operator's explicit consent to scopes on
+	// Tooken's tokens resource (tokenManagementError).
+	AllowTokenManagement bool `json:"allow_token_management,omitempty"`
+}
+
+// tokensResource is the scope resource of Tooken's own token API.
+const tokensResource = "tokens:"
+
+// tokenScopes are the scopes among scopes on the tokens resource.
+func tokenScopes(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if strings.HasPrefix(s, tokensResource) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// tokenPowers says what a holder of the token scopes ts can do at Tooken.
+func tokenPowers(ts []string) string {
+	switch {
+	case holdsScope(ts, "tokens:write"):
+		return "create tokens of their own that outlive the lease (up to 366 days, unseen by tidy), revoke any token of the Tooken account (this mount's root included, which locks the engine out) and rotate or change every token whose scopes they hold"
+	case holdsScope(ts, "tokens:read"):
+		return "list and read every token of the Tooken account (names, scopes, metadata, not their secrets)"
+	}
+	return "act on the tokens of the Tooken account"
+}
+
+// tokenManagementError refuses tokens:* scopes that the role does not opt
+// in to with allow_token_management: they make the creds holder an
+// administrator of the Tooken account, not a user of it.
+func (r *roleEntry) tokenManagementError() error {
+	ts := tokenScopes(r.Scopes)
+	if len(ts) == 0 || r.AllowTokenManagement {
+		return nil
+	}
+	shown := ts[:min(len(ts), maxReportedScopes)]
+	return fmt.Errorf("scopes: %s would let whoever reads these creds %s; set allow_token_management=true to grant it anyway, or leave the tokens:* scopes out", strings.Join(shown, ", "), tokenPowers(ts))
+}
+
+// tokenManagementWarning is the warning of a role that grants tokens:*
+// scopes with allow_token_management; "" when it grants none.
+func (r *roleEntry) tokenManagementWarning() string {
+	ts := tokenScopes(r.Scopes)
+	if len(ts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("allow_token_management: with %s, whoever reads these creds can %s", strings.Join(ts[:min(len(ts), maxReportedScopes)], ", "), tokenPowers(ts))
 }
 
 func (r *roleEntry) toResponseData() map[string]any {
@@ -87,6 +137,8 @@ func (r *roleEntry) toResponseData() map[string]any {
 		"metadata":          md,
 		"identity_metadata": idmd,
 		"description":       r.Description,
+
+		"allow_token_management": r.AllowTokenManagement,
 	}
 }
 
@@ -107,6 +159,9 @@ func (r *roleEntry) validate(name string) error {
 	}
 	if n := utf8.RuneCountInString(r.Description); n > maxDescriptionLen {
 		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxDescriptionLen, n))
+	}
+	if err := r.tokenManagementError(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, validateMetadata(r.Metadata)...)
 	errs = append(errs, validateIdentityMetadata(r.IdentityMetadata, r.Metadata)...)
@@ -332,6 +387,11 @@ func roleFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: fmt.Sprintf("Free-form description of the role, at most %d characters.", maxDescriptionLen),
 		},
+		"allow_token_management": {
+			Type:        framework.TypeBool,
+			Description: "Allow scopes on Tooken's tokens resource (tokens:read, tokens:write). Whoever reads creds of such a role administers the Tooken account: with tokens:write they can create tokens that outlive their lease (unseen by tidy) and revoke any token, the engine's root included. Default false: such scopes are refused.",
+			Default:     false,
+		},
 		"identity_metadata": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: fmt.Sprintf("Identity metadata keys copied into each token's metadata from the requester's Vault entity: its aliases' metadata (where the jwt auth method's claim_mappings land) first, then the entity's. A key the requester lacks is left out; values are cut to %d characters. Together with metadata at most %d keys.", maxMetadataValueLen, maxMetadataKeys-numPluginMetadataKey),
@@ -433,7 +493,12 @@ func (b *tookenBackend) pathRolesRead(ctx context.Context, req *logical.Request,
 	if role == nil {
 		return nil, nil
 	}
-	return &logical.Response{Data: role.toResponseData()}, nil
+	resp := &logical.Response{Data: role.toResponseData()}
+	if err := role.tokenManagementError(); err != nil {
+		// Stored by an earlier version, which did not ask: creds refuse it.
+		resp.AddWarning(err.Error() + "; creds of this role are refused until then")
+	}
+	return resp, nil
 }
 
 func (b *tookenBackend) pathRolesWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -493,6 +558,9 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 	if v, ok := d.GetOk("description"); ok {
 		role.Description = v.(string)
 	}
+	if v, ok := d.GetOk("allow_token_management"); ok {
+		role.AllowTokenManagement = v.(bool)
+	}
 	if v, ok := d.GetOk("identity_metadata"); ok {
 		role.IdentityMetadata = trimmedUnique(v.([]string))
 		if len(role.IdentityMetadata) == 0 {
@@ -520,6 +588,9 @@ func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []strin
 		out = append(out, "the mount has no config yet, so scopes are not checked against the root token's; write the config (creds reads fail until then)")
 	case cfg.TokenID == "":
 		out = append(out, "the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
+	}
+	if w := role.tokenManagementWarning(); w != "" {
+		out = append(out, w)
 	}
 	return out
 }
@@ -552,7 +623,11 @@ each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
 vault_issue_key: metadata=team=platform,env=dev, or metadata=team=platform
 metadata=env=dev, or a JSON object), identity_metadata (identity metadata
 keys of the requester copied into each token's metadata), description (at
-most 1000 characters).
+most 1000 characters), allow_token_management (default false: scopes on
+tokens, tokens:read or tokens:write, are refused; true grants them, with a
+warning: the creds holder then administers the Tooken account, and with
+tokens:write can revoke the engine's root and create tokens that outlive
+their lease).
 
 An update changes only the fields it names; metadata is replaced as a whole.
 A field the path does not take is refused. Deleting a role does not revoke
