@@ -56,6 +56,8 @@ type tookenBackend struct {
 	// (rotation.go).
 	pending pendingSecrets
 
+	ttls mountTTLs // the mount's lease TTLs, briefly cached (mount_ttls.go)
+
 	issued *issuanceRecords // issuance.go
 	queue  *revokeQueue     // revoke_queue.go
 	tidy   *tidyState       // tidy.go

@@ -43,7 +43,13 @@ type roleEntry struct {
 	NameTemplate string            `json:"name_template,omitempty"` // "" = defaultNameTemplate
 	Metadata     map[string]string `json:"metadata,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// MaxLiveTokens caps the role's tokens alive at once; 0 = no limit
+	// (issuance_count.go).
+	MaxLiveTokens int `json:"max_live_tokens,omitempty"`
 }
+
+// maxMaxLiveTokens bounds max_live_tokens.
+const maxMaxLiveTokens = 1000000
 
 func (r *roleEntry) toResponseData() map[string]any {
 	tmpl := r.NameTemplate
@@ -55,12 +61,13 @@ func (r *roleEntry) toResponseData() map[string]any {
 		md = map[string]string{}
 	}
 	return map[string]any{
-		"scopes":        r.Scopes,
-		"ttl":           int64(r.TTL / time.Second),
-		"max_ttl":       int64(r.MaxTTL / time.Second),
-		"name_template": tmpl,
-		"metadata":      md,
-		"description":   r.Description,
+		"scopes":          r.Scopes,
+		"ttl":             int64(r.TTL / time.Second),
+		"max_ttl":         int64(r.MaxTTL / time.Second),
+		"name_template":   tmpl,
+		"metadata":        md,
+		"description":     r.Description,
+		"max_live_tokens": int64(r.MaxLiveTokens),
 	}
 }
 
@@ -84,6 +91,9 @@ func (r *roleEntry) validate(name string) error {
 	}
 	if r.MaxTTL > 0 && r.TTL > r.MaxTTL {
 		errs = append(errs, fmt.Errorf("ttl: %s cannot exceed max_ttl %s", r.TTL, r.MaxTTL))
+	}
+	if r.MaxLiveTokens < 0 || r.MaxLiveTokens > maxMaxLiveTokens {
+		errs = append(errs, fmt.Errorf("max_live_tokens: must be 0 (no limit) to %d", maxMaxLiveTokens))
 	}
 	errs = append(errs, validateMetadata(r.Metadata)...)
 	if err := validateNameTemplate(r.NameTemplate, name); err != nil {
@@ -183,6 +193,10 @@ func roleFields() map[string]*framework.FieldSchema {
 		"description": {
 			Type:        framework.TypeString,
 			Description: "Free-form description of the role.",
+		},
+		"max_live_tokens": {
+			Type:        framework.TypeInt,
+			Description: "Most tokens of this role alive at once (leased, or from a creds read still being finished); a creds read beyond it is refused with 429 and creates nothing. 0 (the default) = no limit.",
 		},
 	}
 }
@@ -333,6 +347,9 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 	if v, ok := d.GetOk("description"); ok {
 		role.Description = v.(string)
 	}
+	if v, ok := d.GetOk("max_live_tokens"); ok {
+		role.MaxLiveTokens = v.(int)
+	}
 }
 
 // roleWarnings are the caps a valid role runs into, and the scope check that
@@ -377,7 +394,9 @@ capped by the mount's max lease TTL and 366 days; the token expires upstream
 then), name_template (Go template with .RoleName, .DisplayName and Vault's
 template functions; must render a valid Tooken name), metadata (key=value
 pairs set on each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
-vault_issue_key), description.
+vault_issue_key), description, max_live_tokens (most tokens of the role
+alive at once; a creds read beyond it answers 429 and creates nothing;
+0 = no limit).
 
 An update changes only the fields it names; metadata is replaced as a whole.
 Deleting a role does not revoke its tokens: their leases can still be revoked

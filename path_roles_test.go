@@ -16,12 +16,13 @@ func TestRoles_CRUD(t *testing.T) {
 	e.writeRole("min", map[string]any{"scopes": "deployments:write"})
 	resp := must(t)(e.read("roles/min"))
 	want := map[string]any{
-		"scopes":        []string{"deployments:write"},
-		"ttl":           int64(0),
-		"max_ttl":       int64(0),
-		"name_template": defaultNameTemplate,
-		"metadata":      map[string]string{},
-		"description":   "",
+		"scopes":          []string{"deployments:write"},
+		"ttl":             int64(0),
+		"max_ttl":         int64(0),
+		"name_template":   defaultNameTemplate,
+		"metadata":        map[string]string{},
+		"description":     "",
+		"max_live_tokens": int64(0),
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("minimal role:\n got %#v\nwant %#v", resp.Data, want)
@@ -29,22 +30,24 @@ func TestRoles_CRUD(t *testing.T) {
 
 	// Every field.
 	full := map[string]any{
-		"scopes":        []string{"deployments:write", "billing:read", "deployments:write"},
-		"ttl":           "1h",
-		"max_ttl":       "24h",
-		"name_template": "ci-{{ .RoleName }}-{{ random 6 }}",
-		"metadata":      map[string]any{"team": "platform", "env": "prod"},
-		"description":   "CI deploys",
+		"scopes":          []string{"deployments:write", "billing:read", "deployments:write"},
+		"ttl":             "1h",
+		"max_ttl":         "24h",
+		"name_template":   "ci-{{ .RoleName }}-{{ random 6 }}",
+		"metadata":        map[string]any{"team": "platform", "env": "prod"},
+		"description":     "CI deploys",
+		"max_live_tokens": 5,
 	}
 	e.writeRole("full", full)
 	resp = must(t)(e.read("roles/full"))
 	want = map[string]any{
-		"scopes":        []string{"deployments:write", "billing:read"}, // de-duplicated
-		"ttl":           int64(3600),
-		"max_ttl":       int64(86400),
-		"name_template": "ci-{{ .RoleName }}-{{ random 6 }}",
-		"metadata":      map[string]string{"team": "platform", "env": "prod"},
-		"description":   "CI deploys",
+		"scopes":          []string{"deployments:write", "billing:read"}, // de-duplicated
+		"ttl":             int64(3600),
+		"max_ttl":         int64(86400),
+		"name_template":   "ci-{{ .RoleName }}-{{ random 6 }}",
+		"metadata":        map[string]string{"team": "platform", "env": "prod"},
+		"description":     "CI deploys",
+		"max_live_tokens": int64(5),
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("full role:\n got %#v\nwant %#v", resp.Data, want)
@@ -63,6 +66,7 @@ func TestRoles_CRUD(t *testing.T) {
 		{"metadata", map[string]any{"a": "b"}, map[string]string{"a": "b"}},
 		{"metadata", []string{"k1=v1", "k2=v2"}, map[string]string{"k1": "v1", "k2": "v2"}},
 		{"description", "changed", "changed"},
+		{"max_live_tokens", 0, int64(0)},
 	}
 	for _, u := range updates {
 		t.Run("update "+u.field, func(t *testing.T) {
@@ -125,6 +129,8 @@ func TestRoles_BadInput(t *testing.T) {
 		{"metadata key too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{strings.Repeat("k", 41): "v"}}, []string{"metadata: key", "longer than 40"}},
 		{"metadata value too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"k": strings.Repeat("v", 501)}}, []string{"metadata: value", "longer than 500"}},
 		{"metadata reserved key", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"vault_role": "x"}}, []string{"metadata: key \"vault_role\"", "reserved"}},
+		{"negative max_live_tokens", nil, map[string]any{"scopes": "a:read", "max_live_tokens": -1}, []string{"max_live_tokens: must be 0 (no limit) to 1000000"}},
+		{"max_live_tokens too large", nil, map[string]any{"scopes": "a:read", "max_live_tokens": 1000001}, []string{"max_live_tokens:"}},
 		{"role name too long", nil, map[string]any{"scopes": "a:read"}, []string{"name: at most 500"}},
 		{"several problems at once", nil, map[string]any{"scopes": "BAD", "ttl": "2h", "max_ttl": "1h"}, []string{"scopes:", "ttl:"}},
 	}

@@ -72,10 +72,18 @@ func pathTidy(b *tookenBackend) []*framework.Path {
 
 func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	safety := time.Duration(d.Get("safety_age").(int)) * time.Second
-	if safety < 0 {
-		return logical.ErrorResponse("safety_age: must not be negative"), nil
-	}
 	revoke := d.Get("revoke_orphans").(bool)
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse(errNotConfigured.Error()), nil
+	}
+	if least := minTidySafetyAge(cfg); safety < least {
+		return logical.ErrorResponse("safety_age: must be at least %ds, the longest a creds read can take with this config ((max_retries+1) x request_timeout + %ds); a token younger than that may belong to a read still running",
+			int64(least/time.Second), int64((least-time.Duration(cfg.MaxRetries+1)*cfg.RequestTimeout)/time.Second)), nil
+	}
 	mountID := b.mountUUID
 	if mountID == "" {
 		return nil, errors.New("tidy: the mount's backend UUID is unknown")
@@ -100,6 +108,15 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 	return &logical.Response{Data: structToMap(st)}, nil
 }
 
+// minTidySafetyAge is the shortest safety_age tidy accepts: the longest a
+// creds read can run with cfg, from its pending write (before the token
+// exists) to its end. Tidy decides on each token against storage as it is,
+// which already accounts for a read in flight; the margin also covers a read
+// still running on a node that has just lost leadership.
+func minTidySafetyAge(cfg *tookenConfig) time.Duration {
+	return credsReadBudget(cfg)
+}
+
 func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	st, roll, drain := b.tidy.lastStatus(), b.issued.lastReport(), b.queue.lastReport()
 
@@ -107,37 +124,15 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 	if err != nil {
 		return nil, err
 	}
-	keys, err := listIssuance(ctx, req.Storage)
+	counts, err := b.countRecords(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	var pending, abandoned, confirmed int
-	for _, key := range keys {
-		if b.issued.isConfirmed(key) {
-			confirmed++
-			continue
-		}
-		rec, err := getIssuance(ctx, req.Storage, key)
-		if err != nil {
-			return nil, err
-		}
-		if rec == nil {
-			continue
-		}
-		switch rec.State {
-		case issueStatePending:
-			pending++
-		case issueStateAbandoned:
-			abandoned++
-		default:
-			confirmed++
-		}
-	}
 	data := map[string]any{
 		"queue_length":      int64(len(ids)),
-		"pending_records":   int64(pending),
-		"abandoned_records": int64(abandoned),
-		"confirmed_records": int64(confirmed),
+		"pending_records":   int64(counts.pending),
+		"abandoned_records": int64(counts.abandoned),
+		"confirmed_records": int64(counts.confirmed),
 		"last_rollback":     structToMap(&roll),
 		"last_queue_drain":  structToMap(&drain),
 		"last_tidy":         nil,
@@ -150,6 +145,83 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 		data["last_tidy_run_at"] = st.LastRunAt.Format(time.RFC3339)
 	}
 	return &logical.Response{Data: data}, nil
+}
+
+// recordCounts counts the issuance records by what they stand for.
+type recordCounts struct {
+	pending, abandoned, confirmed int
+}
+
+// countRecords counts the issuance records from storage, so that any node
+// can answer: the pending records are read (a pending record whose live
+// record exists is a confirmed read not swept yet), the live records only
+// listed, one role at a time, and records of the previous layout not moved
+// yet are read.
+func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c recordCounts, err error) {
+	keys, err := listIssuance(ctx, s)
+	if err != nil {
+		return c, err
+	}
+	for _, key := range keys {
+		rec, err := getIssuance(ctx, s, key)
+		if err != nil || rec == nil {
+			if err != nil {
+				return c, err
+			}
+			continue
+		}
+		if rec.State == issueStateAbandoned {
+			c.abandoned++
+			continue
+		}
+		live := b.issued.isConfirmed(key)
+		if !live {
+			l, err := getLive(ctx, s, rec.Role, key)
+			if err != nil {
+				return c, err
+			}
+			live = l != nil
+		}
+		if !live {
+			c.pending++
+		}
+	}
+	roles, err := listLiveRoles(ctx, s)
+	if err != nil {
+		return c, err
+	}
+	for _, role := range roles {
+		keys, err := listLive(ctx, s, role)
+		if err != nil {
+			return c, err
+		}
+		c.confirmed += len(keys)
+	}
+	return b.countLegacy(ctx, s, c)
+}
+
+// countLegacy adds the records of the previous layout to c.
+func (b *tookenBackend) countLegacy(ctx context.Context, s logical.Storage, c recordCounts) (recordCounts, error) {
+	keys, err := listLegacy(ctx, s)
+	if err != nil {
+		return c, err
+	}
+	for _, key := range keys {
+		rec, err := getLegacy(ctx, s, key)
+		if err != nil {
+			return c, err
+		}
+		switch {
+		case rec == nil:
+		case rec.State == issueStatePending:
+			c.pending++
+		case rec.State == issueStateAbandoned:
+			c.abandoned++
+		default:
+			c.confirmed++
+		}
+	}
+	return c, nil
 }
 
 // structToMap turns a JSON-tagged struct into response data, numbers as

@@ -70,8 +70,14 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 	if got["upstream_scanned"] != int64(113) || got["accounted"] != int64(111) || got["too_young"] != int64(2) || got["orphans_found"] != int64(0) {
 		t.Errorf("default safety age: %v", got)
 	}
-	// Report only.
-	got = tidy(map[string]any{"safety_age": "0s"})
+	// A safety age shorter than a creds read can take is refused: with
+	// max_retries=0 and the default 30s request_timeout, 30s + 30s + 15s.
+	resp, err := e.write("tidy", map[string]any{"safety_age": "0s", "revoke_orphans": true})
+	mustUserError(t, resp, err, "safety_age: must be at least 75s")
+	// Ten minutes on, every token is older than the shortest safety age:
+	// only the records decide. Report only.
+	e.shiftClock(10 * time.Minute)
+	got = tidy(map[string]any{"safety_age": "75s"})
 	if got["orphans_found"] != int64(2) || got["orphans_revoked"] != int64(0) {
 		t.Errorf("report: %v", got)
 	}
@@ -79,7 +85,7 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 		t.Error("report-only tidy revoked a token")
 	}
 	// Revoke.
-	got = tidy(map[string]any{"safety_age": "0s", "revoke_orphans": true})
+	got = tidy(map[string]any{"safety_age": "75s", "revoke_orphans": true})
 	if got["orphans_found"] != int64(2) || got["orphans_revoked"] != int64(2) {
 		t.Errorf("revoke: %v", got)
 	}

@@ -34,7 +34,8 @@ type revokeQueueEntry struct {
 	TokenID    string    `json:"token_id"`
 	IssueKey   string    `json:"issue_key,omitempty"`
 	Role       string    `json:"role,omitempty"`
-	ExpiresAt  time.Time `json:"expires_at"` // the token's upstream expiry; zero = unknown
+	Record     string    `json:"record,omitempty"` // storage key of the issuance record; absent in entries of the previous version
+	ExpiresAt  time.Time `json:"expires_at"`       // the token's upstream expiry; zero = unknown
 	QueuedAt   time.Time `json:"queued_at"`
 	retryState           // revoke attempts: the first failed one is the lease revoke's
 }
@@ -308,6 +309,6 @@ func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *
 		return false
 	}
 	b.queue.removed(e.TokenID)
-	b.dropIssuance(ctx, s, e.IssueKey)
+	b.dropRecord(ctx, s, refFor(e.Role, e.IssueKey, e.Record), e.expired(b.now()))
 	return true
 }

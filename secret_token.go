@@ -19,6 +19,7 @@ const (
 	internalTokenID   = "token_id"
 	internalIssueKey  = "issue_key"
 	internalRole      = "role"
+	internalRecord    = "record"     // storage key of the issuance record; absent in leases of the previous version
 	internalExpiresAt = "expires_at" // RFC 3339: the upstream expiry, the lease's hard limit
 	internalIssuedAt  = "issued_at"  // RFC 3339
 )
@@ -136,12 +137,16 @@ func (b *tookenBackend) secretTokenRevoke(ctx context.Context, req *logical.Requ
 }
 
 // revokeLease kills a lease's token: revokeUpstream within the revoke budget,
-// then delete its issuance record. When Tooken cannot be reached or refuses,
-// the token goes to the revoke queue and the revoke succeeds. Only a failure
-// to queue is an error (Vault retries).
+// then delete its issuance record (one delete). When Tooken cannot be reached
+// or refuses, the token goes to the revoke queue and the revoke succeeds. Only
+// a failure to queue is an error (Vault retries).
 func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, id string) error {
-	issueKey := internalString(req, internalIssueKey)
 	role := internalString(req, internalRole)
+	ref := refFor(role, internalString(req, internalIssueKey), internalString(req, internalRecord))
+	var exp time.Time
+	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
+		exp = t
+	}
 
 	client, err := b.getClient(ctx, req.Storage)
 	if err != nil && !errors.Is(err, errNotConfigured) {
@@ -150,22 +155,18 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	if err == nil {
 		if err = revokeUpstream(ctx, client, id, b.queue.revokeBudget); err == nil {
 			b.Logger().Debug("revoked token", "token_id", id, "role", role)
-			b.dropIssuance(ctx, req.Storage, issueKey)
+			b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now()))
 			return nil
 		}
 	}
 
-	var exp time.Time
-	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
-		exp = t
-	}
 	now := b.now()
-	if !exp.IsZero() && !now.Before(exp) {
+	if expiredAt(exp, now) {
 		// The token has expired upstream: nothing left to kill.
-		b.dropIssuance(ctx, req.Storage, issueKey)
+		b.dropRecord(ctx, req.Storage, ref, true)
 		return nil
 	}
-	entry := &revokeQueueEntry{TokenID: id, IssueKey: issueKey, Role: role, ExpiresAt: exp, QueuedAt: now}
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now}
 	b.queue.retry.recordFailure(&entry.retryState, err, now)
 	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
