@@ -2,6 +2,7 @@ package tooken
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -141,16 +142,21 @@ func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tooken
 		st.TooYoung++
 		return nil
 	}
+	revoked := false
+	if run.revoke {
+		gone, err := b.revokeOrphan(ctx, run, tok)
+		if gone { // a lease revoke killed it since the listing
+			st.Accounted++
+			return nil
+		}
+		revoked = err == nil
+	}
 	st.OrphansFound++
 	if len(st.Orphans) < maxReportedOrphans {
 		st.Orphans = append(st.Orphans, tok.ID)
 	}
-	b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", tok.Metadata[metaIssueKey], "revoke", run.revoke)
-	if !run.revoke {
-		return nil
-	}
-	if err := revokeUpstream(ctx, run.client, tok.ID, b.tidy.callTimeout); err != nil {
-		b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
+	b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", tok.Metadata[metaIssueKey], "revoked", revoked)
+	if !revoked {
 		return nil
 	}
 	st.OrphansRevoked++
@@ -159,6 +165,23 @@ func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tooken
 		b.issued.release(abandoned.Key)
 	}
 	return nil
+}
+
+// revokeOrphan revokes a token tidy found unaccounted for. gone says that
+// Tooken no longer knew it (404): it died since it was listed, a lease
+// revoke most likely, and was no orphan. A failure is logged and returned.
+func (b *tookenBackend) revokeOrphan(ctx context.Context, run *tidyRun, tok *tookenapi.Token) (gone bool, err error) {
+	cctx, cancel := context.WithTimeout(ctx, b.tidy.callTimeout)
+	defer cancel()
+	err = run.client.RevokeToken(cctx, tok.ID)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, tookenapi.ErrNotFound):
+		return true, nil
+	}
+	b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
+	return false, err
 }
 
 // accountFor tells whether something accounts for an upstream token of this
