@@ -8,28 +8,18 @@ package tooken
 //	BenchmarkCreds                 creds read + lease revoke through HandleRequest
 //	BenchmarkTookenClientParallel  the baseline from many goroutines (throughput)
 //	BenchmarkCredsParallel         BenchmarkCreds from many goroutines (throughput)
-//	BenchmarkVault/creds           creds read + lease revoke through a real Vault dev server
-//	BenchmarkVault/creds-parallel  the same from many goroutines
 //
 // All of them talk to an in-process emulator with its rate limit off, over
-// loopback HTTP. BenchmarkVault needs binaries (scripts/bench.sh passes them)
-// and is skipped otherwise, so `go test` never starts a Vault for it.
+// loopback HTTP. The benchmarks through a real Vault server are in the e2e
+// package (e2e/bench_test.go), on the end-to-end harness.
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
@@ -179,170 +169,4 @@ func BenchmarkCredsParallel(b *testing.B) {
 	if live := issuedLive(srv); len(live) != 0 {
 		b.Errorf("%d tokens left live", len(live))
 	}
-}
-
-// BenchmarkVault measures `vault read tooken/creds/bench` plus `vault lease
-// revoke` through the HTTP API of a real Vault dev server running the plugin
-// binary, against the in-process emulator. It runs only when
-// TOOKEN_BENCH_VAULT_BIN and TOOKEN_BENCH_PLUGIN_BIN name the binaries
-// (scripts/bench.sh sets them); Vault starts once for both sub-benchmarks.
-func BenchmarkVault(b *testing.B) {
-	vaultBin, pluginBin := os.Getenv("TOOKEN_BENCH_VAULT_BIN"), os.Getenv("TOOKEN_BENCH_PLUGIN_BIN")
-	if vaultBin == "" || pluginBin == "" {
-		b.Skip("TOOKEN_BENCH_VAULT_BIN and TOOKEN_BENCH_PLUGIN_BIN are not set (scripts/bench.sh sets them)")
-	}
-	srv := newEmulator(b, tookentest.Options{RateLimit: -1})
-	client := startBenchVault(b, vaultBin, pluginBin)
-	ctx := context.Background()
-	if err := client.Sys().MountWithContext(ctx, "tooken", &api.MountInput{Type: "vault-plugin-secrets-tooken"}); err != nil {
-		b.Fatalf("mounting the plugin: %v", err)
-	}
-	for path, data := range map[string]map[string]any{
-		"tooken/config":      {"url": srv.URL(), "token": srv.RootSecret()},
-		"tooken/roles/bench": {"scopes": "deployments:write", "ttl": "1h"},
-	} {
-		if _, err := client.Logical().WriteWithContext(ctx, path, data); err != nil {
-			b.Fatalf("writing %s: %v", path, err)
-		}
-	}
-	// readRevoke is one operation; it returns when the read answered.
-	readRevoke := func(b *testing.B) (readDone time.Time) {
-		s, err := client.Logical().ReadWithContext(ctx, "tooken/creds/bench")
-		if err != nil {
-			b.Fatal(err)
-		}
-		readDone = time.Now()
-		if s == nil || s.LeaseID == "" {
-			b.Fatal("creds read answered no lease")
-		}
-		if err := client.Sys().RevokeWithContext(ctx, s.LeaseID); err != nil {
-			b.Fatal(err)
-		}
-		return readDone
-	}
-	readRevoke(b) // warm: plugin process, client and role caches
-
-	b.Run("creds", func(b *testing.B) {
-		b.ReportAllocs()
-		var read time.Duration
-		for i := 0; i < b.N; i++ {
-			start := time.Now()
-			read += readRevoke(b).Sub(start)
-		}
-		// How the time splits between the creds read and the lease revoke.
-		b.ReportMetric(float64(read.Nanoseconds())/float64(b.N), "read-ns/op")
-	})
-	b.Run("creds-parallel", func(b *testing.B) {
-		b.SetParallelism(benchParallelism)
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				readRevoke(b)
-			}
-		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
-	})
-	if live := issuedLive(srv); len(live) != 0 {
-		b.Errorf("%d tokens left live", len(live))
-	}
-}
-
-// startBenchVault starts `vault server -dev` with the plugin in its plugin
-// directory (registered at start-up), the way e2e/harness_test.go does, and
-// returns an API client with the root token. Vault stops with the benchmark.
-func startBenchVault(b *testing.B, vaultBin, pluginBin string) *api.Client {
-	b.Helper()
-	dir := b.TempDir()
-	pluginDir, home := filepath.Join(dir, "plugins"), filepath.Join(dir, "home")
-	for _, d := range []string{pluginDir, home} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			b.Fatal(err)
-		}
-	}
-	plugin, err := os.ReadFile(pluginBin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(pluginDir, "vault-plugin-secrets-tooken"), plugin, 0o755); err != nil {
-		b.Fatal(err)
-	}
-
-	addr := benchVaultAddr(b)
-	logf, err := os.Create(filepath.Join(dir, "vault.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(vaultBin, "server", "-dev", "-dev-root-token-id=root",
-		"-dev-listen-address="+addr, "-dev-plugin-dir="+pluginDir, "-log-level=warn")
-	// No VAULT_* variable of the caller's, and a HOME of its own (no ~/.vault-token).
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") && !strings.HasPrefix(kv, "HOME=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "HOME="+home)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("starting vault: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt) // Vault stops its plugin processes on the way out
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-
-	cfg := api.DefaultConfig()
-	cfg.Address = "http://" + addr
-	cfg.MaxRetries = 0
-	// Enough keep-alive connections for the parallel sub-benchmark.
-	cfg.HttpClient.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client.SetToken("root")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		h, err := client.Sys().Health()
-		if err == nil && h.Initialized && !h.Sealed {
-			return client
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(logf.Name())
-			b.Fatalf("vault exited at start-up:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("vault did not come up in 60s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// benchVaultAddr picks a free loopback port whose successor (the dev
-// server's cluster port) is free too.
-func benchVaultAddr(b *testing.B) string {
-	b.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return fmt.Sprintf("127.0.0.1:%d", port)
-		}
-	}
-	b.Fatal("no free port pair")
-	return ""
 }

@@ -10,4 +10,8 @@
 //
 // Without them the tests skip, unless CI is set: then they fail. TOOKEN_E2E=0 skips them always
 // (`make test-unit` uses it, since `make test-e2e` runs them right after).
+//
+// The package also holds the benchmarks through a real Vault (bench_test.go, which `make bench`
+// runs through scripts/bench.sh), on the same harness; noopplugin/ is the no-op external plugin
+// they measure the engine against. main_test.go maps the harness's helpers, file by file.
 package e2e

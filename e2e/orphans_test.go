@@ -4,75 +4,19 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
-// The issue-6 end-to-end tests: no orphaned Tooken token when the plugin process dies in the
-// middle of creds requests, nor when Tooken is down while leases expire.
-
-// mountIDOf returns the vault_mount_uuid metadata (the mount's backend UUID) the engine put on a
-// token it issued: tidy and these tests find the mount's tokens by it.
-func mountIDOf(t testing.TB, e *Emulator, c Creds) string {
-	t.Helper()
-	tok, ok := e.Token(t, c.Data.TokenID)
-	if !ok || tok.Metadata["vault_mount_uuid"] == "" {
-		t.Fatalf("token %s has no vault_mount_uuid metadata: %+v", c.Data.TokenID, tok.Metadata)
-	}
-	return tok.Metadata["vault_mount_uuid"]
-}
-
-// leaseIDs lists the leases Vault holds under prefix (e.g. "tooken/creds/ci").
-func (v *Vault) leaseIDs(t testing.TB, prefix string) []string {
-	t.Helper()
-	s, err := v.Client.Logical().List("sys/leases/lookup/" + prefix)
-	if err != nil {
-		t.Fatalf("list sys/leases/lookup/%s: %v", prefix, err)
-	}
-	if s == nil {
-		return nil
-	}
-	raw, _ := s.Data["keys"].([]any)
-	out := make([]string, 0, len(raw))
-	for _, k := range raw {
-		out = append(out, fmt.Sprint(k))
-	}
-	return out
-}
-
-// irrevocableLeases counts the leases Vault has marked irrevocable (sys/leases/count).
-func (v *Vault) irrevocableLeases(t testing.TB) int {
-	t.Helper()
-	s, err := v.Client.Logical().ReadWithData("sys/leases/count", map[string][]string{"type": {"irrevocable"}})
-	if err != nil {
-		t.Fatalf("sys/leases/count: %v", err)
-	}
-	if s == nil {
-		return 0
-	}
-	n, _ := s.Data["lease_count"].(interface{ Int64() (int64, error) })
-	if n == nil {
-		return 0
-	}
-	c, _ := n.Int64()
-	return int(c)
-}
-
-// liveOfMount lists the live upstream tokens whose metadata names the mount (vault_mount_uuid).
-func (e *Emulator) liveOfMount(t testing.TB, mountUUID string) []TokenRecord {
-	t.Helper()
-	var out []TokenRecord
-	for _, tok := range e.LiveTokens(t) {
-		if tok.Metadata["vault_mount_uuid"] == mountUUID {
-			out = append(out, tok)
-		}
-	}
-	return out
-}
+// No orphaned Tooken token when the plugin process dies in the middle of creds requests, nor
+// when Tooken is down while leases expire.
 
 // TestKillPluginDuringCreds: the plugin process is killed (SIGKILL) twice while creds requests
 // are in flight (Tooken answers slowly, so they are); the emulator still creates the tokens of
@@ -85,7 +29,7 @@ func TestKillPluginDuringCreds(t *testing.T) {
 	v.WriteRole(t, "tooken", "ci", "scopes=deployments:write", "ttl=30m", "max_ttl=1h")
 	accessor := mountIDOf(t, e, v.ReadCreds(t, "tooken", "ci", ""))
 
-	e.AddFault(t, Fault{Method: http.MethodPost, Path: "/v1/tokens", Latency: "1500ms"})
+	e.AddFault(t, tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens", Latency: 1500 * time.Millisecond})
 	var ok, failed atomic.Int64
 	stop := v.CredsLoad("tooken/creds/ci", 6, 30*time.Second, func(s *api.Secret, err error) {
 		if err != nil || s == nil || s.LeaseID == "" {
@@ -95,19 +39,32 @@ func TestKillPluginDuringCreds(t *testing.T) {
 		}
 		ok.Add(1)
 	})
+	var killed []int
 	for round := 1; round <= 2; round++ {
-		time.Sleep(3 * time.Second)
+		// Kill once a plugin process that was not killed yet has a slow create in flight upstream
+		// (the emulator counts a faulted request on arrival, then holds it 1.5s).
+		arrived := e.Counter(t, "faults")
+		eventually(t, time.Minute, "a slow create of a running plugin in flight upstream", func() (bool, string) {
+			pids := v.PluginPIDs()
+			fresh := len(pids) > 0 && !slices.ContainsFunc(pids, func(p int) bool { return slices.Contains(killed, p) })
+			n := e.Counter(t, "faults") - arrived
+			return fresh && n > 0, fmt.Sprintf("plugin pids %v (killed %v), %d slow creates since", pids, killed, n)
+		})
 		pids := v.KillPlugin(t)
+		killed = append(killed, pids...)
 		t.Logf("round %d: killed plugin pids %v with creds requests in flight", round, pids)
 	}
-	time.Sleep(4 * time.Second)
+	okAtKill := ok.Load()
+	eventually(t, time.Minute, "creds reads succeed through the restarted plugin", func() (bool, string) {
+		return ok.Load() > okAtKill, fmt.Sprintf("%d ok, %d failed", ok.Load(), failed.Load())
+	})
 	stop()
 	e.ClearFaults(t)
-	// Let the emulator finish the slow creations of the requests that died.
-	time.Sleep(2 * time.Second)
+	// The slow creations of the requests that died end upstream.
+	e.WaitIdle(t, 30*time.Second)
 
-	leases := v.leaseIDs(t, "tooken/creds/ci")
-	before := len(e.liveOfMount(t, accessor))
+	leases := v.LeaseIDs(t, "tooken/creds/ci")
+	before := len(e.LiveOfMount(t, accessor))
 	t.Logf("creds: %d ok, %d failed; before rollback: %d live upstream tokens of the mount, %d live leases",
 		ok.Load(), failed.Load(), before, len(leases))
 	// Vault retries a request whose plugin died, on the restarted plugin: the callers see no
@@ -117,19 +74,19 @@ func TestKillPluginDuringCreds(t *testing.T) {
 	}
 	start := time.Now()
 	eventually(t, 3*time.Minute, "live upstream tokens of the mount = live leases", func() (bool, string) {
-		up, ls := len(e.liveOfMount(t, accessor)), len(v.leaseIDs(t, "tooken/creds/ci"))
+		up, ls := len(e.LiveOfMount(t, accessor)), len(v.LeaseIDs(t, "tooken/creds/ci"))
 		return up == ls, fmt.Sprintf("%d live upstream tokens, %d live leases", up, ls)
 	})
-	after := len(e.liveOfMount(t, accessor))
+	after := len(e.LiveOfMount(t, accessor))
 	t.Logf("after rollback (%s): %d live upstream tokens of the mount = %d live leases (%d orphans killed)",
-		time.Since(start).Round(time.Second), after, len(v.leaseIDs(t, "tooken/creds/ci")), before-after)
+		time.Since(start).Round(time.Second), after, len(v.LeaseIDs(t, "tooken/creds/ci")), before-after)
 	st := readData(t, v, "tooken/tidy/status")
 	t.Logf("tidy/status: pending_records=%v abandoned_records=%v last_rollback=%v", st["pending_records"], st["abandoned_records"], st["last_rollback"])
 
 	// Every lease still revokes its token.
 	v.MustRun(t, "lease", "revoke", "-prefix", "tooken/creds/ci")
 	eventually(t, 30*time.Second, "no live upstream token of the mount", func() (bool, string) {
-		n := len(e.liveOfMount(t, accessor))
+		n := len(e.LiveOfMount(t, accessor))
 		return n == 0, fmt.Sprintf("%d live", n)
 	})
 }
@@ -156,7 +113,7 @@ func TestTookenOutageWhileLeasesExpire(t *testing.T) {
 	t.Log("emulator stopped")
 
 	eventually(t, 90*time.Second, "every lease expired and gone from Vault", func() (bool, string) {
-		ls := v.leaseIDs(t, "tooken/creds/brief")
+		ls := v.LeaseIDs(t, "tooken/creds/brief")
 		return len(ls) == 0, fmt.Sprintf("%d leases", len(ls))
 	})
 	t.Logf("all leases gone %s after the outage began", time.Since(down).Round(time.Second))
@@ -169,7 +126,7 @@ func TestTookenOutageWhileLeasesExpire(t *testing.T) {
 	for time.Since(down) < 75*time.Second {
 		time.Sleep(5 * time.Second)
 	}
-	if n := v.irrevocableLeases(t); n != 0 {
+	if n := v.IrrevocableLeases(t); n != 0 {
 		t.Errorf("%d irrevocable leases", n)
 	}
 	st := readData(t, v, "tooken/tidy/status")
@@ -186,9 +143,9 @@ func TestTookenOutageWhileLeasesExpire(t *testing.T) {
 
 	e.Start(t)
 	back := time.Now()
-	t.Logf("emulator back after %s down; its tokens survived: %d live of the mount", back.Sub(down).Round(time.Second), len(e.liveOfMount(t, accessor)))
+	t.Logf("emulator back after %s down; its tokens survived: %d live of the mount", back.Sub(down).Round(time.Second), len(e.LiveOfMount(t, accessor)))
 	eventually(t, 3*time.Minute, "every expired lease's token dead upstream", func() (bool, string) {
-		live := e.liveOfMount(t, accessor)
+		live := e.LiveOfMount(t, accessor)
 		return len(live) == 0, fmt.Sprintf("%d still live", len(live))
 	})
 	t.Logf("all tokens dead %s after the emulator came back", time.Since(back).Round(time.Second))
@@ -200,7 +157,7 @@ func TestTookenOutageWhileLeasesExpire(t *testing.T) {
 			t.Errorf("token #%d: secret answers %d, want 401", i, got)
 		}
 	}
-	if n := v.irrevocableLeases(t); n != 0 {
+	if n := v.IrrevocableLeases(t); n != 0 {
 		t.Errorf("%d irrevocable leases", n)
 	}
 	st = readData(t, v, "tooken/tidy/status")

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
 // configField reads one field of mount/config through the API client.
@@ -50,13 +52,6 @@ func startRotationTest(t *testing.T) (*Emulator, *Vault, string) {
 	e, v := startTooken(t, VaultOptions{})
 	v.WriteRole(t, "tooken", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
 	return e, v, e.RootTokenID(t)
-}
-
-func rotationsUpstream(t *testing.T, e *Emulator) int64 {
-	t.Helper()
-	var c map[string]int64
-	e.Admin(t, "GET", "/admin/counters", nil, &c)
-	return c["rotated"]
 }
 
 // TestRootRotation: on a real Vault, `vault write -f tooken/rotate-root` rotates the root while
@@ -105,12 +100,12 @@ func TestRootRotation(t *testing.T) {
 
 	// The schedule: rotate every minute; Vault's periodic function (about once a minute) does it.
 	first := configField(t, v, "last_rotated")
-	before := rotationsUpstream(t, e)
+	before := e.Counter(t, "rotated")
 	v.MustRun(t, "write", "tooken/config", "rotation_period=60")
 	start = time.Now()
 	eventually(t, 3*time.Minute, "a scheduled rotation", func() (bool, string) {
 		got := configField(t, v, "last_rotated")
-		return got != first && rotationsUpstream(t, e) > before, fmt.Sprintf("last_rotated %v, next_rotation %v", got, configField(t, v, "next_rotation"))
+		return got != first && e.Counter(t, "rotated") > before, fmt.Sprintf("last_rotated %v, next_rotation %v", got, configField(t, v, "next_rotation"))
 	})
 	t.Logf("scheduled rotation seen %s after setting rotation_period=60 (next_rotation now %v)", time.Since(start).Round(time.Second), configField(t, v, "next_rotation"))
 	v.MustRun(t, "write", "tooken/config", "rotation_period=0")
@@ -138,7 +133,7 @@ func TestRootRotation(t *testing.T) {
 func TestRootRotationRecoversLostAnswer(t *testing.T) {
 	t.Parallel()
 	e, v, rootID := startRotationTest(t)
-	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Drop: true})
+	e.AddFault(t, tookentest.Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Drop: true})
 	out, errOut, err := v.Run(t, Run{}, "write", "-f", "tooken/rotate-root")
 	if err == nil {
 		t.Fatalf("rotate-root succeeded with every answer lost: %s", out)
@@ -146,8 +141,8 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 	if !strings.Contains(errOut, "outcome unknown") || !strings.Contains(errOut, "keeps working") {
 		t.Fatalf("rotate-root error does not say what happened: %s", errOut)
 	}
-	if rotationsUpstream(t, e) != 1 {
-		t.Fatalf("rotations upstream: %d, want 1", rotationsUpstream(t, e))
+	if e.Counter(t, "rotated") != 1 {
+		t.Fatalf("rotations upstream: %d, want 1", e.Counter(t, "rotated"))
 	}
 	e.ClearFaults(t)
 	// The old secret still works meanwhile.
@@ -158,7 +153,7 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 		return got != nil, fmt.Sprintf("last_rotated %v", got)
 	})
 	t.Logf("rollback finished the rotation %s after the failed call", time.Since(start).Round(time.Second))
-	if n := rotationsUpstream(t, e); n != 1 {
+	if n := e.Counter(t, "rotated"); n != 1 {
 		t.Fatalf("rotations upstream after the rollback: %d, want 1 (a replay, not a second rotation)", n)
 	}
 	c = v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the rollback")
@@ -179,7 +174,7 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 func TestRootRotationSurvivesPluginKill(t *testing.T) {
 	t.Parallel()
 	e, v, rootID := startRotationTest(t)
-	e.AddFault(t, Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Latency: "3s", Count: 1})
+	e.AddFault(t, tookentest.Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Latency: 3 * time.Second, Count: 1})
 
 	type result struct {
 		out, errOut string
@@ -190,7 +185,11 @@ func TestRootRotationSurvivesPluginKill(t *testing.T) {
 		out, errOut, err := v.Run(t, Run{}, "write", "-f", "tooken/rotate-root")
 		done <- result{out, errOut, err}
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	// Kill while Tooken holds the rotate request (the emulator counts a faulted request on arrival).
+	eventually(t, 30*time.Second, "the rotate request reaches Tooken", func() (bool, string) {
+		n := e.Counter(t, "faults")
+		return n >= 1, fmt.Sprintf("%d faulted requests", n)
+	})
 	pids := v.KillPlugin(t)
 	t.Logf("killed plugin pids %v during the upstream rotation", pids)
 	r := <-done
@@ -204,7 +203,7 @@ func TestRootRotationSurvivesPluginKill(t *testing.T) {
 		}
 		return s.Data["last_rotated"] != nil && s.Data["last_rotation_error"] == "", fmt.Sprintf("last_rotated %v, last_rotation_error %q", s.Data["last_rotated"], s.Data["last_rotation_error"])
 	})
-	t.Logf("rotation settled %s after the kill; rotations upstream: %d", time.Since(start).Round(time.Second), rotationsUpstream(t, e))
+	t.Logf("rotation settled %s after the kill; rotations upstream: %d", time.Since(start).Round(time.Second), e.Counter(t, "rotated"))
 	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the kill")
 	if roots := e.LiveRootTokens(t); roots != 1 {
 		t.Fatalf("%d root tokens live upstream, want 1", roots)

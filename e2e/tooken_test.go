@@ -3,14 +3,15 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// The issue-4 end-to-end suite: the plugin in a real Vault 1.14.1 against the emulator binary.
+// The engine's workflows in a real Vault 1.14.1 against the emulator binary, through the vault
+// CLI: register, mount, configure, roles, creds, renew, revoke, expiry, policies, audit, reload
+// and restart, disable.
 
 const appPolicy = `path "tooken/creds/ci-deploy" {
   capabilities = ["read"]
@@ -265,64 +266,6 @@ func TestLeaseExpiryRevokesUpstream(t *testing.T) {
 	if _, ok := v.LeaseTTL(t, c.LeaseID); ok {
 		t.Error("Vault still knows the expired lease")
 	}
-}
-
-// TestAgentRendersAndRefreshes: Vault Agent renders the token from tooken/creds/ci-deploy, the
-// token works upstream, and Agent fetches a new one as the lease nears its max TTL.
-func TestAgentRendersAndRefreshes(t *testing.T) {
-	t.Parallel()
-	e, v := startTooken(t, VaultOptions{})
-	v.WriteRole(t, "tooken", "ci-deploy", "scopes=deployments:write", "ttl=5s", "max_ttl=12s")
-	appToken := ciDeployToken(t, v)
-
-	a := v.StartAgent(t, AgentOptions{
-		Token:     appToken,
-		Templates: map[string]string{"ci-deploy.token": `{{ with secret "tooken/creds/ci-deploy" }}{{ .Data.token }}{{ end }}`},
-	})
-	path := a.File("ci-deploy.token")
-	read := func() string { b, _ := os.ReadFile(path); return strings.TrimSpace(string(b)) }
-
-	var first string
-	eventually(t, 30*time.Second, "agent renders the token", func() (bool, string) {
-		if a.Exited() {
-			t.Fatalf("vault agent exited:\n%s", tail(a.LogPath, 3000))
-		}
-		first = read()
-		return strings.HasPrefix(first, "tok_"), tail(a.LogPath, 1500)
-	})
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm() != 0o600 {
-		t.Errorf("rendered file mode %v, want 0600", st.Mode().Perm())
-	}
-	if got := e.SelfStatus(t, first); got != 200 {
-		t.Fatalf("rendered token: GET /v1/tokens/self = %d, want 200", got)
-	}
-	firstTok, ok := e.Token(t, e.TokenIDOf(t, first))
-	if !ok || firstTok.ExpiresAt == nil {
-		t.Fatalf("the rendered token is unknown upstream or never expires: %+v", firstTok)
-	}
-
-	var second string
-	eventually(t, 45*time.Second, "agent renders a new token before the lease's max TTL", func() (bool, string) {
-		second = read()
-		return strings.HasPrefix(second, "tok_") && second != first, tail(a.LogPath, 1500)
-	})
-	// Agent must replace the token before the first one's max TTL, not after it died (expires_at
-	// has a resolution of one second).
-	if ahead := firstTok.ExpiresAt.Sub(time.Now()); ahead < -time.Second {
-		t.Errorf("agent rendered a new token %s after the first one's end", -ahead)
-	} else {
-		t.Logf("agent rendered a new token %s before the first one's end", ahead.Round(100*time.Millisecond))
-	}
-	if got := e.SelfStatus(t, second); got != 200 {
-		t.Fatalf("re-rendered token: GET /v1/tokens/self = %d, want 200", got)
-	}
-	// The first lease ends at its max TTL: Vault revokes it, the first token dies upstream.
-	eventually(t, 30*time.Second, "the first token is revoked after its lease ends", func() (bool, string) {
-		s := e.SelfStatus(t, first)
-		return s == 401, fmt.Sprint("status ", s)
-	})
-	a.Stop()
-	assertNoSecrets(t, []string{v.LogPath, e.LogPath, a.LogPath}, []string{e.RootSecret, first, second})
 }
 
 // TestPolicyFencesRoles: a policy on tooken/creds/ci-deploy lets a token read it and nothing else.

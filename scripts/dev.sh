@@ -3,13 +3,17 @@
 #
 #   scripts/dev.sh          start the Tooken emulator and a Vault dev server, mount the plugin at
 #                           tooken/, configure it, create role ci-deploy, read creds once, then wait:
-#                           Ctrl-C stops everything it started.
+#                           Ctrl-C stops everything it started and exits 0.
 #   DEV_DETACH=1 scripts/dev.sh   same, but return and leave both servers running
-#   scripts/dev.sh stop     stop what a previous (detached or crashed) run left behind
+#   scripts/dev.sh stop     stop a running playground: a foreground run elsewhere is asked to stop
+#                           (it stops its servers and exits 0), then whatever a detached or crashed
+#                           run left behind is stopped
 #
-# Everything lives in .dev/ (logs, pid files, the emulator's root secret and state, example
-# policy and Vault Agent config). Ports: VAULT_PORT (8200, cluster port VAULT_PORT+1),
-# TOOKEN_PORT (8300), TOOKEN_ADMIN_PORT (8301). Secrets never go into argv or logs.
+# A second start while one runs takes over: the first is asked to stop (quietly, exit 0) and the
+# second starts afresh. A server that dies on its own ends the run with exit 1, naming the server
+# and the path of its log. Everything lives in .dev/ (logs, pid files, the emulator's root secret and
+# state, example policy and Vault Agent config). Ports: VAULT_PORT (8200, cluster port
+# VAULT_PORT+1), TOOKEN_PORT (8300), TOOKEN_ADMIN_PORT (8301). Secrets never go into argv or logs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,20 +31,33 @@ PLUGIN_DIR=$DEV_DIR/plugins
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
+# rel PATH: PATH as the user sees it from the repository root.
+rel() { printf '%s' "${1#"$ROOT"/}"; }
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+	kill -0 "$1" 2>/dev/null || return 1
+	[[ ! -r /proc/$1/stat ]] || [[ $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
+
+# runs PID PATTERN: PID is alive and its command line contains PATTERN (a pid file may be stale,
+# and its number reused by another process).
+runs() {
+	[[ $1 =~ ^[0-9]+$ ]] && alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"
+}
 
 # stop_pid NAME: stop the process recorded in $DEV_DIR/NAME.pid if it is still the one we started.
 stop_pid() {
 	local name=$1 file=$DEV_DIR/$1.pid pid i
 	[[ -f $file ]] || return 0
 	pid=$(<"$file")
-	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"; then
+	if runs "$pid" "$2"; then
 		kill -TERM "$pid" 2>/dev/null || true
 		for ((i = 0; i < 100; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
+			alive "$pid" || break
 			sleep 0.1
 		done
-		if kill -0 "$pid" 2>/dev/null; then
+		if alive "$pid"; then
 			printf 'dev.sh: %s (pid %s) did not stop in 10s; killing it\n' "$name" "$pid" >&2
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
@@ -68,7 +85,33 @@ stop_all() {
 	stop_orphan_plugins
 }
 
+# stop_owner: ask a run of this script that is waiting in the foreground (its pid in dev.pid) to
+# stop, and wait for it (30 s at most). It is asked through its waiter (waiter.pid), whose end it
+# is watching, or directly while it is still starting; either way it stops its own servers and
+# exits 0, so its terminal shows no error.
+stop_owner() {
+	local owner waiter i
+	[[ -f $DEV_DIR/dev.pid ]] || return 0
+	owner=$(<"$DEV_DIR/dev.pid")
+	if [[ $owner == "$$" ]] || ! runs "$owner" dev.sh; then
+		return 0
+	fi
+	say "another make dev is running (pid $owner): asking it to stop"
+	waiter=$(cat "$DEV_DIR/waiter.pid" 2>/dev/null || true)
+	if runs "$waiter" dev.sh; then
+		kill -TERM "$waiter" 2>/dev/null || true
+	else
+		kill -TERM "$owner" 2>/dev/null || true
+	fi
+	for ((i = 0; i < 300; i++)); do
+		alive "$owner" || return 0
+		sleep 0.1
+	done
+	printf 'dev.sh: pid %s did not stop in 30s; stopping its servers directly\n' "$owner" >&2
+}
+
 if [[ ${1:-start} == stop ]]; then
+	stop_owner
 	stop_all
 	exit 0
 fi
@@ -76,21 +119,38 @@ fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# wait_for DESC SECONDS CMD...: retry CMD until it succeeds.
+# show_log NAME: the path of a server's log and its last lines, on stderr.
+show_log() {
+	local log=$DEV_DIR/$1.log
+	printf 'dev.sh: %s log: %s\n' "$1" "$(rel "$log")" >&2
+	[[ -s $log ]] && tail -n 15 "$log" | sed 's/^/    /' >&2
+	return 0
+}
+
+# wait_for NAME SECONDS CMD...: retry CMD until it succeeds; fail, showing server NAME's log, when
+# the server dies or SECONDS pass.
 wait_for() {
-	local desc=$1 secs=$2 i
+	local name=$1 secs=$2 pid i
 	shift 2
+	pid=$(<"$DEV_DIR/$name.pid")
 	for ((i = 0; i < secs * 10; i++)); do
 		if "$@" >/dev/null 2>&1; then return 0; fi
+		if ! alive "$pid"; then
+			show_log "$name"
+			die "$name exited while starting"
+		fi
 		sleep 0.1
 	done
-	die "$desc did not come up within ${secs}s"
+	show_log "$name"
+	die "$name did not come up within ${secs}s"
 }
 
 [[ -x $PLUGIN_BIN ]] || die "$PLUGIN_BIN is missing: run 'make build' (or 'make dev')"
 [[ -x $SERVER_BIN ]] || die "$SERVER_BIN is missing: run 'make build' (or 'make dev')"
 
-# A previous run may have left things running (DEV_DETACH=1, or a crash): stop them first.
+# A run in the foreground elsewhere is asked to stop; what a detached or crashed run left is
+# stopped. Only then is .dev/ cleared (below), so the other run's pid files stay its own until then.
+stop_owner
 stop_all
 
 for p in "$VAULT_PORT" "$((VAULT_PORT + 1))" "$TOOKEN_PORT" "$TOOKEN_ADMIN_PORT"; do
@@ -110,35 +170,39 @@ SHA256=$(sha256sum "$PLUGIN_DIR/$PLUGIN" | cut -d' ' -f1)
 
 cleanup() {
 	trap - INT TERM EXIT
-	echo
-	say "stopping"
+	say "stopping Vault and the emulator"
 	stop_all
+	rm -f "$DEV_DIR/dev.pid" "$DEV_DIR/waiter.pid"
 }
 if [[ -z ${DEV_DETACH:-} ]]; then
+	echo $$ >"$DEV_DIR/dev.pid"
 	trap cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
+	# Interrupted while starting: stop and fail. Asked to stop (make dev-stop, a new make dev): stop.
+	trap 'echo; exit 130' INT
+	trap 'exit 0' TERM
 fi
 
-say "starting the Tooken emulator on 127.0.0.1:$TOOKEN_PORT (admin 127.0.0.1:$TOOKEN_ADMIN_PORT), log .dev/tooken-server.log"
+say "starting the Tooken emulator on 127.0.0.1:$TOOKEN_PORT (admin 127.0.0.1:$TOOKEN_ADMIN_PORT), log $(rel "$DEV_DIR/tooken-server.log")"
 # setsid: the servers get no Ctrl-C of their own; the trap below stops them in order.
 setsid "$SERVER_BIN" --listen "127.0.0.1:$TOOKEN_PORT" --admin-listen "127.0.0.1:$TOOKEN_ADMIN_PORT" \
 	--root-secret-file "$DEV_DIR/root-secret" --state "$DEV_DIR/tooken-state.json" \
 	>"$DEV_DIR/tooken-server.log" 2>&1 </dev/null &
 echo $! >"$DEV_DIR/tooken-server.pid"
-wait_for "the Tooken emulator" 20 grep -q 'listening on' "$DEV_DIR/tooken-server.log"
+disown $! # no job notices from bash ("Killed ..."): wait_until_done reports a dead server itself
+wait_for tooken-server 20 grep -q 'listening on' "$DEV_DIR/tooken-server.log"
 [[ -s $DEV_DIR/root-secret ]] || die "the emulator did not write its root secret to .dev/root-secret"
 
-say "starting vault server -dev on 127.0.0.1:$VAULT_PORT, log .dev/vault.log"
+say "starting vault server -dev on 127.0.0.1:$VAULT_PORT, log $(rel "$DEV_DIR/vault.log")"
 # HOME points into .dev so that the dev server's token helper does not touch ~/.vault-token.
 HOME=$DEV_DIR setsid "$VAULT" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$VAULT_PORT" \
 	-dev-plugin-dir="$PLUGIN_DIR" -log-level=info >"$DEV_DIR/vault.log" 2>&1 </dev/null &
 echo $! >"$DEV_DIR/vault.pid"
+disown $!
 
 export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_TOKEN=root
 unset VAULT_NAMESPACE VAULT_CACERT VAULT_FORMAT || true
 v() { printf '$ vault %s\n' "$*"; "$VAULT" "$@"; }
-wait_for "Vault" 30 "$VAULT" status
+wait_for vault 30 "$VAULT" status
 
 echo
 v plugin register -sha256="$SHA256" -version="$VERSION" secret "$PLUGIN"
@@ -184,7 +248,7 @@ HCL
 cat <<TXT
 
 ==> Ready. Vault $VAULT_ADDR (root token "root"), Tooken emulator http://127.0.0.1:$TOOKEN_PORT/v1
-    (admin API http://127.0.0.1:$TOOKEN_ADMIN_PORT/admin/tokens). Logs: .dev/vault.log, .dev/tooken-server.log
+    (admin API http://127.0.0.1:$TOOKEN_ADMIN_PORT/admin/tokens). Logs: $(rel "$DEV_DIR/vault.log"), $(rel "$DEV_DIR/tooken-server.log")
 
 In another terminal:
 
@@ -209,9 +273,44 @@ if [[ -n ${DEV_DETACH:-} ]]; then
 	exit 0
 fi
 
-say "Press Ctrl-C to stop Vault and the emulator."
-set +e
-wait -n "$(<"$DEV_DIR/vault.pid")" "$(<"$DEV_DIR/tooken-server.pid")"
-status=$?
-say "a server exited unexpectedly (status $status); see .dev/vault.log and .dev/tooken-server.log"
-exit 1
+# wait_until_done: wait until Ctrl-C, a request to stop (make dev-stop, or make dev started again
+# elsewhere: they signal the waiter) or the end of a server, then exit (the EXIT trap stops the
+# servers). With a terminal the waiter runs as a job of its own (set -m) that holds the terminal, so
+# Ctrl-C reaches only the waiter, not make nor this script: make then sees this script end with 0
+# and reports no error. (A TERM sent to this script itself takes effect once the waiter ends.)
+wait_until_done() {
+	local vault_pid tooken_pid st name pid
+	vault_pid=$(<"$DEV_DIR/vault.pid")
+	tooken_pid=$(<"$DEV_DIR/tooken-server.pid")
+	if [[ -t 0 ]]; then set -m; fi
+	set +e
+	# The waiter must be a plain foreground command, its stderr the terminal: job control gives
+	# it the terminal only then.
+	(
+		trap 'exit 130' INT
+		trap 'exit 143' TERM
+		echo "$BASHPID" >"$DEV_DIR/waiter.pid"
+		# Said only now that the waiter holds the terminal: from here Ctrl-C ends the run with 0.
+		say "Press Ctrl-C to stop Vault and the emulator."
+		while alive "$vault_pid" && alive "$tooken_pid"; do sleep 0.5; done
+		exit 1
+	)
+	st=$?
+	set +m
+	set -e
+	rm -f "$DEV_DIR/waiter.pid"
+	case $st in
+	130) echo && exit 0 ;;
+	143) say "asked to stop (by make dev-stop, or by make dev started again)" && exit 0 ;;
+	esac
+	for name in vault tooken-server; do
+		pid=$(<"$DEV_DIR/$name.pid")
+		if ! alive "$pid"; then
+			printf 'dev.sh: %s (pid %s) exited unexpectedly\n' "$name" "$pid" >&2
+			show_log "$name"
+		fi
+	done
+	exit 1
+}
+
+wait_until_done

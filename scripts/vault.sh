@@ -7,13 +7,21 @@
 #   3. a binary built earlier into the cache folder;
 #   4. otherwise build v1.14.1 from the Go module proxy into
 #      ${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-tooken/vault-1.14.1/vault
-#      (a throwaway module outside this repository; see ../shared/real-vault.md for why each step).
+#      (VAULT_CACHE_DIR overrides the folder), in a throwaway Go module outside this repository.
 #
-# Vault 1.14.1 is the last MPL-2.0 release: never build a later one. No Vault code is committed here.
-# Progress goes to stderr. The first build takes ~5 minutes on 2 cores and needs ~5 GB of Go caches.
+# Why v1.14.1: it is the last Vault release under MPL-2.0 (later ones are under BUSL): never build
+# a later one. No Vault code is committed here; the build copies what it needs into the cache.
+# Vault's module root is package main, so `go build github.com/hashicorp/vault` gives the server.
+# Each build step below says why it is needed. Progress goes to stderr. The first build takes
+# ~5 minutes on 2 cores, downloads ~2.8 GB of modules and needs ~5 GB of Go module and build cache;
+# later runs print the cached binary at once.
 set -euo pipefail
 
 VAULT_VERSION=1.14.1
+# Vault's own go.mod replaces its api and sdk modules with the copies in its repository, but `replace`
+# lines of a dependency are ignored, so the versions that shipped with 1.14.1 must be pinned here.
+# Without the sdk pin the build picks a newer sdk and fails with
+# "undefined: certutil.ParseBasicConstraintExtension".
 API_PIN=v1.9.2
 SDK_PIN=v0.9.2
 
@@ -82,8 +90,10 @@ sdkdir=$(go mod download -json "github.com/hashicorp/vault/sdk@$SDK_PIN" | sed -
 	die "go mod download github.com/hashicorp/vault/sdk@$SDK_PIN failed (is the Go module proxy reachable? GOPROXY=$(go env GOPROXY))"
 [[ -n $sdkdir && -d $sdkdir ]] || die "could not locate sdk@$SDK_PIN in the module cache"
 
-# sdk v0.9.2 panics on Vault 1.14.1's managed-keys paths ("defines a CreateOperation but no
-# ExistenceCheck"): that check came from sdk's main branch, not the 1.14 branch. Remove that block.
+# sdk v0.9.2 panics at Vault's first request on its managed-keys paths ("Pattern managed-keys/...
+# defines a CreateOperation but no ExistenceCheck"): that check was tagged from sdk's main branch,
+# not from the 1.14 release branch the server was built with. A copy of the sdk with that one block
+# removed replaces the module (the module cache itself stays untouched).
 log "step 2/4: patching a copy of sdk@$SDK_PIN (drop the CreateOperation/ExistenceCheck panic)"
 cp -R "$sdkdir" sdk
 chmod -R u+w sdk
@@ -102,6 +112,9 @@ if grep -q 'but no ExistenceCheck' sdk/framework/backend.go; then
 	die "patching sdk/framework/backend.go failed: the ExistenceCheck panic is still there"
 fi
 
+# godebug x509negativeserial=1: an old dependency of Vault embeds a CA certificate with a negative
+# serial number, which Go 1.23 and later reject; without it the binary panics at start-up with
+# "failed to parse CA certificate".
 cat >go.mod <<GOMOD
 module vault-build.local/vault
 

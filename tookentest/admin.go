@@ -81,108 +81,174 @@ func adminField[T any](w http.ResponseWriter, r *http.Request, field, typeMsg st
 	return v, true
 }
 
+// adminHandler serves one admin call; id is the path's last segment for the
+// calls on one token or fault, "" otherwise.
+type adminHandler func(w http.ResponseWriter, r *http.Request, id string)
+
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	switch {
-	case path == "/admin/tokens" && r.Method == http.MethodGet:
-		state := r.URL.Query().Get("state")
-		switch state {
-		case "", stateLive, stateRevoked, stateExpired:
-		default:
-			adminError(w, http.StatusBadRequest, "state must be live, revoked or expired")
-			return
-		}
-		adminJSON(w, http.StatusOK, s.tokens(state))
-	case strings.HasPrefix(path, "/admin/tokens/") && r.Method == http.MethodGet:
-		rec, ok := s.Token(strings.TrimPrefix(path, "/admin/tokens/"))
-		if !ok {
-			adminError(w, http.StatusNotFound, "no such token")
-			return
-		}
-		adminJSON(w, http.StatusOK, rec)
-	case path == "/admin/root" && r.Method == http.MethodGet:
-		adminJSON(w, http.StatusOK, map[string]string{"token_id": s.RootTokenID()})
-	case path == "/admin/requests" && r.Method == http.MethodGet:
-		adminJSON(w, http.StatusOK, s.Requests())
-	case path == "/admin/requests" && r.Method == http.MethodDelete:
-		s.ResetRequests()
-		w.WriteHeader(http.StatusNoContent)
-	case path == "/admin/counters" && r.Method == http.MethodGet:
-		adminJSON(w, http.StatusOK, s.Counters())
-	case path == "/admin/faults" && r.Method == http.MethodGet:
-		adminJSON(w, http.StatusOK, s.Faults())
-	case path == "/admin/faults" && r.Method == http.MethodPost:
-		b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
-		if err != nil {
-			adminError(w, http.StatusBadRequest, "reading body: "+err.Error())
-			return
-		}
-		var f Fault
-		if err := json.Unmarshal(b, &f); err != nil {
-			adminError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if err := f.Validate(); err != nil {
-			adminError(w, http.StatusBadRequest, strings.ReplaceAll(err.Error(), "\n", "; "))
-			return
-		}
-		adminJSON(w, http.StatusCreated, map[string]string{"id": s.AddFault(f)})
-	case path == "/admin/faults" && r.Method == http.MethodDelete:
-		s.ClearFaults()
-		w.WriteHeader(http.StatusNoContent)
-	case strings.HasPrefix(path, "/admin/faults/") && r.Method == http.MethodDelete:
-		if !s.RemoveFault(strings.TrimPrefix(path, "/admin/faults/")) {
-			adminError(w, http.StatusNotFound, "no such fault")
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	case path == "/admin/ratelimit" && r.Method == http.MethodGet:
-		rps, burst := s.RateLimit()
-		adminJSON(w, http.StatusOK, map[string]any{"rps": rps, "burst": burst})
-	case path == "/admin/ratelimit" && r.Method == http.MethodPost:
-		obj, msg := adminBody(r, "rps", "burst")
-		if msg != "" {
-			adminError(w, http.StatusBadRequest, msg)
-			return
-		}
-		var rps float64
-		var burst int
-		if raw, ok := obj["rps"]; ok {
-			if err := strictUnmarshal(raw, &rps); err != nil {
-				adminError(w, http.StatusBadRequest, "rps: "+err.Error())
-				return
-			}
-		}
-		if raw, ok := obj["burst"]; ok {
-			if err := strictUnmarshal(raw, &burst); err != nil || burst < 0 {
-				adminError(w, http.StatusBadRequest, "burst must be an integer >= 0")
-				return
-			}
-		}
-		s.SetRateLimit(rps, burst)
-		rps, burst = s.RateLimit()
-		adminJSON(w, http.StatusOK, map[string]any{"rps": rps, "burst": burst})
-	case path == "/admin/down" && r.Method == http.MethodPost:
-		down, ok := adminField[bool](w, r, "down", "down must be true or false")
-		if !ok {
-			return
-		}
-		s.SetDown(down)
-		adminJSON(w, http.StatusOK, map[string]bool{"down": down})
-	case path == "/admin/auth" && r.Method == http.MethodPost:
-		secret, ok := adminField[string](w, r, "secret", "secret must be a string")
-		if !ok {
-			return
-		}
-		rec, valid := s.Authenticate(secret)
-		var id *string
-		if valid {
-			id = &rec.ID
-		}
-		adminJSON(w, http.StatusOK, map[string]any{"valid": valid, "token_id": id})
-	default:
+	h, id := s.adminRoute(r.Method, path)
+	if h == nil {
 		adminError(w, http.StatusNotFound, "unrecognized admin request: "+r.Method+" "+redactPath(r.URL.Path))
+		return
 	}
+	h(w, r, id)
+}
+
+// adminRoute maps method and path (without a trailing slash) to a handler.
+func (s *Server) adminRoute(method, path string) (adminHandler, string) {
+	type route struct{ method, path string }
+	exact := map[route]adminHandler{
+		{http.MethodGet, "/admin/tokens"}:      s.adminListTokens,
+		{http.MethodGet, "/admin/root"}:        s.adminRoot,
+		{http.MethodGet, "/admin/requests"}:    s.adminRequests,
+		{http.MethodDelete, "/admin/requests"}: s.adminResetRequests,
+		{http.MethodGet, "/admin/counters"}:    s.adminCounters,
+		{http.MethodGet, "/admin/faults"}:      s.adminFaults,
+		{http.MethodPost, "/admin/faults"}:     s.adminAddFault,
+		{http.MethodDelete, "/admin/faults"}:   s.adminClearFaults,
+		{http.MethodGet, "/admin/ratelimit"}:   s.adminRateLimit,
+		{http.MethodPost, "/admin/ratelimit"}:  s.adminSetRateLimit,
+		{http.MethodPost, "/admin/down"}:       s.adminDown,
+		{http.MethodPost, "/admin/auth"}:       s.adminAuth,
+	}
+	if h, ok := exact[route{method, path}]; ok {
+		return h, ""
+	}
+	if id, ok := strings.CutPrefix(path, "/admin/tokens/"); ok && method == http.MethodGet {
+		return s.adminGetToken, id
+	}
+	if id, ok := strings.CutPrefix(path, "/admin/faults/"); ok && method == http.MethodDelete {
+		return s.adminRemoveFault, id
+	}
+	return nil, ""
+}
+
+func (s *Server) adminListTokens(w http.ResponseWriter, r *http.Request, _ string) {
+	state := r.URL.Query().Get("state")
+	switch state {
+	case "", stateLive, stateRevoked, stateExpired:
+	default:
+		adminError(w, http.StatusBadRequest, "state must be live, revoked or expired")
+		return
+	}
+	adminJSON(w, http.StatusOK, s.tokens(state))
+}
+
+func (s *Server) adminGetToken(w http.ResponseWriter, _ *http.Request, id string) {
+	rec, ok := s.Token(id)
+	if !ok {
+		adminError(w, http.StatusNotFound, "no such token")
+		return
+	}
+	adminJSON(w, http.StatusOK, rec)
+}
+
+func (s *Server) adminRoot(w http.ResponseWriter, _ *http.Request, _ string) {
+	adminJSON(w, http.StatusOK, map[string]string{"token_id": s.RootTokenID()})
+}
+
+func (s *Server) adminRequests(w http.ResponseWriter, _ *http.Request, _ string) {
+	adminJSON(w, http.StatusOK, s.Requests())
+}
+
+func (s *Server) adminResetRequests(w http.ResponseWriter, _ *http.Request, _ string) {
+	s.ResetRequests()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) adminCounters(w http.ResponseWriter, _ *http.Request, _ string) {
+	adminJSON(w, http.StatusOK, s.Counters())
+}
+
+func (s *Server) adminFaults(w http.ResponseWriter, _ *http.Request, _ string) {
+	adminJSON(w, http.StatusOK, s.Faults())
+}
+
+// adminAddFault decodes a Fault (keys in JSON or Go spelling), validates it
+// (every problem at once) and installs it.
+func (s *Server) adminAddFault(w http.ResponseWriter, r *http.Request, _ string) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
+	if err != nil {
+		adminError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	var f Fault
+	if err := json.Unmarshal(b, &f); err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := f.Validate(); err != nil {
+		adminError(w, http.StatusBadRequest, strings.ReplaceAll(err.Error(), "\n", "; "))
+		return
+	}
+	adminJSON(w, http.StatusCreated, map[string]string{"id": s.AddFault(f)})
+}
+
+func (s *Server) adminClearFaults(w http.ResponseWriter, _ *http.Request, _ string) {
+	s.ClearFaults()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) adminRemoveFault(w http.ResponseWriter, _ *http.Request, id string) {
+	if !s.RemoveFault(id) {
+		adminError(w, http.StatusNotFound, "no such fault")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) adminRateLimit(w http.ResponseWriter, _ *http.Request, _ string) {
+	rps, burst := s.RateLimit()
+	adminJSON(w, http.StatusOK, map[string]any{"rps": rps, "burst": burst})
+}
+
+// adminSetRateLimit changes the limit; a field left out takes its default
+// (rps 0 = DefaultRateLimit, burst 0 = DefaultBurst).
+func (s *Server) adminSetRateLimit(w http.ResponseWriter, r *http.Request, _ string) {
+	obj, msg := adminBody(r, "rps", "burst")
+	if msg != "" {
+		adminError(w, http.StatusBadRequest, msg)
+		return
+	}
+	var rps float64
+	var burst int
+	if raw, ok := obj["rps"]; ok {
+		if err := strictUnmarshal(raw, &rps); err != nil {
+			adminError(w, http.StatusBadRequest, "rps: "+err.Error())
+			return
+		}
+	}
+	if raw, ok := obj["burst"]; ok {
+		if err := strictUnmarshal(raw, &burst); err != nil || burst < 0 {
+			adminError(w, http.StatusBadRequest, "burst must be an integer >= 0")
+			return
+		}
+	}
+	s.SetRateLimit(rps, burst)
+	s.adminRateLimit(w, r, "")
+}
+
+func (s *Server) adminDown(w http.ResponseWriter, r *http.Request, _ string) {
+	down, ok := adminField[bool](w, r, "down", "down must be true or false")
+	if !ok {
+		return
+	}
+	s.SetDown(down)
+	adminJSON(w, http.StatusOK, map[string]bool{"down": down})
+}
+
+func (s *Server) adminAuth(w http.ResponseWriter, r *http.Request, _ string) {
+	secret, ok := adminField[string](w, r, "secret", "secret must be a string")
+	if !ok {
+		return
+	}
+	rec, valid := s.Authenticate(secret)
+	var id *string
+	if valid {
+		id = &rec.ID
+	}
+	adminJSON(w, http.StatusOK, map[string]any{"valid": valid, "token_id": id})
 }
 
 // RateLimit returns the per-caller limit in force (rps < 0: unlimited).

@@ -14,7 +14,7 @@ type TokenRecord struct {
 	RotatedAt *time.Time        `json:"rotated_at"`
 	CreatedBy string            `json:"created_by"` // id of the caller token, "" for the bootstrap root
 	State     string            `json:"state"`      // "live", "revoked", "expired"
-	// Additions beyond the plan:
+	// Also recorded:
 	LastUsedAt      *time.Time `json:"last_used_at"`
 	PreviousSecrets int        `json:"previous_secrets"` // old secrets still in their rotation grace
 }
@@ -29,7 +29,7 @@ type RequestRecord struct {
 	IdempotencyKey string    `json:"idempotency_key"`
 	Replayed       bool      `json:"replayed"`
 	Fault          string    `json:"fault"` // "flt_N:status=503", "flt_N:drop", ... or ""
-	// Additions beyond the plan:
+	// Also recorded:
 	RequestID string        `json:"request_id"`
 	Duration  time.Duration `json:"duration_ns"`
 	Dropped   bool          `json:"dropped"` // the answer was never sent

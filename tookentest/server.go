@@ -1,7 +1,8 @@
 // Package tookentest is an in-process Tooken API server for tests, in the
-// spirit of net/http/httptest. It follows the project's Tooken contract
-// (shared/tooken-api.md) to the letter and adds fault injection and
-// inspection so that clients can be tested against the nasty cases.
+// spirit of net/http/httptest. It follows the Tooken API contract in
+// docs/tooken-api.md to the letter and adds fault injection and inspection so
+// that clients can be tested against the nasty cases. Its choices where the
+// contract is silent are listed in docs/emulator.md.
 //
 // Start one with NewServer (listening on 127.0.0.1:0) or NewHandler (not
 // listening; mount Handler and AdminHandler yourself, as cmd/tooken-server
@@ -39,7 +40,7 @@ type Options struct {
 }
 
 // Limits and defaults of the emulator. Where the contract is silent these
-// are the emulator's choices (see README.md, "The Tooken emulator").
+// are the emulator's choices (see docs/emulator.md).
 const (
 	DefaultRateLimit    = 100
 	DefaultBurst        = 200
@@ -143,6 +144,32 @@ func NewServer(opts Options) *Server {
 // /v1/...) and AdminHandler (paths /admin/...) yourself. Call Close when done
 // to stop its background work and flush its state file.
 func NewHandler(opts Options) (*Server, error) {
+	rootScopes := opts.RootScopes
+	if len(rootScopes) == 0 {
+		rootScopes = DefaultRootScopes
+	}
+	rootScopes, err := normalizeScopes(rootScopes)
+	if err != nil {
+		return nil, fmt.Errorf("root scopes: %w", err)
+	}
+	if opts.RootSecret != "" && !validSecretFormat(opts.RootSecret) {
+		return nil, errors.New("root secret must be tok_live_ or tok_test_ followed by at least 20 characters of [A-Za-z0-9]")
+	}
+	s := newServer(opts)
+	if err := s.setUpRoot(rootScopes, opts.RootSecret); err != nil {
+		if s.hooks != nil {
+			s.hooks.close(0) // nothing was sent yet: stop the delivery worker
+		}
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.sweeper()
+	return s, nil
+}
+
+// newServer builds an empty Server: its maps, clock, rate limit and webhook
+// sender (generating the signing secret when none is given).
+func newServer(opts Options) *Server {
 	s := &Server{
 		opts:          opts,
 		byID:          map[string]*token{},
@@ -161,55 +188,40 @@ func NewHandler(opts Options) (*Server, error) {
 		s.now = func() time.Time { return opts.Now().UTC() }
 	}
 	s.rps, s.burst = limitsFor(opts.RateLimit, opts.Burst)
-
-	rootScopes := opts.RootScopes
-	if len(rootScopes) == 0 {
-		rootScopes = DefaultRootScopes
-	}
-	rootScopes, err := normalizeScopes(rootScopes)
-	if err != nil {
-		return nil, fmt.Errorf("root scopes: %w", err)
-	}
-	if opts.RootSecret != "" && !validSecretFormat(opts.RootSecret) {
-		return nil, errors.New("root secret must be tok_live_ or tok_test_ followed by at least 20 characters of [A-Za-z0-9]")
-	}
-
 	if len(opts.WebhookURLs) > 0 {
-		secret := opts.WebhookSecret
-		if secret == "" {
-			secret = newSecret()
-			s.opts.WebhookSecret = secret
+		if s.opts.WebhookSecret == "" {
+			s.opts.WebhookSecret = newSecret()
 		}
-		s.hooks = newWebhooks(s, opts.WebhookURLs, []byte(secret))
+		s.hooks = newWebhooks(s, opts.WebhookURLs, []byte(s.opts.WebhookSecret))
 	}
+	return s
+}
 
-	if opts.StatePath != "" {
-		if err := s.loadState(opts.StatePath); err != nil {
-			return nil, err
+// setUpRoot loads the state file, if any, and creates the bootstrap root when
+// the state holds none. A root secret given for a loaded root must match it.
+// With a state file, the state is written at once, so the file exists (and
+// holds the root) before the first request.
+func (s *Server) setUpRoot(scopes []string, secret string) error {
+	if s.opts.StatePath != "" {
+		if err := s.loadState(s.opts.StatePath); err != nil {
+			return err
 		}
 	}
 	if s.rootID == "" {
-		s.createRoot(rootScopes, opts.RootSecret)
-	} else if opts.RootSecret != "" {
-		root := s.byID[s.rootID]
-		h := hashSecret(opts.RootSecret)
-		if root.secretHash != h {
-			return nil, errors.New("the given root secret does not match the root token in the state file")
+		s.createRoot(scopes, secret)
+	} else if secret != "" {
+		if s.byID[s.rootID].secretHash != hashSecret(secret) {
+			return errors.New("the given root secret does not match the root token in the state file")
 		}
-		s.rootSecret = opts.RootSecret
+		s.rootSecret = secret
 	}
-	if opts.StatePath != "" {
-		s.mu.Lock()
-		snap := s.snapshotLocked()
-		s.mu.Unlock()
-		if err := s.writeState(snap); err != nil {
-			return nil, err
-		}
+	if s.opts.StatePath == "" {
+		return nil
 	}
-
-	s.wg.Add(1)
-	go s.sweeper()
-	return s, nil
+	s.mu.Lock()
+	snap := s.snapshotLocked()
+	s.mu.Unlock()
+	return s.writeState(snap)
 }
 
 func (s *Server) createRoot(scopes []string, secret string) {

@@ -82,7 +82,32 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return serve(ctx, c, stdout, stderr)
 }
 
+// serve runs the emulator until ctx ends (SIGINT, SIGTERM) or a listener
+// fails, then shuts down gracefully: in-flight requests finish and the state
+// file is flushed.
 func serve(ctx context.Context, c config, stdout, stderr io.Writer) error {
+	opts, err := options(c, stderr)
+	if err != nil {
+		return err
+	}
+	s, err := tookentest.NewHandler(opts)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := publishRootSecret(s, c.rootSecretFile, stderr); err != nil {
+		return err
+	}
+	l, err := listen(s, c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, l.ready)
+	return l.wait(ctx, stderr)
+}
+
+// options turns the flags (and env TOOKEN_ROOT_SECRET) into emulator options.
+func options(c config, stderr io.Writer) (tookentest.Options, error) {
 	opts := tookentest.Options{
 		RateLimit:   c.rateLimit,
 		Burst:       c.burst,
@@ -101,67 +126,86 @@ func serve(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if c.webhookSecretFile != "" {
 		b, err := os.ReadFile(c.webhookSecretFile)
 		if err != nil {
-			return fmt.Errorf("reading webhook secret: %w", err)
+			return opts, fmt.Errorf("reading webhook secret: %w", err)
 		}
 		opts.WebhookSecret = strings.TrimSpace(string(b))
 		if opts.WebhookSecret == "" {
-			return errors.New("the webhook secret file is empty")
+			return opts, errors.New("the webhook secret file is empty")
 		}
 	}
+	return opts, nil
+}
 
-	s, err := tookentest.NewHandler(opts)
-	if err != nil {
-		return err
+// publishRootSecret writes the root secret to path (when set). A root loaded
+// from the state file has no plaintext to write: the file is left as is.
+func publishRootSecret(s *tookentest.Server, path string, stderr io.Writer) error {
+	if path == "" {
+		return nil
 	}
-	defer s.Close()
-
-	if c.rootSecretFile != "" {
-		if secret := s.RootSecret(); secret != "" {
-			if err := writeSecretFile(c.rootSecretFile, secret); err != nil {
-				return err
-			}
-		} else {
-			fmt.Fprintf(stderr, "root token %s comes from the state file; %s left as is (the plaintext secret is never stored)\n", s.RootTokenID(), c.rootSecretFile)
-		}
+	if secret := s.RootSecret(); secret != "" {
+		return writeSecretFile(path, secret)
 	}
+	fmt.Fprintf(stderr, "root token %s comes from the state file; %s left as is (the plaintext secret is never stored)\n", s.RootTokenID(), path)
+	return nil
+}
 
+// listeners are the running HTTP servers: the API and, optionally, the admin
+// API. errc receives each server's Serve error.
+type listeners struct {
+	servers []*http.Server
+	errc    chan error
+	ready   string // the line printed on stdout once both listen
+}
+
+// listen starts the API on c.listen and the admin API on c.adminListen.
+func listen(s *tookentest.Server, c config) (*listeners, error) {
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	api := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	servers := []*http.Server{api}
-	errc := make(chan error, 2)
-	go func() { errc <- api.Serve(ln) }()
-
-	ready := fmt.Sprintf("tooken-server listening on http://%s/v1", ln.Addr())
-	if c.adminListen != "" {
-		aln, err := net.Listen("tcp", c.adminListen)
-		if err != nil {
-			_ = api.Close()
-			return err
-		}
-		admin := &http.Server{Handler: s.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, admin)
-		go func() { errc <- admin.Serve(aln) }()
-		ready += fmt.Sprintf(" (admin http://%s)", aln.Addr())
+	l := &listeners{errc: make(chan error, 2), ready: fmt.Sprintf("tooken-server listening on http://%s/v1", ln.Addr())}
+	l.start(s.Handler(), ln)
+	if c.adminListen == "" {
+		return l, nil
 	}
-	fmt.Fprintln(stdout, ready)
+	aln, err := net.Listen("tcp", c.adminListen)
+	if err != nil {
+		l.close()
+		return nil, err
+	}
+	l.start(s.AdminHandler(), aln)
+	l.ready += fmt.Sprintf(" (admin http://%s)", aln.Addr())
+	return l, nil
+}
 
+func (l *listeners) start(h http.Handler, ln net.Listener) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	l.servers = append(l.servers, srv)
+	go func() { l.errc <- srv.Serve(ln) }()
+}
+
+func (l *listeners) close() {
+	for _, srv := range l.servers {
+		_ = srv.Close()
+	}
+}
+
+// wait blocks until ctx ends, then shuts the servers down (5 s for in-flight
+// requests). A server that fails first stops the others and its error is
+// returned.
+func (l *listeners) wait(ctx context.Context, stderr io.Writer) error {
 	select {
 	case <-ctx.Done():
-	case err := <-errc:
+	case err := <-l.errc:
 		if !errors.Is(err, http.ErrServerClosed) {
-			for _, srv := range servers {
-				_ = srv.Close()
-			}
+			l.close()
 			return err
 		}
 	}
 	fmt.Fprintln(stderr, "tooken-server: shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, srv := range servers {
+	for _, srv := range l.servers {
 		if err := srv.Shutdown(sctx); err != nil {
 			_ = srv.Close()
 		}
