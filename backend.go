@@ -56,8 +56,6 @@ type tookenBackend struct {
 	// (rotation.go).
 	pending pendingSecrets
 
-	ttls mountTTLs // the mount's lease TTLs, briefly cached (mount_ttls.go)
-
 	issued *issuanceRecords // issuance.go
 	queue  *revokeQueue     // revoke_queue.go
 	tidy   *tidyState       // tidy.go
@@ -71,7 +69,9 @@ var _ logical.Factory = Factory
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := backend()
 	b.mountUUID = conf.BackendUUID
-	if err := b.Setup(ctx, conf); err != nil {
+	c := *conf
+	c.System = newCachedSystemView(conf.System) // system_view.go
+	if err := b.Setup(ctx, &c); err != nil {
 		return nil, err
 	}
 	return b, nil

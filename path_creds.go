@@ -104,7 +104,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 // effectiveMaxTTL is the lifetime of a token of this role: the role's max_ttl
 // capped by the mount's max lease TTL, and never beyond Tooken's 366 days.
 func (b *tookenBackend) effectiveMaxTTL(role *roleEntry) time.Duration {
-	_, maxTTL := b.mountTTLs()
+	maxTTL := b.System().MaxLeaseTTL()
 	if role.MaxTTL > 0 && (maxTTL <= 0 || role.MaxTTL < maxTTL) {
 		maxTTL = role.MaxTTL
 	}
@@ -183,7 +183,9 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, true)
 		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
 	}
-	b.Logger().Debug("issued token", "role", roleName, "token_id", tok.ID)
+	// No log line for a read that worked: a plugin's logger writes every
+	// level to Vault (which filters after decoding), a cost per read in both
+	// processes; Vault's audit log records each read.
 	return it, nil
 }
 
@@ -248,7 +250,7 @@ func (b *tookenBackend) leaseFor(tok *tookenapi.Token, roleName string, role *ro
 func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Duration {
 	ttl := role.TTL
 	if ttl <= 0 {
-		ttl, _ = b.mountTTLs()
+		ttl = b.System().DefaultLeaseTTL()
 	}
 	if ttl <= 0 || ttl > limit {
 		ttl = limit

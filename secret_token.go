@@ -154,7 +154,6 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	}
 	if err == nil {
 		if err = revokeUpstream(ctx, client, id, b.queue.revokeBudget); err == nil {
-			b.Logger().Debug("revoked token", "token_id", id, "role", role)
 			b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now()))
 			return nil
 		}
