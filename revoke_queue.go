@@ -26,7 +26,12 @@ const (
 	defaultRevokeBudget   = 10 * time.Second
 	defaultMaxRevokeQueue = 100000
 	defaultDrainBudget    = 45 * time.Second // Vault calls the periodic func about once a minute
-	defaultDrainRate      = 20               // DELETE /tokens/{id} per second, well under Tooken's 100/s
+	// DELETE /tokens/{id} per second (burst: twice that), lease revokes and
+	// drains together: Tooken's documented limit per caller token (100/s,
+	// burst 200), so that a storm of revokes drains at Tooken's pace. Other
+	// calls of the mount (creds reads) that find Tooken's bucket empty
+	// meanwhile wait out its Retry-After.
+	defaultRevokeRate = 100
 )
 
 // revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
@@ -48,7 +53,8 @@ var errRevokeQueueFull = errors.New("the revoke queue is full")
 
 // revokeQueue is this node's side of the revoke queue: its length and the
 // next attempt of the entries it wrote (so that an idle drain reads no
-// entry), the Retry-After pause, the drain's rate limiter and settings.
+// entry), the Retry-After pause, the rate limiter of lease revokes and
+// drains, and settings.
 type revokeQueue struct {
 	mu        sync.Mutex
 	length    int                  // as last listed, plus enqueued since
@@ -68,7 +74,7 @@ type revokeQueue struct {
 func newRevokeQueue() *revokeQueue {
 	return &revokeQueue{
 		next:         make(map[string]time.Time),
-		limiter:      rate.NewLimiter(defaultDrainRate, defaultDrainRate),
+		limiter:      rate.NewLimiter(defaultRevokeRate, 2*defaultRevokeRate),
 		revokeBudget: defaultRevokeBudget,
 		retry:        retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		maxLen:       defaultMaxRevokeQueue,

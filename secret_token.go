@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // secretTokenType is the leased secret type of creds.
@@ -153,7 +155,7 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 		return err
 	}
 	if err == nil {
-		if err = revokeUpstream(ctx, client, id, b.queue.revokeBudget); err == nil {
+		if err = b.revokePaced(ctx, client, id); err == nil {
 			b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now()))
 			return nil
 		}
@@ -173,4 +175,20 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
 		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
 	return nil
+}
+
+// revokePaced is the DELETE of a lease revoke, within the revoke budget, at
+// the pace Tooken allows (the revoke queue's limiter, which the drain
+// shares): when Vault revokes many leases at once (revoke -prefix, leases
+// ending together; its expiration workers run 200 revokes concurrently) the
+// revokes wait their turn here instead of all reaching Tooken, being
+// refused with 429 and ending in the queue. A revoke whose turn would come
+// after its budget fails at once, and is queued.
+func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Client, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.queue.revokeBudget)
+	defer cancel()
+	if err := b.queue.limiter.Wait(ctx); err != nil {
+		return fmt.Errorf("waiting for a turn at Tooken's rate limit: %w", err)
+	}
+	return revokeUpstream(ctx, client, id, b.queue.revokeBudget)
 }
