@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -108,7 +109,23 @@ func (b *tookenBackend) sweepConfirmed(ctx context.Context, s logical.Storage) i
 		}
 		r.mu.Unlock()
 	}
+	if len(keys) >= shrinkPendingAt {
+		r.shrink()
+	}
 	return swept
+}
+
+// shrinkPendingAt is the sweep size from which the pending map is copied
+// into a new one: a Go map keeps the room of its largest size, and a burst
+// of reads between two runs would otherwise leave it for the process's life.
+const shrinkPendingAt = 1024
+
+func (r *issuanceRecords) shrink() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	small := make(map[string]*pendingKey, len(r.pending))
+	maps.Copy(small, r.pending)
+	r.pending = small
 }
 
 // rollbackPass is the state of one rollback pass.
