@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -26,12 +27,14 @@ const (
 	defaultRevokeBudget   = 10 * time.Second
 	defaultMaxRevokeQueue = 100000
 	defaultDrainBudget    = 45 * time.Second // Vault calls the periodic func about once a minute
-	// DELETE /tokens/{id} per second (burst: twice that), lease revokes and
-	// drains together: Tooken's documented limit per caller token (100/s,
-	// burst 200), so that a storm of revokes drains at Tooken's pace. Other
-	// calls of the mount (creds reads) that find Tooken's bucket empty
-	// meanwhile wait out its Retry-After.
-	defaultRevokeRate = 100
+	// DELETE /tokens/{id} per second of the drain, and of lease revokes
+	// while Tooken's bucket runs low (revokePaced): Tooken's documented
+	// limit per caller token (100/s), so that a storm of revokes drains at
+	// Tooken's pace. The burst is small: the limiter takes over when
+	// Tooken's own burst is spent. Other calls of the mount (creds reads)
+	// that find Tooken's bucket empty meanwhile wait out its Retry-After.
+	defaultRevokeRate  = 100
+	defaultRevokeBurst = 10
 )
 
 // revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
@@ -61,6 +64,8 @@ type revokeQueue struct {
 	next      map[string]time.Time // token id -> next attempt, for the entries this node wrote
 	pauseTill time.Time            // honour Retry-After across drains
 	last      drainReport          // the last drain
+	revoking  atomic.Int64         // lease revokes on their way to Tooken (revokePaced)
+	lowUntil  atomic.Int64         // Unix ns until which lease revokes take turns (paced)
 
 	// Settings (tests shorten them).
 	limiter      *rate.Limiter
@@ -74,13 +79,30 @@ type revokeQueue struct {
 func newRevokeQueue() *revokeQueue {
 	return &revokeQueue{
 		next:         make(map[string]time.Time),
-		limiter:      rate.NewLimiter(defaultRevokeRate, 2*defaultRevokeRate),
+		limiter:      rate.NewLimiter(defaultRevokeRate, defaultRevokeBurst),
 		revokeBudget: defaultRevokeBudget,
 		retry:        retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		maxLen:       defaultMaxRevokeQueue,
 		drainBudget:  defaultDrainBudget,
 		callTimeout:  defaultUpstreamCallTimeout,
 	}
+}
+
+// paceHold is how long lease revokes keep taking turns after an answer
+// showed Tooken's bucket low: answers of concurrent calls arrive in any
+// order, and one with room left must not let a herd through.
+const paceHold = 2 * time.Second
+
+// paced tells whether a lease revoke must take its turn at the limiter now:
+// what Tooken's latest answer left in the caller's bucket, less the revokes
+// already on their way, is under a quarter of the bucket, now or within the
+// last paceHold.
+func (q *revokeQueue) paced(client *tookenapi.Client, now time.Time) bool {
+	if limit, remaining, ok := client.RateLimit(); ok && remaining-q.revoking.Load() < limit/4 {
+		q.lowUntil.Store(now.Add(paceHold).UnixNano())
+		return true
+	}
+	return now.UnixNano() < q.lowUntil.Load()
 }
 
 // setNext remembers when a queue entry is due next.

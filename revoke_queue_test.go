@@ -350,6 +350,7 @@ func TestRevoke_StormAtTookensPace(t *testing.T) {
 	}
 	close(todo)
 	srv.SetRateLimit(100, 200)
+	must(t)(e.revoke(<-todo)) // the plugin learns the limit from Tooken's answer
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
