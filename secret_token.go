@@ -179,23 +179,46 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 
 // revokePaced is the DELETE of a lease revoke, within the revoke budget. It
 // first waits its turn at the revoke queue's limiter (Tooken's documented
-// pace, which the drain shares) while Tooken's bucket runs low (what its
-// latest answer left, less the revokes on their way, is under a quarter of
-// the bucket, now or within the last paceHold). So when Vault revokes many leases at
-// once (revoke -prefix, leases ending together; its expiration workers run
-// 200 revokes concurrently) Tooken's burst is used and then the revokes take
-// turns here, instead of all reaching Tooken, being refused with 429 and
-// ending in the queue. While Tooken has room, nothing waits. A revoke whose
-// turn would come after its budget fails at once, and is queued.
+// pace, which the drain shares) while Tooken's bucket runs low (revokeQueue.
+// paced). So when Vault revokes many leases at once (revoke -prefix, leases
+// ending together; its expiration workers run 200 revokes concurrently)
+// Tooken's burst is used and then the revokes take turns here, instead of
+// all reaching Tooken, being refused with 429 and ending in the queue; one
+// that Tooken refused all the same takes its turn again after Tooken's
+// Retry-After. While Tooken has room, nothing waits. A revoke whose turn
+// would come after its budget fails at once, and is queued.
 func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Client, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, b.queue.revokeBudget)
 	defer cancel()
 	q := b.queue
-	if q.paced(client, time.Now()) {
-		if err := q.limiter.Wait(ctx); err != nil {
-			return fmt.Errorf("waiting for a turn at Tooken's rate limit: %w", err)
+	for {
+		if q.paced(client, time.Now()) {
+			if err := q.limiter.Wait(ctx); err != nil {
+				return fmt.Errorf("waiting for a turn at Tooken's rate limit: %w", err)
+			}
+		}
+		err := q.revokeCounted(ctx, client, id)
+		var rl *tookenapi.RateLimitError
+		if !errors.As(err, &rl) {
+			return err
+		}
+		// Refused for the rate after the client's retries: Tooken's bucket
+		// is empty, so revokes take turns, and this one tries again after
+		// Tooken's Retry-After if that fits in its budget.
+		q.lowUntil.Store(time.Now().Add(paceHold).UnixNano())
+		if dl, _ := ctx.Deadline(); time.Until(dl) <= rl.RetryAfter {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(rl.RetryAfter):
 		}
 	}
+}
+
+// revokeCounted is revokeUpstream, counted among the revokes on their way.
+func (q *revokeQueue) revokeCounted(ctx context.Context, client *tookenapi.Client, id string) error {
 	q.revoking.Add(1)
 	defer q.revoking.Add(-1)
 	return revokeUpstream(ctx, client, id, q.revokeBudget)
