@@ -61,6 +61,11 @@ type tookenBackend struct {
 	tidy   *tidyState       // tidy.go
 
 	periodicMu sync.Mutex // one periodic run at a time
+
+	// stop ends background work (a sweep started early, issuance_rollback.go)
+	// when the backend is cleaned up.
+	stop     context.Context
+	stopWork context.CancelFunc
 }
 
 var _ logical.Factory = Factory
@@ -85,6 +90,7 @@ func backend() *tookenBackend {
 		queue:  newRevokeQueue(),
 		tidy:   newTidyState(),
 	}
+	b.stop, b.stopWork = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -128,6 +134,7 @@ func (b *tookenBackend) invalidate(_ context.Context, key string) {
 
 // clean runs when the mount is unmounted or the plugin stops.
 func (b *tookenBackend) clean(_ context.Context) {
+	b.stopWork()
 	b.installConfig(nil)
 }
 

@@ -22,9 +22,9 @@ import (
 // metadata. A creds read costs these two writes and nothing else; the lease
 // revoke deletes the live record (one delete; the lease's internal data names
 // it). The pending record of a read that was confirmed is deleted by the next
-// periodic run (sweepConfirmed), off the request path: this node remembers
-// the keys it confirmed until then, a set bounded by the read rate over one
-// period, not by the number of leases. A pending record that was never
+// periodic run (sweepConfirmed), off the request path: this node keeps the
+// keys it confirmed until then, a list bounded by the read rate over one
+// period (and by maxUnswept), not by the number of leases. A pending record that was never
 // confirmed (crash, lost answer, failed write) is finished by the rollback
 // (issuance_rollback.go): replay the POST with the same key and body, revoke
 // what it names, delete the record. Per-role counts of live tokens for
@@ -92,32 +92,40 @@ type liveRecord struct {
 }
 
 // issuanceRecords is what this node knows of the mount's issuance records:
-// the pending records it knows of (in flight, confirmed and waiting for the
-// sweep, or left for the rollback), and the per-role live counts. Nothing in
-// it grows with the number of live leases.
+// the pending records it knows of (in flight, or left for the rollback), the
+// keys of the reads it confirmed whose pending record waits for the sweep,
+// and the per-role live counts. Nothing in it grows with the number of live
+// leases.
 type issuanceRecords struct {
-	mu      sync.Mutex
-	pending map[string]*pendingKey // by issue key
-	roles   map[string]*roleCount  // by role (issuance_count.go)
-	gen     uint64                 // bumped at each listing of the pending records
-	claims  map[string]struct{}    // live record ids (role/key) being deleted by tidy or a late revoke
-	last    rollbackReport         // the last rollback pass
+	mu       sync.Mutex
+	pending  map[string]*pendingKey // by issue key; each holds a slot of its role's count
+	toSweep  []string               // keys of confirmed reads whose pending record is still stored
+	sweeping bool                   // a sweep started by maxUnswept is running
+	roles    map[string]*roleCount  // by role (issuance_count.go)
+	gen      uint64                 // bumped at each listing of the pending records
+	claims   map[string]struct{}    // live record ids (role/key) being deleted by tidy or a late revoke
+	last     rollbackReport         // the last rollback pass
 
 	prepareMu sync.Mutex  // one start-up pass at a time
 	prepared  atomic.Bool // the start-up pass is done (issuance_prepare.go)
 
 	// Settings (tests shorten them).
 	maxAttempts int           // rollback attempts before a record is abandoned
+	maxUnswept  int           // keys waiting for the sweep before one starts at once
 	retry       retryPolicy   // backoff between attempts
 	callTimeout time.Duration // of each upstream call of a rollback
 }
 
-// pendingKey is one pending record this node knows of.
+// defaultMaxUnswept bounds toSweep: past it a sweep starts at once rather
+// than at the next periodic run (about 64 bytes a key; reached only above
+// ~1,700 reads a second).
+const defaultMaxUnswept = 100000
+
+// pendingKey is one pending record this node knows of, not confirmed.
 type pendingKey struct {
 	role      string    // "" until known
 	inFlight  bool      // a creds request of this node holds it
 	claimed   bool      // the rollback (or tidy) works on it now
-	confirmed bool      // its live record is stored: only the sweep is left to do
 	abandoned bool      // the rollback gave up on it
 	due       time.Time // the rollback looks at it again from then on (zero: at once)
 	settled   uint64    // gen when it last stopped being in flight, or was learned
@@ -129,6 +137,7 @@ func newIssuanceRecords() *issuanceRecords {
 		roles:       make(map[string]*roleCount),
 		claims:      make(map[string]struct{}),
 		maxAttempts: defaultMaxRollbackAttempts,
+		maxUnswept:  defaultMaxUnswept,
 		retry:       retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		callTimeout: defaultUpstreamCallTimeout,
 	}
@@ -197,15 +206,6 @@ func (r *issuanceRecords) release(key string) {
 	r.mu.Unlock()
 }
 
-// isConfirmed tells whether this node stored the live record of key and has
-// not swept its pending record yet.
-func (r *issuanceRecords) isConfirmed(key string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p := r.pending[key]
-	return p != nil && p.confirmed
-}
-
 // setDue notes when the rollback must look at a pending key next.
 func (r *issuanceRecords) setDue(key string, due time.Time, abandoned bool) {
 	r.mu.Lock()
@@ -242,8 +242,9 @@ func (r *issuanceRecords) lastReport() rollbackReport {
 }
 
 // confirmIssuance stores the live record of a creds read whose token exists
-// (its second storage write) and notes that its pending record is now only
-// waiting for the sweep.
+// (its second storage write): the read's slot passes to it, and its pending
+// record now only waits for the sweep. Past maxUnswept keys waiting, a sweep
+// starts at once, in the background.
 func (b *tookenBackend) confirmIssuance(ctx context.Context, s logical.Storage, role, key string, rec *liveRecord) error {
 	r := b.issued
 	done := r.changing(role)
@@ -252,10 +253,14 @@ func (b *tookenBackend) confirmIssuance(ctx context.Context, s logical.Storage, 
 		return err
 	}
 	r.mu.Lock()
-	if p := r.pending[key]; p != nil {
-		p.confirmed = true
-	}
+	delete(r.pending, key)
+	r.toSweep = append(r.toSweep, key)
+	start := len(r.toSweep) >= r.maxUnswept && !r.sweeping
+	r.sweeping = r.sweeping || start
 	r.mu.Unlock()
+	if start {
+		go b.sweepNow(s)
+	}
 	return nil
 }
 
@@ -271,11 +276,10 @@ func (b *tookenBackend) dropPending(ctx context.Context, s logical.Storage, role
 		return
 	}
 	r.mu.Lock()
-	p := r.pending[key]
-	if p == nil || !p.confirmed {
-		r.adjustLocked(role, -1)
+	if p := r.pending[key]; p != nil {
+		r.adjustLocked(p.role, -1)
+		delete(r.pending, key)
 	}
-	delete(r.pending, key)
 	r.mu.Unlock()
 }
 

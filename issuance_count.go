@@ -76,9 +76,9 @@ func (r *issuanceRecords) liveCount(role string) (n int, ok bool) {
 }
 
 // loadCount learns role's count from storage once: its live records plus
-// the pending records of the role this node knows of that are not confirmed
-// (a confirmed one is among the live records). The start-up pass must be
-// done, so that every pending record of an earlier process is known.
+// the pending records of the role this node knows of (not confirmed: a
+// confirmed one is among the live records). The start-up pass must be done,
+// so that every pending record of an earlier process is known.
 func (b *tookenBackend) loadCount(ctx context.Context, s logical.Storage, role string) error {
 	r := b.issued
 	r.mu.Lock()
@@ -100,7 +100,7 @@ func (b *tookenBackend) loadCount(ctx context.Context, s logical.Storage, role s
 	defer r.mu.Unlock()
 	n := len(keys)
 	for _, p := range r.pending {
-		if p.role == role && !p.confirmed {
+		if p.role == role {
 			n++
 		}
 	}

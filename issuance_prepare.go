@@ -138,13 +138,22 @@ func (r *issuanceRecords) sortListed(keys []string, listGen uint64, now time.Tim
 	defer r.mu.Unlock()
 	listed := make(map[string]struct{}, len(keys))
 	due = make(map[string]*issuanceRecord)
+	var swept map[string]struct{} // the keys waiting for the sweep, when there are both
+	if len(keys) > 0 && len(r.toSweep) > 0 {
+		swept = make(map[string]struct{}, len(r.toSweep))
+		for _, k := range r.toSweep {
+			swept[k] = struct{}{}
+		}
+	}
 	for _, key := range keys {
 		listed[key] = struct{}{}
 		p := r.pending[key]
+		_, confirmed := swept[key]
 		switch {
+		case confirmed:
 		case p == nil:
 			unknown = append(unknown, key)
-		case p.inFlight || p.claimed || p.confirmed || now.Before(p.due):
+		case p.inFlight || p.claimed || now.Before(p.due):
 		default:
 			due[key] = nil
 		}
@@ -153,9 +162,7 @@ func (r *issuanceRecords) sortListed(keys []string, listGen uint64, now time.Tim
 		if _, ok := listed[key]; ok || p.inFlight || p.claimed || p.settled >= listGen {
 			continue
 		}
-		if !p.confirmed {
-			r.adjustLocked(p.role, -1)
-		}
+		r.adjustLocked(p.role, -1)
 		delete(r.pending, key)
 	}
 	return due, unknown
@@ -186,10 +193,11 @@ func (b *tookenBackend) learnRecord(ctx context.Context, s logical.Storage, key 
 	if r.pending[key] != nil {
 		return nil, nil // a request or claim took it meanwhile
 	}
-	r.pending[key] = &pendingKey{role: rec.Role, confirmed: confirmed, abandoned: rec.State == issueStateAbandoned, settled: r.gen}
 	if confirmed {
+		r.toSweep = append(r.toSweep, key)
 		return nil, nil
 	}
+	r.pending[key] = &pendingKey{role: rec.Role, abandoned: rec.State == issueStateAbandoned, settled: r.gen}
 	r.adjustLocked(rec.Role, +1)
 	return rec, nil
 }

@@ -3,7 +3,6 @@ package tooken
 import (
 	"context"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -63,17 +62,15 @@ func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage)
 	return rep, nil
 }
 
-// pendingCounts is how many pending keys this node knows of that are not
-// confirmed, and how many of them are abandoned.
+// pendingCounts is how many pending keys this node knows of (not
+// confirmed), and how many of them are abandoned.
 func (r *issuanceRecords) pendingCounts() (pending, abandoned int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.pending {
-		switch {
-		case p.confirmed:
-		case p.abandoned:
+		if p.abandoned {
 			abandoned++
-		default:
+		} else {
 			pending++
 		}
 	}
@@ -86,46 +83,36 @@ func (r *issuanceRecords) pendingCounts() (pending, abandoned int) {
 func (b *tookenBackend) sweepConfirmed(ctx context.Context, s logical.Storage) int {
 	r := b.issued
 	r.mu.Lock()
-	var keys []string
-	for key, p := range r.pending {
-		if p.confirmed && !p.inFlight && !p.claimed {
-			p.claimed = true
-			keys = append(keys, key)
-		}
-	}
+	keys := r.toSweep
+	r.toSweep = nil
 	r.mu.Unlock()
-	swept := 0
+	var failed []string
 	for _, key := range keys {
 		err := ctx.Err()
 		if err == nil {
 			err = deleteIssuance(ctx, s, key)
 		}
-		r.mu.Lock()
-		if err == nil {
-			delete(r.pending, key)
-			swept++
-		} else if p := r.pending[key]; p != nil {
-			p.claimed = false
+		if err != nil {
+			failed = append(failed, key)
 		}
+	}
+	if len(failed) > 0 {
+		r.mu.Lock()
+		r.toSweep = append(r.toSweep, failed...)
 		r.mu.Unlock()
 	}
-	if len(keys) >= shrinkPendingAt {
-		r.shrink()
-	}
-	return swept
+	return len(keys) - len(failed)
 }
 
-// shrinkPendingAt is the sweep size from which the pending map is copied
-// into a new one: a Go map keeps the room of its largest size, and a burst
-// of reads between two runs would otherwise leave it for the process's life.
-const shrinkPendingAt = 1024
-
-func (r *issuanceRecords) shrink() {
+// sweepNow is the sweep that confirmIssuance starts past maxUnswept keys; it
+// stops with the backend.
+func (b *tookenBackend) sweepNow(s logical.Storage) {
+	r := b.issued
+	n := b.sweepConfirmed(b.stop, s)
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	small := make(map[string]*pendingKey, len(r.pending))
-	maps.Copy(small, r.pending)
-	r.pending = small
+	r.sweeping = false
+	r.mu.Unlock()
+	b.Logger().Info("swept the pending records of confirmed creds reads before the periodic run: they passed the in-memory bound", "records", n, "bound", r.maxUnswept)
 }
 
 // rollbackPass is the state of one rollback pass.
@@ -260,9 +247,10 @@ func (b *tookenBackend) rollbackRecord(ctx context.Context, s logical.Storage, c
 func (r *issuanceRecords) markConfirmed(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p := r.pending[key]; p != nil && !p.confirmed {
-		p.confirmed = true
+	if p := r.pending[key]; p != nil {
 		r.adjustLocked(p.role, -1)
+		delete(r.pending, key)
+		r.toSweep = append(r.toSweep, key)
 	}
 }
 

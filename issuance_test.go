@@ -195,8 +195,8 @@ func TestIssuance_Lifecycle(t *testing.T) {
 	if strings.Contains(mustJSON(t, pending), secret) || strings.Contains(mustJSON(t, live), secret) {
 		t.Error("a record holds the secret")
 	}
-	if !e.b.issued.isConfirmed(key) || e.b.issued.isInFlight(key) {
-		t.Error("issuance records state after creds")
+	if !slices.Contains(e.b.issued.toSweep, key) || e.b.issued.isInFlight(key) || e.b.issued.pending[key] != nil {
+		t.Error("issuance records state after creds: the key should wait for the sweep only")
 	}
 
 	// The periodic run deletes the pending record of the confirmed read, and
@@ -207,8 +207,8 @@ func TestIssuance_Lifecycle(t *testing.T) {
 	if keys := e.issuanceKeys(); !slices.Equal(keys, []string{"live/r/" + key}) {
 		t.Errorf("records after the sweep: %v", keys)
 	}
-	if n := len(e.b.issued.pending); n != 0 {
-		t.Errorf("%d keys still known after the sweep", n)
+	if n, m := len(e.b.issued.pending), len(e.b.issued.toSweep); n+m != 0 {
+		t.Errorf("%d pending and %d confirmed keys still known after the sweep", n, m)
 	}
 	if rep := e.b.issued.lastReport(); rep.Swept != 1 {
 		t.Errorf("rollback report %+v, want 1 swept", rep)
@@ -597,8 +597,8 @@ func TestIssuance_PeriodicCostIsPending(t *testing.T) {
 					t.Errorf("idle run %d: %d records read, %d listed", run, gets, listed)
 				}
 			}
-			if n := len(e.b.issued.pending); n != 0 {
-				t.Errorf("%d issue keys kept in memory", n)
+			if n, m := len(e.b.issued.pending), len(e.b.issued.toSweep); n+m != 0 {
+				t.Errorf("%d pending and %d confirmed issue keys kept in memory", n, m)
 			}
 
 			// A restarted plugin: its first run reads only what is left
@@ -676,5 +676,40 @@ func TestIssuance_RollbackMinAgeConfig(t *testing.T) {
 	resp, err = e.write(configPath, map[string]any{"rollback_min_age": "-1s"})
 	if err == nil && (resp == nil || !resp.IsError()) {
 		t.Error("negative rollback_min_age accepted")
+	}
+}
+
+// The keys waiting for the sweep are bounded: past maxUnswept a sweep
+// starts at once, without waiting for the periodic run.
+func TestIssuance_UnsweptBound(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	e.b.issued.maxUnswept = 10
+	for i := 0; i < 25; i++ {
+		must(t)(e.read("creds/r"))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.b.issued.mu.Lock()
+		waiting, sweeping := len(e.b.issued.toSweep), e.b.issued.sweeping
+		e.b.issued.mu.Unlock()
+		pending := 0
+		for _, k := range e.issuanceKeys() {
+			if strings.HasPrefix(k, "pending/") {
+				pending++
+			}
+		}
+		if !sweeping && waiting < 10 && pending == waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys wait for the sweep, %d pending records stored, sweeping %v", waiting, pending, sweeping)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(issuedLive(srv)); n != 25 {
+		t.Errorf("%d live tokens, want 25", n)
 	}
 }

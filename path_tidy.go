@@ -174,15 +174,11 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 			c.abandoned++
 			continue
 		}
-		live := b.issued.isConfirmed(key)
-		if !live {
-			l, err := getLive(ctx, s, rec.Role, key)
-			if err != nil {
-				return c, err
-			}
-			live = l != nil
+		live, err := getLive(ctx, s, rec.Role, key)
+		if err != nil {
+			return c, err
 		}
-		if !live {
+		if live == nil {
 			c.pending++
 		}
 	}

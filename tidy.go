@@ -261,8 +261,9 @@ func (b *tookenBackend) collectExpired(ctx context.Context, run *tidyRun) error 
 	return nil
 }
 
-// collectExpiredPending deletes the pending records whose token has expired
-// and that no request or rollback holds.
+// collectExpiredPending deletes the pending records whose token has expired,
+// that no request or rollback holds and that no live record follows (that of
+// a confirmed read is the sweep's).
 func (b *tookenBackend) collectExpiredPending(ctx context.Context, run *tidyRun) error {
 	keys, err := listIssuance(ctx, run.s)
 	if err != nil {
@@ -270,18 +271,28 @@ func (b *tookenBackend) collectExpiredPending(ctx context.Context, run *tidyRun)
 	}
 	r := b.issued
 	for _, key := range keys {
-		if r.isConfirmed(key) || !r.claim(key) {
+		if !r.claim(key) {
 			continue
 		}
-		rec, err := getIssuance(ctx, run.s, key)
-		if err == nil && rec != nil && rec.expired(run.start) {
-			b.dropPending(ctx, run.s, rec.Role, key)
-			run.st.RecordsCollected++
-		}
+		err := b.collectPendingKey(ctx, run, key)
 		r.release(key)
 		if err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// collectPendingKey is collectExpiredPending for one key it holds.
+func (b *tookenBackend) collectPendingKey(ctx context.Context, run *tidyRun, key string) error {
+	rec, err := getIssuance(ctx, run.s, key)
+	if err != nil || rec == nil || !rec.expired(run.start) {
+		return err
+	}
+	if live, err := getLive(ctx, run.s, rec.Role, key); err != nil || live != nil {
+		return err
+	}
+	b.dropPending(ctx, run.s, rec.Role, key)
+	run.st.RecordsCollected++
 	return nil
 }
