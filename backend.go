@@ -59,6 +59,7 @@ type tookenBackend struct {
 	issued *issuanceRecords // issuance.go
 	queue  *revokeQueue     // revoke_queue.go
 	tidy   *tidyState       // tidy.go
+	static *staticRoles     // static_schedule.go
 
 	periodicMu sync.Mutex // one periodic run at a time
 
@@ -66,6 +67,8 @@ type tookenBackend struct {
 	// when the backend is cleaned up.
 	stop     context.Context
 	stopWork context.CancelFunc
+
+	routes []route // the Paths with their compiled patterns (request.go)
 }
 
 var _ logical.Factory = Factory
@@ -89,13 +92,14 @@ func backend() *tookenBackend {
 		issued: newIssuanceRecords(),
 		queue:  newRevokeQueue(),
 		tidy:   newTidyState(),
+		static: newStaticRoles(),
 	}
 	b.stop, b.stopWork = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configPath},
+			SealWrapStorage: []string{configPath, staticRolePrefix},
 			LocalStorage:    []string{framework.WALPrefix},
 		},
 		Paths: framework.PathAppend(
@@ -104,6 +108,8 @@ func backend() *tookenBackend {
 			[]*framework.Path{pathCreds(b)},
 			[]*framework.Path{pathRotateRoot(b)},
 			pathTidy(b),
+			pathStaticRoles(b),
+			[]*framework.Path{pathStaticCreds(b), pathRotateRole(b)},
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
@@ -115,6 +121,7 @@ func backend() *tookenBackend {
 		WALRollback:       b.walRollback,
 		WALRollbackMinAge: walRollbackMinAge,
 	}
+	b.routes = newRoutes(b.Backend.Paths)
 	return b
 }
 
@@ -129,6 +136,8 @@ func (b *tookenBackend) invalidate(_ context.Context, key string) {
 		b.installConfig(nil)
 	case strings.HasPrefix(key, rolePrefix):
 		b.forgetRole(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, staticRolePrefix):
+		b.static.invalidated(strings.TrimPrefix(key, staticRolePrefix))
 	}
 }
 
@@ -138,12 +147,13 @@ func (b *tookenBackend) clean(_ context.Context) {
 	b.installConfig(nil)
 }
 
-// periodicFunc is the hook for periodic work: scheduled root rotation, the
-// rollback of unfinished creds reads and the revoke queue. Vault calls it
-// about once a minute. All of it writes storage and changes things upstream,
-// so it runs only where storage is writable: not on a performance standby or
-// secondary (the active node of the primary does it), as the SDK asks. One
-// run at a time.
+// periodicFunc is the hook for periodic work: finishing interrupted root
+// rotations, scheduled root rotation, the static roles' due rotations and
+// checks, the rollback of unfinished creds reads and the revoke queue. Vault
+// calls it about once a minute. All of it writes storage and changes things
+// upstream, so it runs only where storage is writable: not on a performance
+// standby or secondary (the active node of the primary does it), as the SDK
+// asks. One run at a time; each part has a budget.
 func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
@@ -152,9 +162,12 @@ func (b *tookenBackend) periodicFunc(ctx context.Context, req *logical.Request) 
 		return nil
 	}
 	defer b.periodicMu.Unlock()
+	start := time.Now()
+	b.finishInterruptedRotations(ctx, req.Storage, b.rootRotation())
 	b.rotateRootIfDue(ctx, req.Storage)
 	_, rerr := b.rollbackIssuance(ctx, req.Storage)
 	_, derr := b.drainRevokeQueue(ctx, req.Storage)
+	b.runStaticSchedule(ctx, req.Storage, start) // last: it takes what the run has left
 	if errors.Is(rerr, errNotConfigured) {
 		rerr = nil
 	}
@@ -271,10 +284,14 @@ func (b *tookenBackend) connect(ctx context.Context, s logical.Storage, cfg *too
 	return c, c.Close, nil
 }
 
-// cachedRole is a role with its parsed name template.
+// cachedRole is a role with its parsed name template. A stored template
+// that this version refuses (written by an older one) leaves tmpl nil and
+// tmplErr set: creds reads of the role then fail with that error, renewals
+// and revokes of its leases work.
 type cachedRole struct {
-	entry *roleEntry
-	tmpl  *nameTemplate
+	entry   *roleEntry
+	tmpl    *nameTemplate
+	tmplErr error
 }
 
 // getRole returns the role, from the cache when warm; nil, nil when unknown.
@@ -295,11 +312,8 @@ func (b *tookenBackend) getRole(ctx context.Context, s logical.Storage, name str
 	if entry == nil {
 		return nil, nil // unknown roles are not cached: names are caller-chosen
 	}
-	tmpl, err := parseNameTemplate(entry.NameTemplate)
-	if err != nil {
-		return nil, fmt.Errorf("role %q: stored name_template: %w", name, err)
-	}
-	r = &cachedRole{entry: entry, tmpl: tmpl}
+	tmpl, tmplErr := parseNameTemplate(entry.NameTemplate)
+	r = &cachedRole{entry: entry, tmpl: tmpl, tmplErr: tmplErr}
 
 	b.roleLock.Lock()
 	defer b.roleLock.Unlock()
@@ -327,4 +341,9 @@ Write the root Tooken token to "config", define roles under "roles/<name>"
 with the scopes their tokens get, and read "creds/<name>" for a fresh token
 under a Vault lease. The token dies upstream when the lease is revoked or
 expires, and never outlives the lease's max TTL.
+
+For a token that must keep its identity, import it as a static role under
+"static-roles/<name>": the engine keeps its secret, rotates it on a schedule
+(or at "rotate-role/<name>"), and serves the current secret at
+"static-creds/<name>".
 `

@@ -111,11 +111,17 @@ func getTestBackend(t testing.TB, opts ...envOption) *testEnv {
 	}
 	tb := b.(*tookenBackend)
 	t.Cleanup(func() { tb.Cleanup(context.Background()) })
+	sys, ok := conf.System.(*logical.StaticSystemView)
+	if w, wraps := conf.System.(interface {
+		static() *logical.StaticSystemView
+	}); !ok && wraps {
+		sys = w.static()
+	}
 	return &testEnv{
 		t:       t,
 		b:       tb,
 		storage: &countingStorage{Storage: conf.StorageView},
-		sys:     conf.System.(*logical.StaticSystemView),
+		sys:     sys,
 		logs:    logs,
 	}
 }
@@ -239,7 +245,7 @@ func TestBackend_Factory(t *testing.T) {
 		t.Errorf("RunningVersion = %q, Version = %q", e.b.RunningVersion, Version)
 	}
 	sp := e.b.SpecialPaths()
-	if len(sp.SealWrapStorage) != 1 || sp.SealWrapStorage[0] != configPath {
+	if len(sp.SealWrapStorage) != 2 || sp.SealWrapStorage[0] != configPath || sp.SealWrapStorage[1] != staticRolePrefix {
 		t.Errorf("SealWrapStorage = %v", sp.SealWrapStorage)
 	}
 	if len(sp.LocalStorage) != 1 || sp.LocalStorage[0] != framework.WALPrefix {
@@ -299,7 +305,7 @@ func TestBackend_Forwarding(t *testing.T) {
 			}
 		}
 	}
-	if len(writes) != 9 { // config c/u/d, roles c/u/d, creds read, tidy, rotate-root
+	if len(writes) != 13 { // config c/u/d, roles c/u/d, creds read, tidy, rotate-root, static-roles c/u/d, rotate-role
 		t.Errorf("forwarded operations = %v", writes)
 	}
 }
@@ -322,7 +328,7 @@ func TestBackend_PathHelpAndOpenAPI(t *testing.T) {
 			}
 		}
 	}
-	for _, path := range []string{"config", "roles/x", "roles/", "creds/x", "rotate-root", "tidy", "tidy/status"} {
+	for _, path := range []string{"config", "roles/x", "roles/", "creds/x", "rotate-root", "tidy", "tidy/status", "static-roles/x", "static-roles/", "static-creds/x", "rotate-role/x"} {
 		resp, err := e.handle(e.request(logical.HelpOperation, path, nil))
 		if err != nil || resp == nil || resp.Data["help"] == "" {
 			t.Errorf("help %s: %v %v", path, resp, err)
@@ -354,6 +360,8 @@ func TestBackend_PathHelpAndOpenAPI(t *testing.T) {
 		"tooken-read-configuration", "tooken-configure", "tooken-delete-configuration",
 		"tooken-read-role", "tooken-write-role", "tooken-delete-role", "tooken-list-roles",
 		"tooken-generate-credentials", "tooken-rotate-root-credentials", "tooken-tidy", "tooken-read-tidy-status",
+		"tooken-read-static-role", "tooken-write-static-role", "tooken-delete-static-role", "tooken-list-static-roles",
+		"tooken-read-static-credentials", "tooken-rotate-static-role",
 	} {
 		if !ids[want] {
 			t.Errorf("missing operation id %q (have %v)", want, ids)

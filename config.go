@@ -19,9 +19,11 @@ const maxMaxRetries = 10
 // secretRegex is the contract's shape of a Tooken secret.
 var secretRegex = regexp.MustCompile(`^tok_(live|test)_[A-Za-z0-9]{20,}$`)
 
-// tookenConfig is the mount's connection to Tooken, stored seal-wrapped at
-// configPath. TokenID, Scopes and ExpiresAt describe the root token as
-// learned from GET /tokens/self when the connection was last verified.
+// tookenConfig is the mount's connection to Tooken, stored at configPath
+// (encrypted by Vault's barrier, like all storage; Vault Enterprise also
+// seal-wraps it: the path is in SealWrapStorage). TokenID, Scopes and
+// ExpiresAt describe the root token as learned from GET /tokens/self when
+// the connection was last verified.
 type tookenConfig struct {
 	URL              string        `json:"url"`
 	Token            string        `json:"token"`
@@ -45,6 +47,7 @@ func newDefaultConfig() *tookenConfig {
 		RequestTimeout:   tookenapi.DefaultTimeout,
 		MaxRetries:       tookenapi.DefaultMaxRetries,
 		VerifyConnection: true,
+		rotationConfig:   rotationConfig{RotationGrace: defaultRotationGrace},
 	}
 }
 
@@ -58,6 +61,11 @@ type connection struct {
 
 func (c *tookenConfig) connection() connection {
 	return connection{url: c.URL, caCert: c.CACert, timeout: c.RequestTimeout, maxRetries: c.MaxRetries}
+}
+
+// destination is where the config's root secret may be sent (custody.go).
+func (c *tookenConfig) destination() secretDestination {
+	return destinationOf(c.URL, c.CACert)
 }
 
 // clientOptions are the options of a Tooken client for this connection,
@@ -74,11 +82,53 @@ func (c *tookenConfig) clientOptions(logger hclog.Logger) tookenapi.Options {
 	}
 }
 
-// upstreamBudget bounds work that must not be cut by a caller hanging up
-// (a rotation between the upstream change and the storage write): every
-// attempt of one call, and some margin.
-func (c *tookenConfig) upstreamBudget() time.Duration {
-	return time.Duration(c.MaxRetries+1)*c.RequestTimeout + 30*time.Second
+// rotationCallBudget is what the rotate call of a root rotation (or of its
+// replay) may take with all its attempts: max_retries+1 attempts of
+// request_timeout and the waits between them, at most
+// maxRotationCallBudget.
+func (c *tookenConfig) rotationCallBudget() time.Duration {
+	if c.RequestTimeout <= 0 || c.RequestTimeout >= maxRotationCallBudget || c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
+		return maxRotationCallBudget
+	}
+	d := time.Duration(c.MaxRetries+1)*c.RequestTimeout + time.Duration(c.MaxRetries)*tookenapi.MaxRetryWait
+	return min(d, maxRotationCallBudget)
+}
+
+// minRotationGrace is the shortest rotation_grace this config accepts
+// (rotation.go says why).
+func (c *tookenConfig) minRotationGrace() time.Duration {
+	return minRotationGrace(c.rotationCallBudget())
+}
+
+// validateGrace checks rotation_grace against what recovering an
+// interrupted rotation needs with this config's request_timeout and
+// max_retries.
+func (c *tookenConfig) validateGrace() error {
+	g, least := c.grace(), c.minRotationGrace()
+	switch {
+	case g > maxRotationGrace:
+		return fmt.Errorf("rotation_grace: %s is longer than %s, Tooken's limit of previous_secret_ttl", shortDuration(g), shortDuration(maxRotationGrace))
+	case g < least:
+		return fmt.Errorf("rotation_grace: %s is shorter than the %s that recovering an interrupted rotation needs with request_timeout=%s and max_retries=%d "+
+			"(the rotation is replayed with the previous secret: %s WAL minimum age + %s Vault rollback interval + %s for the rotate call + %s margin); "+
+			"raise rotation_grace, or lower request_timeout or max_retries",
+			shortDuration(g), shortDuration(least), shortDuration(c.RequestTimeout), c.MaxRetries,
+			shortDuration(walRollbackMinAge), shortDuration(vaultRollbackInterval), shortDuration(c.rotationCallBudget()), shortDuration(rotationRecoveryMargin))
+	}
+	return nil
+}
+
+// shortDuration is d as Go writes it, without the zero units it ends with
+// ("5m", "1h", "3m30s", "45s").
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // effectiveRollbackMinAge is rollback_min_age with its default.
@@ -137,7 +187,7 @@ func (c *tookenConfig) validate() error {
 	if c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
 		errs = append(errs, fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries))
 	}
-	errs = append(errs, c.rotationConfig.validate())
+	errs = append(errs, c.rotationConfig.validate(), c.validateGrace())
 	return errors.Join(errs...)
 }
 
@@ -223,7 +273,9 @@ func configFields() map[string]*framework.FieldSchema {
 type rotationConfig struct {
 	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
 	RotationWindow string        `json:"rotation_window,omitempty"`
-	RotationGrace  time.Duration `json:"rotation_grace,omitempty"` // 0 = defaultRotationGrace
+	// RotationGrace is stored explicitly since the default became 5m; 0 is
+	// a config of an earlier version, whose default was 1h (grace).
+	RotationGrace time.Duration `json:"rotation_grace,omitempty"`
 
 	// State, written together with the secret.
 	SecretSetAt             time.Time  `json:"secret_set_at,omitempty"`
@@ -232,15 +284,12 @@ type rotationConfig struct {
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 
 	// Status of failed attempts, cleared by a success or a new token.
-	RotationFailures    int        `json:"rotation_failures,omitempty"`
-	LastRotationError   string     `json:"last_rotation_error,omitempty"`
-	LastRotationErrorAt *time.Time `json:"last_rotation_error_at,omitempty"`
-	RotationRetryAt     *time.Time `json:"rotation_retry_at,omitempty"`
+	rotationStatus
 }
 
 func (r *rotationConfig) grace() time.Duration {
 	if r.RotationGrace <= 0 {
-		return defaultRotationGrace
+		return legacyRotationGrace
 	}
 	return r.RotationGrace
 }
@@ -251,22 +300,10 @@ func (r *rotationConfig) validate() error {
 	if err := validateRotationPeriod(r.RotationPeriod); err != nil {
 		errs = append(errs, err)
 	}
-	if g := r.grace(); g < minRotationGrace || g > maxRotationGrace {
-		errs = append(errs, fmt.Errorf("rotation_grace: must be between %s and %s", minRotationGrace, maxRotationGrace))
-	}
 	if _, err := parseWindow(r.RotationWindow); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// warnings for a config write.
-func (r *rotationConfig) warnings() []string {
-	var out []string
-	if g := r.grace(); g < safeRotationGrace {
-		out = append(out, fmt.Sprintf("rotation_grace %s is below %s: if Vault dies in the middle of a rotation, the recovery (which needs the old secret) may come too late and the root secret be lost", g, safeRotationGrace))
-	}
-	return out
 }
 
 // secretChanged records that the operator wrote a new root secret.
@@ -274,22 +311,6 @@ func (r *rotationConfig) secretChanged(now time.Time) {
 	r.SecretSetAt = now.UTC()
 	r.PreviousSecretExpiresAt = nil
 	r.clearFailures()
-}
-
-func (r *rotationConfig) clearFailures() {
-	r.RotationFailures = 0
-	r.LastRotationError = ""
-	r.LastRotationErrorAt = nil
-	r.RotationRetryAt = nil
-}
-
-// recordFailure counts a failed rotation at now, with its backoff.
-func (r *rotationConfig) recordFailure(msg string, now time.Time) {
-	r.RotationFailures++
-	r.LastRotationError = msg
-	r.LastRotationErrorAt = &now
-	retry := now.Add(rotationBackoff(r.RotationFailures))
-	r.RotationRetryAt = &retry
 }
 
 // nextRotation is when the schedule rotates next (zero when it is off).
@@ -325,9 +346,10 @@ func rotationFields() map[string]*framework.FieldSchema {
 			Description: `Daily UTC window "HH:MM-HH:MM" in which scheduled rotations may run (it may wrap past midnight). Empty (default): any time.`,
 		},
 		"rotation_grace": {
-			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("How long the previous root secret keeps working after a rotation (previous_secret_ttl), %s to %s.", minRotationGrace, maxRotationGrace),
-			Default:     int(defaultRotationGrace / time.Second),
+			Type: framework.TypeDurationSecond,
+			Description: fmt.Sprintf("How long the previous root secret keeps working after a rotation (previous_secret_ttl), at most %s. At least what recovering an interrupted rotation needs: %s with the default request_timeout and max_retries (%s + the rotate call's budget, which grows with request_timeout and max_retries up to %s).",
+				shortDuration(maxRotationGrace), shortDuration(newDefaultConfig().minRotationGrace()), shortDuration(minRotationGrace(0)), shortDuration(maxRotationCallBudget)),
+			Default: int(defaultRotationGrace / time.Second),
 		},
 	}
 }
@@ -342,6 +364,9 @@ func (r *rotationConfig) applyFields(d *framework.FieldData) {
 	}
 	if v, ok := d.GetOk("rotation_grace"); ok {
 		r.RotationGrace = time.Duration(v.(int)) * time.Second
+		if r.RotationGrace == 0 {
+			r.RotationGrace = defaultRotationGrace // 0 asks for the default
+		}
 	}
 }
 

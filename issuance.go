@@ -47,6 +47,10 @@ const (
 	defaultMaxRollbackAttempts = 10
 	defaultRetryBase           = 30 * time.Second
 	defaultRetryMax            = 10 * time.Minute
+	// defaultRollbackBudget bounds when a rollback pass may start the
+	// upstream work of another record; what it leaves waits for the next
+	// run (the drain's budget follows it in the same run).
+	defaultRollbackBudget = 15 * time.Second
 )
 
 // issuanceRecord is a pending record, stored at issuedPendingPrefix + Key
@@ -114,6 +118,7 @@ type issuanceRecords struct {
 	maxUnswept  int           // keys waiting for the sweep before one starts at once
 	retry       retryPolicy   // backoff between attempts
 	callTimeout time.Duration // of each upstream call of a rollback
+	passBudget  time.Duration // of one rollback pass
 }
 
 // defaultMaxUnswept bounds toSweep: past it a sweep starts at once rather
@@ -140,6 +145,7 @@ func newIssuanceRecords() *issuanceRecords {
 		maxUnswept:  defaultMaxUnswept,
 		retry:       retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		callTimeout: defaultUpstreamCallTimeout,
+		passBudget:  defaultRollbackBudget,
 	}
 }
 

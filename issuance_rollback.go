@@ -50,7 +50,7 @@ func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage)
 		return rep, err
 	}
 	rep.Pending, rep.Abandoned = r.pendingCounts()
-	p := &rollbackPass{now: now, minAge: cfg.effectiveRollbackMinAge()}
+	p := &rollbackPass{now: now, minAge: cfg.effectiveRollbackMinAge(), deadline: time.Now().Add(r.passBudget)}
 	for key, rec := range due {
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
@@ -120,6 +120,9 @@ type rollbackPass struct {
 	now    time.Time
 	minAge time.Duration
 	client *tookenapi.Client // built when first needed
+	// deadline: no record's upstream work starts after it (each call has
+	// its own timeout); the records left wait for the next pass.
+	deadline time.Time
 }
 
 // rollbackKey handles one pending record that is due: it collects an
@@ -149,6 +152,9 @@ func (b *tookenBackend) rollbackKey(ctx context.Context, s logical.Storage, p *r
 	if due := rec.CreatedAt.Add(p.minAge); p.now.Before(due) || p.now.Before(rec.NextAttempt) {
 		r.setDue(key, later(due, rec.NextAttempt), false)
 		return nil
+	}
+	if time.Now().After(p.deadline) {
+		return nil // the next pass
 	}
 	if p.client == nil {
 		var err error

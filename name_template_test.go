@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	sdktemplate "github.com/hashicorp/vault/sdk/helper/template"
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // legacyNameTemplateFuncs are the functions of the engine's name templates
@@ -140,6 +143,282 @@ func TestNameTemplate_RandomCharset(t *testing.T) {
 	}
 }
 
+// The functions keep the SDK's results: every SDK template function, on
+// ordinary input, renders what sdk/helper/template renders. (random, uuid and
+// the clock are compared by shape; the SDK's timestamp is local time, so the
+// layout used has no zone-dependent part only when TZ is UTC: it is left
+// to TestNameTemplate_SameAsBefore.)
+func TestNameTemplate_SameAsSDK(t *testing.T) {
+	shapes := map[string]*regexp.Regexp{
+		"random": regexp.MustCompile(`[A-Za-z0-9]{12}`),
+		"uuid":   regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`),
+		"clock":  regexp.MustCompile(`[0-9]{10,13}`),
+	}
+	cases := []struct{ name, tmpl, shape string }{
+		{"truncate", "{{ .RoleName | truncate 5 }}", ""},
+		{"truncate longer", "{{ .RoleName | truncate 500 }}", ""},
+		{"truncate_sha256", "{{ .RoleName | truncate_sha256 20 }}", ""},
+		{"truncate_sha256 short", "{{ .DisplayName | truncate_sha256 200 }}", ""},
+		{"uppercase", "{{ .RoleName | uppercase }}", ""},
+		{"lowercase", "{{ .DisplayName | lowercase }}", ""},
+		{"replace", `{{ .DisplayName | replace "-" "_" }}`, ""},
+		{"replace empty old", `{{ .RoleName | replace "" "." }}`, ""},
+		{"sha256", "{{ .RoleName | sha256 }}", ""},
+		{"base64", "{{ .DisplayName | base64 }}", ""},
+		{"random", "{{ random 12 }}", "random"},
+		{"uuid", "{{ uuid }}", "uuid"},
+		{"unix_time", "{{ unix_time }}", "clock"},
+		{"unix_time_millis", "{{ unix_time_millis }}", "clock"},
+		{"builtins", `{{ if and (eq .RoleName "ci-deploy") (not (eq .DisplayName "")) }}{{ len .RoleName }}-{{ slice .RoleName 0 2 }}{{ end }}`, ""},
+		{"print", `{{ print .RoleName "-" .DisplayName }}`, ""},
+		{"printf", `{{ printf "%s.%-12s.%08d" .RoleName .DisplayName 42 }}`, ""},
+	}
+	data := newNameTemplateData("ci-deploy", "userpass-Alice")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sdk, err := sdktemplate.NewTemplate(sdktemplate.Template(tc.tmpl))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := sdk.Generate(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl, err := parseNameTemplate(tc.tmpl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tmpl.generate(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if re := shapes[tc.shape]; re != nil {
+				want, got = re.ReplaceAllString(want, "#"), re.ReplaceAllString(got, "#")
+			}
+			if got != want {
+				t.Errorf("SDK %q, here %q", want, got)
+			}
+		})
+	}
+}
+
+// What could loop, recurse or grow without bound is refused when the
+// template is parsed (role write, and role load), with a message that says
+// what and where.
+func TestNameTemplate_Refused(t *testing.T) {
+	cases := []struct{ name, tmpl, want string }{
+		{"range over a number", "{{ range 30000000 }}{{ uuid }}{{ end }}", "range is not allowed"},
+		{"range behind a branch on the caller", `{{ if eq .DisplayName "token" "userpass-alice" "" }}ok{{ else }}{{ range 1000000000 }}{{ end }}x{{ end }}`, "range is not allowed"},
+		{"range over data", "{{ range .AliasMetadata }}x{{ end }}", "range is not allowed"},
+		{"range in a with", "{{ with .DisplayName }}{{ range 3 }}{{ end }}{{ end }}", "range is not allowed"},
+		{"define", `{{ define "x" }}a{{ end }}b`, "define and block are not allowed"},
+		{"define only", `{{ define "x" }}a{{ end }}`, "define and block are not allowed"},
+		{"block", `{{ block "x" . }}a{{ end }}`, "define and block are not allowed"},
+		{"template", `a{{ template "x" }}`, "template is not allowed"},
+		{"html", "{{ .RoleName | html }}", `function "html" is not allowed`},
+		{"js", "{{ js .RoleName }}", `function "js" is not allowed`},
+		{"urlquery", "{{ urlquery .RoleName }}", `function "urlquery" is not allowed`},
+		{"call", "{{ call .RoleName }}", `function "call" is not allowed`},
+		{"println", "{{ println .RoleName }}", `function "println" is not allowed`},
+		{"function in a nested pipeline", "x{{ (.RoleName | html) | truncate 3 }}", `function "html" is not allowed`},
+		{"function in an else branch", "x{{ if .DisplayName }}a{{ else }}{{ js .RoleName }}{{ end }}", `function "js" is not allowed`},
+		{"unknown function", "{{ explode }}", `function "explode" not defined`},
+		{"unknown field", "{{ .Nope }}", ".Nope is not a field"},
+		{"unknown field behind a branch", `{{ if eq .DisplayName "x" }}{{ .Nope }}{{ end }}y`, ".Nope is not a field"},
+		{"unknown field through $", "{{ with .DisplayName }}{{ $.Nope }}{{ end }}y", ".Nope is not a field"},
+		{"every problem at once", "{{ range 3 }}{{ end }}{{ html .Nope }}", "range is not allowed"},
+		{"too long", strings.Repeat("x", maxNameTemplateLen+1), "longer than 4096"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseNameTemplate(tc.tmpl)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if tc.name == "every problem at once" && (!strings.Contains(err.Error(), `"html"`) || !strings.Contains(err.Error(), ".Nope")) {
+				t.Errorf("not every problem: %v", err)
+			}
+		})
+	}
+	// Position: where the refused construct is.
+	_, err := parseNameTemplate("abc{{ range 3 }}{{ end }}")
+	if err == nil || !strings.Contains(err.Error(), "at 1:12: range") {
+		t.Errorf("no position: %v", err)
+	}
+}
+
+// Accepted templates that try to grow their output fail at render with a
+// bounded error: each function refuses, before allocating, a result over
+// maxTemplateValue, and the output stops at maxTemplateOutput.
+func TestNameTemplate_RenderBounds(t *testing.T) {
+	doubling := "{{ .RoleName" + strings.Repeat(` | replace "" "xx"`, 40) + " }}"
+	cases := []struct{ name, tmpl, want string }{
+		{"replace doubling", doubling, "replace: result longer than 1024"},
+		{"replace one char", `{{ .RoleName | replace "r" "` + strings.Repeat("y", 1000) + `" }}`, "replace: result longer"},
+		{"base64 chain", "{{ .DisplayName" + strings.Repeat(" | base64", 40) + " }}", "base64: result longer"},
+		{"printf width", `{{ printf "%0999999999d" 1 }}`, "printf: width or precision over 64"},
+		{"printf precision", `{{ printf "%.999999s" .RoleName }}`, "printf: width or precision over 64"},
+		{"printf star", `{{ printf "%*d" 999999999 1 }}`, "printf: a width or precision from an argument"},
+		{"printf long argument index", `{{ printf "%[999]d" 1 }}`, "printf: width or precision over 64"},
+		{"print of long strings", "{{ print" + strings.Repeat(" .RoleName", 200) + " }}", "print: result longer"},
+		{"uppercase of a long literal", `{{ uppercase "` + strings.Repeat("a", 2000) + `" }}`, "uppercase: argument longer"},
+		{"timestamp of a long layout", `{{ timestamp "` + strings.Repeat("January", 200) + `" }}`, "timestamp: argument longer"},
+		{"random out of range", "{{ random 1000000 }}", "random: length"},
+		{"output past the bound", strings.Repeat("{{ .RoleName | truncate 1000 }}", 20), "renders more than 16384 bytes"},
+	}
+	data := newNameTemplateData(strings.Repeat("r", 900), strings.Repeat("d", 900))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl, err := parseNameTemplate(tc.tmpl)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			out, err := tmpl.generate(data)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("render %d bytes, error %v; want %q", len(out), err, tc.want)
+			}
+		})
+	}
+}
+
+// worstNameTemplates are the most expensive templates the checks accept
+// that render without error that we know of: the longest source, every node
+// a chain of functions each near its bound, or the most output.
+func worstNameTemplates() map[string]string {
+	fill := func(unit string) string {
+		return strings.Repeat(unit, maxNameTemplateLen/len(unit))
+	}
+	return map[string]string{
+		"functions": fill(`{{ .RoleName | truncate 512 | replace "r" "rr" | uppercase | lowercase | sha256 | truncate_sha256 40 }}`),
+		"printf":    fill(`{{ printf "%.64s%64.64s%-64.64v" .DisplayName .EntityName .RoleName | replace "d" "" | truncate 9 }}`),
+		"output":    fill(`{{ .RoleName | truncate 1000 }}`)[:16*len(`{{ .RoleName | truncate 1000 }}`)],
+		"branch": `{{ if eq .DisplayName "token" }}{{ .RoleName }}{{ else }}` +
+			strings.Repeat(`{{ .DisplayName | truncate 500 | replace "d" "dd" | sha256 }}`, 60) + `{{ end }}`,
+	}
+}
+
+// worstData is the largest data a template can get.
+func worstData() nameTemplateData {
+	big := map[string]string{}
+	for i := range maxIdentityKeys {
+		big[fmt.Sprintf("key%03d", i)] = strings.Repeat("v", maxTemplateValue)
+	}
+	return newNameTemplateData(strings.Repeat("r", 2000), strings.Repeat("d", 2000)).
+		withIdentity(callerIdentity{entityName: strings.Repeat("e", 2000), entityMetadata: big, aliasMetadata: big})
+}
+
+// The worst accepted templates render, with the largest data, within a
+// bound of time and memory far below what an unbounded engine used (28 s
+// and 4.7 GB for one range): generous limits, not a timing race. The
+// benchmark below prints the actual cost.
+func TestNameTemplate_WorstCaseBounded(t *testing.T) {
+	data := worstData()
+	for name, raw := range worstNameTemplates() {
+		t.Run(name, func(t *testing.T) {
+			if len(raw) > maxNameTemplateLen {
+				t.Fatalf("template of %d bytes", len(raw))
+			}
+			tmpl, err := parseNameTemplate(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			out, err := tmpl.generate(data)
+			elapsed := time.Since(start)
+			runtime.ReadMemStats(&after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%d bytes of source, %d bytes out, %s, %d KiB allocated", len(raw), len(out), elapsed, alloc>>10)
+			if len(out) > maxTemplateOutput {
+				t.Errorf("output %d bytes", len(out))
+			}
+			if elapsed > 2*time.Second || alloc > 64<<20 {
+				t.Errorf("render took %s and %d MiB", elapsed, alloc>>20)
+			}
+		})
+	}
+}
+
+func BenchmarkNameTemplate_Worst(b *testing.B) {
+	data := worstData()
+	for name, raw := range worstNameTemplates() {
+		tmpl, err := parseNameTemplate(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = tmpl.generate(data)
+			}
+		})
+	}
+	def, _ := parseNameTemplate("")
+	b.Run("default template", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = def.generate(data)
+		}
+	})
+}
+
+// Only a template that reads an identity field (or the whole data) makes a
+// creds read fetch the entity.
+func TestNameTemplate_UsesIdentity(t *testing.T) {
+	cases := map[string]bool{
+		"":                                   false,
+		"{{ .RoleName }}-{{ .DisplayName }}": false,
+		"x{{ with .DisplayName }}{{ . }}{{ end }}":                      false,
+		"{{ .EntityName }}":                                             true,
+		"x{{ .AliasMetadata.repository }}":                              true,
+		`x{{ index .EntityMetadata "team" }}`:                           true,
+		"x{{ with .DisplayName }}{{ $.AliasMetadata.run_id }}{{ end }}": true,
+		"x{{ . }}": true,
+		"x{{ $ }}": true,
+	}
+	for raw, want := range cases {
+		tmpl, err := parseNameTemplate(raw)
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		if tmpl.usesIdentity != want {
+			t.Errorf("%q: usesIdentity %v, want %v", raw, tmpl.usesIdentity, want)
+		}
+	}
+}
+
+// Identity values are sanitized to the name alphabet; a missing key renders
+// empty, never "<no value>" and never an error.
+func TestNameTemplate_IdentityData(t *testing.T) {
+	tmpl, err := parseNameTemplate(`gh-{{ .AliasMetadata.repository }}-{{ .AliasMetadata.run_id }}{{ with .AliasMetadata.nope }}-{{ . }}{{ end }}-{{ index .EntityMetadata "team" }}-{{ .EntityName }}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identityOf(&logical.Entity{
+		Name:     "ci entity",
+		Metadata: map[string]string{"team": "platform/α"},
+		Aliases: []*logical.Alias{
+			{MountAccessor: "auth_jwt_2", Metadata: map[string]string{"repository": "other/repo"}},
+			{MountAccessor: "auth_jwt_1", Metadata: map[string]string{"repository": "acme/web", "run_id": "42"}},
+		},
+	})
+	name, err := tmpl.render(newNameTemplateData("ci", "jwt-x").withIdentity(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "gh-acme-web-42-platform--ci-entity"; name != want {
+		t.Errorf("name %q, want %q", name, want)
+	}
+	name, err = tmpl.render(newNameTemplateData("ci", "jwt-x").withIdentity(callerIdentity{}))
+	if err != nil || name != "gh----" {
+		t.Errorf("no identity: %q %v", name, err)
+	}
+}
+
 // sanitizeName does what the regexp it replaces did, on every kind of input.
 func TestSanitizeName_AsTheRegexp(t *testing.T) {
 	re := regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -163,25 +442,21 @@ func TestBuiltinNameTemplate_AsTheEngine(t *testing.T) {
 	if def, _ := parseNameTemplate(""); def.builtin != (defaultNameTemplate == builtinNameTemplate) {
 		t.Errorf("the default template's shortcut is %v", def.builtin)
 	}
-	engine, err := template.New("n").Funcs(template.FuncMap{
-		"truncate": truncate, "random": func(n int) string { return strings.Repeat("R", n) },
-	}).Parse(builtinNameTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	engine := *fast
+	engine.builtin = false
 	long := strings.Repeat("abcdefghij", 7)
-	for _, c := range [][2]string{{"r", "token"}, {"ci-deploy", ""}, {long, long}, {"r", "userpass-alice"}, {"a..b", "x_y"}} {
+	for _, c := range [][2]string{{"r", "token"}, {"ci-deploy", ""}, {long, long}, {"r", "userpass-alice"}, {"a..b", "x_y"}, {"é r", "a b"}} {
 		data := newNameTemplateData(c[0], c[1])
-		var want strings.Builder
-		if err := engine.Execute(&want, data); err != nil {
+		want, err := engine.generate(data)
+		if err != nil {
 			t.Fatal(err)
 		}
 		got, err := fast.generate(data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != want.Len() || got[:len(got)-8] != want.String()[:want.Len()-8] {
-			t.Errorf("%q/%q: by hand %q, engine %q", c[0], c[1], got, want.String())
+		if len(got) != len(want) || got[:len(got)-8] != want[:len(want)-8] {
+			t.Errorf("%q/%q: by hand %q, engine %q", c[0], c[1], got, want)
 		}
 		if suffix := got[len(got)-8:]; !regexp.MustCompile(`^[A-Za-z0-9]{8}$`).MatchString(suffix) {
 			t.Errorf("random part %q", suffix)

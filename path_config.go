@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -19,6 +20,7 @@ func pathConfig(b *tookenBackend) *framework.Path {
 			OperationVerb: "configure",
 		},
 		Summary:                     "Configure the connection to Tooken.",
+		Responses:                   writeResponses("The configuration is stored."),
 		ForwardPerformanceStandby:   true,
 		ForwardPerformanceSecondary: true,
 	}
@@ -34,7 +36,8 @@ func pathConfig(b *tookenBackend) *framework.Path {
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationSuffix: "configuration",
 				},
-				Summary: "Read the Tooken connection configuration (never the secret).",
+				Summary:   "Read the Tooken connection configuration (never the secret).",
+				Responses: dataResponse("The configuration, the root token as last verified and the rotation state.", configResponseFields()),
 			},
 			logical.CreateOperation: write,
 			logical.UpdateOperation: write,
@@ -44,6 +47,7 @@ func pathConfig(b *tookenBackend) *framework.Path {
 					OperationSuffix: "configuration",
 				},
 				Summary:                     "Delete the Tooken connection configuration.",
+				Responses:                   deleteResponses("The configuration is deleted."),
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
 			},
@@ -51,6 +55,34 @@ func pathConfig(b *tookenBackend) *framework.Path {
 		ExistenceCheck:  b.pathConfigExistenceCheck,
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
+	}
+}
+
+// configResponseFields are the fields of a config read.
+func configResponseFields() map[string]*framework.FieldSchema {
+	str := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeString, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"url":                        str("Base URL of the Tooken API."),
+		"ca_cert":                    str("PEM CA certificate(s) trusted for the URL; empty: the system roots."),
+		"request_timeout":            secondsField("Timeout of one HTTP attempt to Tooken"),
+		"max_retries":                {Type: framework.TypeInt, Description: "Retries of a failed Tooken call."},
+		"verify_connection":          {Type: framework.TypeBool, Description: "Whether writes check the connection with GET /tokens/self."},
+		"rollback_min_age":           secondsField("Age after which the periodic rollback finishes an interrupted creds read"),
+		"mount_uuid":                 str("The id every token of this mount carries as its vault_mount_uuid metadata."),
+		"token_id":                   str("Id of the root token, as learned at the last verification (empty when not verified)."),
+		"scopes":                     {Type: framework.TypeCommaStringSlice, Description: "Scopes of the root token, as learned at the last verification."},
+		"expires_at":                 timeField("Upstream expiry of the root token"),
+		"rotation_period":            secondsField("Period of scheduled root rotations; 0: off"),
+		"rotation_window":            str("Daily UTC window HH:MM-HH:MM of scheduled rotations; empty: any time."),
+		"rotation_grace":             secondsField("How long the previous root secret keeps working after a rotation"),
+		"last_rotated":               timeField("Last rotation of the root secret"),
+		"next_rotation":              timeField("Next scheduled rotation"),
+		"previous_secret_expires_at": timeField("When the previous root secret stops working"),
+		"rotation_failures":          {Type: framework.TypeInt, Description: "Failed rotation attempts since the last success."},
+		"last_rotation_error":        str("Why the last rotation attempt failed."),
+		"last_rotation_error_at":     timeField("When the last rotation attempt failed"),
 	}
 }
 
@@ -70,7 +102,11 @@ func (b *tookenBackend) pathConfigRead(ctx context.Context, req *logical.Request
 	if cfg == nil {
 		return nil, nil
 	}
-	return &logical.Response{Data: cfg.toResponseData(b.now())}, nil
+	data := cfg.toResponseData(b.now())
+	// The id every token of this mount carries as vault_mount_uuid (the
+	// backend UUID: not the mount's uuid that sys/mounts shows).
+	data["mount_uuid"] = b.mountUUID
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -85,21 +121,26 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	if stored != nil {
 		cfg = new(tookenConfig)
 		*cfg = *stored
+		cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
 	}
-	if _, ok := d.GetOk("token"); !ok && stored == nil {
+	_, tokenGiven := d.GetOk("token")
+	if !tokenGiven && stored == nil {
 		return logical.ErrorResponse("token: required when creating the config"), nil
 	}
 	applyConfigFields(cfg, d)
-	if err := cfg.validate(); err != nil {
+	// Nothing is sent anywhere before these checks: in particular not the
+	// stored secret to a new url.
+	errs := []error{cfg.validate()}
+	if stored != nil {
+		errs = append(errs, checkSecretDestination(stored.destination(), cfg.destination(), tokenGiven))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 
 	resp := &logical.Response{}
 	if stored == nil || cfg.Token != stored.Token {
 		cfg.secretChanged(b.now())
-	}
-	for _, w := range cfg.rotationConfig.warnings() {
-		resp.AddWarning(w)
 	}
 	if msg := b.learnRoot(ctx, req.Storage, cfg, stored, resp); msg != "" {
 		return logical.ErrorResponse(msg), nil
@@ -139,8 +180,9 @@ func (b *tookenBackend) learnRoot(ctx context.Context, s logical.Storage, cfg, s
 	return ""
 }
 
-// verifyConnection checks url, ca_cert and token with GET /tokens/self. The
-// error is a message for the caller, naming the field at fault.
+// verifyConnection checks url, ca_cert and token with GET /tokens/self: the
+// answer must be a valid token object. The error is a message for the
+// caller, naming the field at fault (verificationError).
 func (b *tookenBackend) verifyConnection(ctx context.Context, s logical.Storage, cfg *tookenConfig) (*tookenapi.Token, error) {
 	c, done, err := b.connect(ctx, s, cfg)
 	if err != nil {
@@ -150,22 +192,35 @@ func (b *tookenBackend) verifyConnection(ctx context.Context, s logical.Storage,
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	self, err := c.Self(ctx)
-	if err == nil {
-		return self, nil
+	if err != nil {
+		return nil, verificationError(cfg.URL, err)
 	}
+	return self, nil
+}
+
+// verificationError says what failed when url answered GET /tokens/self
+// with err: unreachable, link-local, TLS, not a Tooken API, unavailable, or
+// the token rejected. It never repeats what the server answered (its body
+// or message), nor transport detail that would tell a closed port from a
+// filtering one: the URL may be anything a writer of the config typed.
+func verificationError(url string, err error) error {
 	const hint = " (set verify_connection=false to store the config without checking)"
 	var apiErr *tookenapi.APIError
 	switch {
 	case errors.Is(err, tookenapi.ErrUnauthorized):
-		return nil, errors.New("token: Tooken rejected the token (401 unauthorized): it is unknown, revoked or expired" + hint)
+		return errors.New("token: Tooken rejected the token (401 unauthorized): it is unknown, revoked or expired" + hint)
+	case errors.Is(err, tookenapi.ErrForbiddenAddress):
+		return fmt.Errorf("url: %s resolves to a link-local address (169.254.0.0/16, fe80::/10), which the engine never calls", url)
 	case tookenapi.IsTLSError(err):
-		return nil, fmt.Errorf("ca_cert: TLS verification of %s failed: %v%s", cfg.URL, err, hint)
+		return fmt.Errorf("ca_cert: TLS with %s failed: the server does not speak TLS, or its certificate is not trusted by ca_cert (the system roots when ca_cert is empty)%s", url, hint)
+	case errors.Is(err, tookenapi.ErrInvalidAnswer), errors.Is(err, tookenapi.ErrNotProven):
+		return fmt.Errorf("url: %s is not a Tooken API: GET /tokens/self did not answer a token object (the URL includes the API version, e.g. /v1)%s", url, hint)
+	case errors.As(err, &apiErr) && (apiErr.Status == http.StatusTooManyRequests || apiErr.Status >= 500):
+		return fmt.Errorf("url: %s is unavailable (GET /tokens/self: HTTP %d); try again later%s", url, apiErr.Status, hint)
 	case errors.As(err, &apiErr):
-		return nil, fmt.Errorf("url: %s answered GET /tokens/self with %v%s", cfg.URL, apiErr, hint)
-	case tookenapi.IsUnreachable(err) || errors.Is(err, context.DeadlineExceeded):
-		return nil, fmt.Errorf("url: cannot reach Tooken at %s: %v%s", cfg.URL, err, hint)
+		return fmt.Errorf("url: %s is not a Tooken API (GET /tokens/self: HTTP %d)%s", url, apiErr.Status, hint)
 	default:
-		return nil, fmt.Errorf("url: checking the connection to %s failed: %v%s", cfg.URL, err, hint)
+		return fmt.Errorf("url: cannot reach %s%s", url, hint)
 	}
 }
 
@@ -187,21 +242,27 @@ const pathConfigHelpDesc = `
 The engine authenticates to Tooken with a root token that must hold every
 scope the roles hand out (tokens:write is needed to create tokens).
 
-Write fields: url (default https://api.tooken.io/v1), token (the root secret,
-tok_live_ or tok_test_ followed by at least 20 letters or digits; surrounding
-whitespace is trimmed; required when creating the config, write-only),
-ca_cert (PEM, optional), request_timeout (per HTTP attempt, default 30s),
-max_retries (0 to 10, default 3), verify_connection (default true: GET
-/tokens/self must succeed, otherwise the write is rejected and nothing is
+Write fields: url (default https://api.tooken.io/v1; never a link-local
+address), token (the root secret, tok_live_ or tok_test_ followed by at least
+20 letters or digits; surrounding whitespace is trimmed; required when
+creating the config, and again whenever url or ca_cert changes: the stored
+secret is only ever sent to the URL it was stored for; write-only), ca_cert
+(PEM, optional), request_timeout (per HTTP attempt, default 30s), max_retries
+(0 to 10, default 3), verify_connection (default true: GET /tokens/self must
+answer a Tooken token object, otherwise the write is rejected and nothing is
 stored), rollback_min_age (1s to 1h, default 2m: age after which the periodic
 rollback finishes an interrupted creds read), and the root rotation schedule:
 rotation_period (0 = off, default; else at least 1m), rotation_window (daily
 UTC "HH:MM-HH:MM", default any time) and rotation_grace (how long the previous
-secret keeps working after a rotation, 10s to 24h, default 1h). Fields left
+secret keeps working after a rotation, default 5m, at most 24h, and at least
+what recovering an interrupted rotation needs: 2m30s plus the rotate call's
+budget, 3m30s with the default request_timeout and max_retries). Fields left
 out of an update keep their value.
 
-Read returns every field but the secret, plus the root token's token_id,
-scopes and expires_at as learned at the last verification, and the rotation
+Read returns every field but the secret, plus mount_uuid (the id every token
+of this mount carries as its vault_mount_uuid metadata: list a mount's tokens
+at Tooken by it), the root token's token_id, scopes and expires_at as learned
+at the last verification, and the rotation
 state: last_rotated, next_rotation, previous_secret_expires_at,
 rotation_failures, last_rotation_error and last_rotation_error_at. Delete
 removes the configuration; the revokes of leases already issued are then

@@ -77,6 +77,7 @@ func TestConfig_WriteRead(t *testing.T) {
 		"verify_connection": true,
 		"token_id":          srv.RootTokenID(),
 		"expires_at":        nil,
+		"mount_uuid":        testMountUUID,
 	}
 	for k, v := range want {
 		if resp.Data[k] != v {
@@ -189,7 +190,7 @@ func TestConfig_BadInput(t *testing.T) {
 		{"bad scheme", map[string]any{"url": "ftp://example.com/v1", "token": goodSecret}, []string{"url: scheme"}},
 		{"user info in url", map[string]any{"url": "http://user:pw@127.0.0.1/v1", "token": goodSecret}, []string{"url: must not contain user information"}},
 		{"unreachable url", map[string]any{"url": deadURL, "token": goodSecret, "max_retries": 0}, []string{"url: cannot reach"}},
-		{"not a Tooken server", map[string]any{"url": notTooken.URL + "/v1", "token": goodSecret}, []string{"url:", "404"}},
+		{"not a Tooken server", map[string]any{"url": notTooken.URL + "/v1", "token": goodSecret}, []string{"url:", "is not a Tooken API"}},
 		{"ca_cert not PEM", map[string]any{"url": srv.URL(), "token": goodSecret, "ca_cert": "not a cert"}, []string{"ca_cert:"}},
 		{"negative request_timeout", map[string]any{"url": srv.URL(), "token": goodSecret, "request_timeout": "-5s"}, []string{"request_timeout"}},
 		{"unparsable request_timeout", map[string]any{"url": srv.URL(), "token": goodSecret, "request_timeout": "soon"}, []string{"request_timeout"}},

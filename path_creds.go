@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -26,6 +27,14 @@ func pathCreds(b *tookenBackend) *framework.Path {
 				Description: "Name of the role to issue a token for.",
 				Required:    true,
 			},
+			"ttl": {
+				Type:        framework.TypeDurationSecond,
+				Description: fmt.Sprintf("Lifetime of this token, at least %s and at most the role's max_ttl (capped by the mount's max lease TTL): the token expires upstream then, and the lease ends with it. Default: the role's ttl for the lease and its max_ttl for the token.", humanDuration(minTokenLifetime)),
+			},
+			"scopes": {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Scopes of this token: a subset of the role's (R:write covers R:read). Default: the role's scopes.",
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -34,7 +43,8 @@ func pathCreds(b *tookenBackend) *framework.Path {
 					OperationVerb:   "generate",
 					OperationSuffix: "credentials",
 				},
-				Summary: "Issue a new Tooken token for the role, under a lease.",
+				Summary:   "Issue a new Tooken token for the role, under a lease.",
+				Responses: credsResponses(b),
 				// Creates a token upstream: a standby must not do it itself.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
@@ -43,6 +53,96 @@ func pathCreds(b *tookenBackend) *framework.Path {
 		HelpSynopsis:    pathCredsHelpSyn,
 		HelpDescription: pathCredsHelpDesc,
 	}
+}
+
+// credsRequest is one creds read: the role, narrowed by the request's ttl and
+// scopes, and the requester's identity when the role uses it.
+type credsRequest struct {
+	roleName string
+	role     *cachedRole
+	scopes   []string      // the token's scopes: the role's, or the subset asked for
+	maxTTL   time.Duration // the token's lifetime upstream, the lease's limit
+	ttl      time.Duration // the lease TTL asked for (then also maxTTL); 0 = the role's ttl
+	identity callerIdentity
+}
+
+// narrowCreds applies a creds read's ttl and scopes to the role. A bad value
+// is the caller's mistake: the message names the field (every problem at
+// once), and nothing is created.
+func (b *tookenBackend) narrowCreds(d *framework.FieldData, roleName string, role *cachedRole) (*credsRequest, string) {
+	cr := &credsRequest{roleName: roleName, role: role, scopes: role.entry.Scopes, maxTTL: b.effectiveMaxTTL(role.entry)}
+	// Before anything is created: the mount may have been tuned below what
+	// a token needs since the role was written.
+	if cr.maxTTL < minTokenLifetime {
+		return cr, fmt.Sprintf("max_ttl: tokens of role %q would live %s (its max_ttl capped by the mount's max lease TTL), less than the %s a token needs; raise the mount's max lease TTL (vault secrets tune -max-lease-ttl)", roleName, humanDuration(cr.maxTTL), humanDuration(minTokenLifetime))
+	}
+	var problems []string
+	if v, ok := d.GetOk("ttl"); ok {
+		switch ttl := time.Duration(v.(int)) * time.Second; {
+		case ttl < minTokenLifetime:
+			problems = append(problems, fmt.Sprintf("ttl: %s is too short; ask for at least %s, or leave it out for the role's", humanDuration(ttl), humanDuration(minTokenLifetime)))
+		case ttl > cr.maxTTL:
+			problems = append(problems, fmt.Sprintf("ttl: %s is longer than role %q allows (%s, its max_ttl capped by the mount's max lease TTL); ask for at most that", humanDuration(ttl), roleName, humanDuration(cr.maxTTL)))
+		default:
+			cr.maxTTL, cr.ttl = ttl, ttl
+		}
+	}
+	if v, ok := d.GetOk("scopes"); ok {
+		scopes, problem := narrowScopes(v.([]string), role.entry.Scopes, roleName)
+		if problem != "" {
+			problems = append(problems, problem)
+		}
+		cr.scopes = scopes
+	}
+	return cr, strings.Join(problems, "; ")
+}
+
+// narrowScopes checks the scopes a creds read asks for against the role's:
+// Tooken's rules for scopes (validateScopes, the count first), and each
+// granted by the role (R:write covers R:read). Every problem at once.
+func narrowScopes(asked, held []string, roleName string) ([]string, string) {
+	if len(asked) > maxScopes {
+		return nil, fmt.Sprintf("scopes: at most %d (Tooken's limit), got %d", maxScopes, len(asked))
+	}
+	scopes := trimmedUnique(asked)
+	if len(scopes) == 0 {
+		return nil, "scopes: empty; name at least one of the role's scopes, or leave it out for all of them"
+	}
+	var problems []string
+	if err := validateScopes(scopes); err != nil {
+		problems = append(problems, err.Error())
+	}
+	var notHeld []string
+	for _, s := range scopes {
+		if len(s) <= maxScopeLen && scopeRegex.MatchString(s) && !holdsScope(held, s) {
+			notHeld = append(notHeld, s)
+		}
+	}
+	if len(notHeld) > 0 {
+		more := ""
+		if len(notHeld) > maxReportedScopes {
+			notHeld, more = notHeld[:maxReportedScopes], fmt.Sprintf(" and %d more", len(notHeld)-maxReportedScopes)
+		}
+		problems = append(problems, fmt.Sprintf("scopes: role %q does not grant %s%s; ask for a subset of %s", roleName, strings.Join(notHeld, ", "), more, strings.Join(held, ", ")))
+	}
+	return scopes, strings.Join(problems, "; ")
+}
+
+// nameData is what the role's name template renders from.
+func (cr *credsRequest) nameData(displayName string) nameTemplateData {
+	data := newNameTemplateData(cr.roleName, displayName)
+	if cr.role.tmpl.usesIdentity {
+		data = data.withIdentity(cr.identity)
+	}
+	return data
+}
+
+// credsResponses are the answers of a creds read: the token, or a refusal
+// by the role's max_live_tokens.
+func credsResponses(b *tookenBackend) map[int][]framework.Response {
+	r := dataResponse("A new token under a renewable lease.", secretToken(b).Fields)
+	r[http.StatusTooManyRequests] = []framework.Response{{Description: "The role has max_live_tokens tokens alive: nothing was created."}}
+	return r
 }
 
 // issuedToken is a token created for a creds read, with its lease limits.
@@ -64,8 +164,20 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	if role == nil {
 		return logical.ErrorResponse("name: unknown role %q", name), nil
 	}
+	if role.tmplErr != nil {
+		return logical.ErrorResponse("name_template: role %q has a stored name_template that this version of the engine refuses (%v); write the role's name_template again", name, role.tmplErr), nil
+	}
+	cr, problems := b.narrowCreds(d, name, role)
+	if problems != "" {
+		return logical.ErrorResponse(problems), nil
+	}
+	if role.usesIdentity() {
+		if cr.identity, err = b.callerIdentity(req); err != nil {
+			return nil, err
+		}
+	}
 
-	it, err := b.issueToken(ctx, req, name, role)
+	it, err := b.issueToken(ctx, req, cr)
 	switch {
 	case err == nil:
 	case errors.Is(err, errNotConfigured):
@@ -75,7 +187,12 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	default:
 		return nil, err
 	}
+	return b.credsResponse(it, cr), nil
+}
 
+// credsResponse is the answer of a creds read that issued it: the token and
+// its lease, whose internal data names everything renew and revoke need.
+func (b *tookenBackend) credsResponse(it *issuedToken, cr *credsRequest) *logical.Response {
 	resp := b.Secret(secretTokenType).Response(
 		map[string]any{
 			"token":      it.token.Secret,
@@ -93,12 +210,16 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 			internalIssuedAt:  it.issuedAt.Format(time.RFC3339),
 		},
 	)
+	if cr.ttl > 0 {
+		resp.Secret.InternalData[internalTTL] = cr.ttl.String()
+	}
 	resp.Secret.TTL = it.ttl
+	setLeaseEnd(resp.Secret, time.Now().Add(it.ttl))
 	resp.Secret.MaxTTL = it.ttl
 	if rem := leaseRemaining(it.expiresAt, time.Now()); rem > it.ttl {
 		resp.Secret.MaxTTL = rem
 	}
-	return resp, nil
+	return resp
 }
 
 // effectiveMaxTTL is the lifetime of a token of this role: the role's max_ttl
@@ -135,25 +256,26 @@ func leaseRemaining(expiresAt, now time.Time) time.Duration {
 // revokes it; whatever it cannot finish stays pending and the periodic
 // rollback finishes it. A role with max_live_tokens refuses the read before
 // anything is written once the role has that many tokens alive.
-func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, roleName string, role *cachedRole) (*issuedToken, error) {
+func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr *credsRequest) (*issuedToken, error) {
 	client, err := b.getClient(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
+	roleName := cr.roleName
 	now := time.Now().UTC().Truncate(time.Second)
-	maxTTL := b.effectiveMaxTTL(role.entry)
-	name, err := role.tmpl.render(newNameTemplateData(roleName, req.DisplayName))
+	name, err := cr.role.tmpl.render(cr.nameData(req.DisplayName))
 	if err != nil {
 		return nil, fmt.Errorf("rendering the name of a token for role %q: %w", roleName, err)
 	}
 	key := tookenapi.NewIdempotencyKey()
-	body := b.createBody(req, roleName, role.entry, name, key, now.Add(maxTTL))
+	body := b.createBody(req, cr, name, key, now.Add(cr.maxTTL))
 
 	// The key stays in flight until the request is over, so that the
 	// rollback never kills a token this request is about to hand out.
-	end, err := b.startIssuance(ctx, req.Storage, roleName, key, role.entry.MaxLiveTokens)
+	limit := cr.role.entry.MaxLiveTokens
+	end, err := b.startIssuance(ctx, req.Storage, roleName, key, limit)
 	if errors.Is(err, errLiveTokenLimit) {
-		return nil, liveTokenLimitError(roleName, role.entry.MaxLiveTokens)
+		return nil, liveTokenLimitError(roleName, limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating a token for role %q: %w", roleName, err)
@@ -169,7 +291,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, ro
 	if err != nil {
 		return nil, err
 	}
-	it, err := b.leaseFor(tok, roleName, role.entry, maxTTL, *body.ExpiresAt)
+	it, err := b.leaseFor(tok, cr, *body.ExpiresAt)
 	if err != nil {
 		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, false)
 		return nil, err
@@ -206,12 +328,15 @@ func (b *tookenBackend) createIssued(ctx context.Context, s logical.Storage, cli
 	return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
 }
 
-// createBody is the POST /tokens body of a creds read: the role's scopes, its
-// metadata plus the engine's own keys, and the upstream expiry.
-func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *roleEntry, name, key string, expiresAt time.Time) tookenapi.CreateTokenRequest {
-	md := make(map[string]string, len(role.Metadata)+numPluginMetadataKey)
+// createBody is the POST /tokens body of a creds read: its scopes, the role's
+// metadata, the identity metadata it copies and the engine's own keys, and
+// the upstream expiry.
+func (b *tookenBackend) createBody(req *logical.Request, cr *credsRequest, name, key string, expiresAt time.Time) tookenapi.CreateTokenRequest {
+	role := cr.role.entry
+	md := make(map[string]string, len(role.Metadata)+len(role.IdentityMetadata)+numPluginMetadataKey)
+	maps.Copy(md, cr.identity.tokenMetadata(role.IdentityMetadata))
 	maps.Copy(md, role.Metadata)
-	md[metaRole] = roleName
+	md[metaRole] = cr.roleName
 	if b.mountUUID != "" {
 		md[metaMountUUID] = b.mountUUID
 	}
@@ -221,7 +346,7 @@ func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *
 	md[metaIssueKey] = key
 	return tookenapi.CreateTokenRequest{
 		Name:      name,
-		Scopes:    role.Scopes,
+		Scopes:    cr.scopes,
 		ExpiresAt: &expiresAt,
 		Metadata:  md,
 	}
@@ -229,13 +354,18 @@ func (b *tookenBackend) createBody(req *logical.Request, roleName string, role *
 
 // leaseFor checks Tooken's answer to a create and works out the lease: the
 // upstream expiry (the one asked for, or Tooken's if earlier) and the first
-// lease TTL, which ends before it. An error means the token cannot be handed
-// out.
-func (b *tookenBackend) leaseFor(tok *tookenapi.Token, roleName string, role *roleEntry, maxTTL time.Duration, expiresAt time.Time) (*issuedToken, error) {
+// lease TTL (the ttl asked for, else the role's), which ends before it. An
+// error means the token cannot be handed out.
+func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expiresAt time.Time) (*issuedToken, error) {
+	roleName, maxTTL := cr.roleName, cr.maxTTL
 	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
 		expiresAt = tok.ExpiresAt.UTC()
 	}
-	ttl := b.leaseTTL(role, min(maxTTL, leaseRemaining(expiresAt, time.Now())))
+	limit := min(maxTTL, leaseRemaining(expiresAt, time.Now()))
+	ttl := min(cr.ttl, limit)
+	if cr.ttl == 0 {
+		ttl = b.leaseTTL(cr.role.entry, limit)
+	}
 	if tok.Secret == "" || tok.ID == "" {
 		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
 	}
@@ -313,11 +443,17 @@ func (b *tookenBackend) cleanUpFailedCreate(ctx context.Context, s logical.Stora
 }
 
 // credsReadBudget is the longest a creds read can run with cfg from its
-// pending write to its end: every attempt of the create, and the clean-up of
-// a failed one.
+// pending write to its end: every attempt of the create with the waits
+// between them, the clean-up of a failed one, and credsReadMargin.
 func credsReadBudget(cfg *tookenConfig) time.Duration {
-	return cfg.upstreamBudget() + cleanupTimeout
+	attempts := time.Duration(cfg.MaxRetries+1)*cfg.RequestTimeout + time.Duration(cfg.MaxRetries)*tookenapi.MaxRetryWait
+	return attempts + cleanupTimeout + credsReadMargin
 }
+
+// credsReadMargin is added to a creds read's budget for what the budget does
+// not see: the clocks of Vault and Tooken (a token's created_at is Tooken's),
+// scheduling on a loaded node.
+const credsReadMargin = 30 * time.Second
 
 const (
 	// cleanupTimeout bounds the in-request clean-up of a failed creation.
@@ -330,13 +466,20 @@ const pathCredsHelpSyn = `Issue a Tooken token for a role.`
 
 const pathCredsHelpDesc = `
 Reading creds/<role> creates a new Tooken token with the role's scopes and
-metadata (plus vault_role, vault_mount_uuid, vault_mount_accessor when
-Vault passes it, and vault_issue_key) and
-returns token (the secret), token_id, name, scopes and expires_at under a
-renewable lease.
+metadata, the requester's identity metadata listed in the role's
+identity_metadata, and the engine's vault_role, vault_mount_uuid,
+vault_mount_accessor (when Vault passes it) and vault_issue_key; it returns
+token (the secret), token_id, name, scopes and expires_at under a renewable
+lease.
 
 The lease TTL is the role's ttl (the mount's default when unset). The token
 expires upstream at issue time + the role's max_ttl (capped by the mount's max
 lease TTL and 366 days): renewals extend the lease up to that point and no
 further. Revoking the lease, or its expiry, revokes the token upstream.
+
+Two fields narrow one token: ttl (at least 10s, at most that max) becomes
+both its upstream lifetime and its lease, renewals included; scopes (a
+subset of the role's, R:write covering R:read) become its scopes. For
+example: vault read tooken/creds/ci-deploy ttl=15m scopes=deployments:read.
+A value outside those bounds is refused, and nothing is created.
 `

@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -239,6 +240,13 @@ func TestCreds_Renew(t *testing.T) {
 		if err != nil || ttl != 10*time.Minute {
 			t.Errorf("Vault TTL %s %v", ttl, err)
 		}
+		// The lease's end is recorded, at the creds read and at each renewal.
+		for _, sec := range []*logical.Secret{resp.Secret, r.Secret} {
+			end, err := time.Parse(time.RFC3339, sec.InternalData[internalLeaseEnd].(string))
+			if want := time.Now().Add(10 * time.Minute); err != nil || end.After(want) || end.Before(want.Add(-2*time.Second)) {
+				t.Errorf("lease_end %v %v, want about %s", sec.InternalData[internalLeaseEnd], err, want)
+			}
+		}
 		// A large increment is capped at the token's expiry.
 		ttl, err = vaultRenewTTL(t, e.sys, s, r, 24*time.Hour)
 		if err != nil || time.Now().Add(ttl).After(exp) {
@@ -258,6 +266,7 @@ func TestCreds_Renew(t *testing.T) {
 		{"a few seconds left", 59*time.Minute + 50*time.Second, 10 * time.Second, 0, ""},
 		{"past the limit", 61 * time.Minute, -time.Minute, 0, "max TTL"},
 		{"at the limit", time.Hour, 0, 0, "max TTL"},
+		{"at the limit, big increment", time.Hour, 0, time.Hour, "max TTL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -271,12 +280,19 @@ func TestCreds_Renew(t *testing.T) {
 			upExp := now.Add(tc.left).UTC().Truncate(time.Second)
 			s.InternalData[internalExpiresAt] = upExp.Format(time.RFC3339)
 			r, err := e.renew(s, tc.increment)
-			if tc.wantErr != "" {
-				mustUserError(t, r, err, tc.wantErr)
-				return
-			}
 			mustOK(t, r, err)
 			ttl, err := vaultRenewTTL(t, e.sys, s, r, tc.increment)
+			if tc.wantErr != "" {
+				// Not extended, and a warning says why; Vault itself then
+				// refuses (past the max TTL) or keeps the lease's end.
+				if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], tc.wantErr) || !strings.Contains(r.Warnings[0], "not extended") {
+					t.Errorf("warnings %q", r.Warnings)
+				}
+				if err == nil && time.Now().Add(ttl).After(upExp) {
+					t.Errorf("lease extended past the token: ttl %s", ttl)
+				}
+				return
+			}
 			if err != nil {
 				// Vault refusing to renew so close to the end is fine too.
 				t.Logf("Vault refuses: %v", err)
@@ -301,8 +317,30 @@ func TestCreds_Renew(t *testing.T) {
 
 	t.Run("role gone", func(t *testing.T) {
 		must(t)(e.del("roles/r"))
-		r, err := e.renew(lease(resp), 0)
-		mustUserError(t, r, err, `role "r" no longer exists`)
+		// The lease as Vault keeps it: renewed a minute ago for 2m.
+		s := lease(resp)
+		s.IssueTime = time.Now().Add(-5 * time.Minute)
+		s.TTL = 2 * time.Minute
+		end := time.Now().Add(time.Minute).UTC().Truncate(time.Second)
+		s.InternalData[internalLeaseEnd] = end.Format(time.RFC3339)
+		for _, inc := range []time.Duration{0, time.Hour} {
+			r := must(t)(e.renew(s, inc))
+			want := `role "r" no longer exists, so the lease is not extended: it ends at ` + end.Format(time.RFC3339) + " unless revoked sooner"
+			if len(r.Warnings) != 1 || r.Warnings[0] != want {
+				t.Errorf("warnings %q, want %q", r.Warnings, want)
+			}
+			ttl, err := vaultRenewTTL(t, e.sys, s, r, inc)
+			if got := time.Now().Add(ttl); err != nil || got.After(end.Add(time.Second)) || got.Before(end.Add(-2*time.Second)) {
+				t.Errorf("increment %s: lease ends %s (%v), want about %s", inc, got, err, end)
+			}
+		}
+		// A lease from before lease_end was recorded ends at issue + TTL.
+		delete(s.InternalData, internalLeaseEnd)
+		s.IssueTime, s.TTL = time.Now().Add(-time.Minute), 2*time.Minute
+		r := must(t)(e.renew(s, 0))
+		if ttl, err := vaultRenewTTL(t, e.sys, s, r, 0); err != nil || ttl > time.Minute || ttl < time.Minute-2*time.Second {
+			t.Errorf("lease without lease_end: ttl %s %v, want about 1m", ttl, err)
+		}
 		// Revoke still works without the role.
 		must(t)(e.revoke(lease(resp)))
 		if rec, _ := srv.Token(resp.Data["token_id"].(string)); rec.State != "revoked" {
@@ -547,5 +585,180 @@ func TestCreds_StorageOps(t *testing.T) {
 	must(t)(e.read("creds/r"))
 	if got := e.storage.gets.Load(); got != 1 {
 		t.Errorf("%d Gets after a role change, want 1", got)
+	}
+}
+
+// A creds read narrows one token with ttl and scopes: the token upstream has
+// exactly that lifetime and those scopes, the lease ends with it, and
+// renewals stay within it.
+func TestCreds_Narrowed(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write,billing:read", "ttl": "1h", "max_ttl": "24h"})
+
+	cases := []struct {
+		name       string
+		data       map[string]any
+		wantScopes string
+		wantLife   time.Duration
+		wantTTL    time.Duration // 0: just under wantLife
+	}{
+		{"ttl and scopes", map[string]any{"ttl": "15m", "scopes": "deployments:read"}, "deployments:read", 15 * time.Minute, 0},
+		{"ttl in seconds", map[string]any{"ttl": 600}, "deployments:write,billing:read", 10 * time.Minute, 0},
+		{"ttl over the role's ttl", map[string]any{"ttl": "4h"}, "deployments:write,billing:read", 4 * time.Hour, 0},
+		{"ttl at max_ttl", map[string]any{"ttl": "24h"}, "deployments:write,billing:read", 24 * time.Hour, 0},
+		{"ttl at the minimum", map[string]any{"ttl": "10s"}, "deployments:write,billing:read", 10 * time.Second, 0},
+		{"scopes only", map[string]any{"scopes": []string{"billing:read", " deployments:write ", "billing:read"}}, "billing:read,deployments:write", 24 * time.Hour, time.Hour},
+		{"read covered by write", map[string]any{"scopes": "deployments:read,billing:read"}, "deployments:read,billing:read", 24 * time.Hour, time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := time.Now().Truncate(time.Second)
+			resp := must(t)(e.handle(e.request(logical.ReadOperation, "creds/r", tc.data)))
+			after := time.Now()
+			rec, _ := srv.Token(resp.Data["token_id"].(string))
+			if got := strings.Join(rec.Scopes, ","); got != tc.wantScopes {
+				t.Errorf("upstream scopes %s, want %s", got, tc.wantScopes)
+			}
+			if got := strings.Join(resp.Data["scopes"].([]string), ","); got != tc.wantScopes {
+				t.Errorf("answered scopes %s", got)
+			}
+			exp := *rec.ExpiresAt
+			if exp.Before(before.Add(tc.wantLife)) || exp.After(after.Add(tc.wantLife)) {
+				t.Errorf("upstream expires in %s, want %s", exp.Sub(before), tc.wantLife)
+			}
+			s := resp.Secret
+			if tc.wantTTL != 0 && s.TTL != tc.wantTTL {
+				t.Errorf("lease TTL %s, want %s", s.TTL, tc.wantTTL)
+			}
+			if tc.wantTTL == 0 && (s.TTL > tc.wantLife-time.Second || s.TTL < tc.wantLife-3*time.Second) {
+				t.Errorf("lease TTL %s, want just under %s", s.TTL, tc.wantLife)
+			}
+			if time.Now().Add(s.MaxTTL).After(exp) {
+				t.Errorf("lease max TTL %s outlives the token", s.MaxTTL)
+			}
+			// Renewals, whatever the increment, end before the token.
+			l := lease(resp)
+			for _, inc := range []time.Duration{0, time.Hour, 48 * time.Hour} {
+				r := must(t)(e.renew(l, inc))
+				ttl, err := vaultRenewTTL(t, e.sys, l, r, inc)
+				if err == nil && time.Now().Add(ttl).After(exp) {
+					t.Errorf("renewal (increment %s) ends %s after the token", inc, time.Now().Add(ttl).Sub(exp))
+				}
+				if _, narrowed := tc.data["ttl"]; narrowed && r.Secret.TTL < s.TTL-2*time.Second {
+					t.Errorf("renewal shortens a narrowed lease: %s, was %s", r.Secret.TTL, s.TTL)
+				}
+			}
+			must(t)(e.revoke(lease(resp)))
+		})
+	}
+}
+
+// Every bad ttl or scopes is a 400 naming the field, and nothing is created:
+// no issuance record, no call to Tooken.
+func TestCreds_NarrowedBadInput(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t) // mount max lease TTL 48h
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write,billing:read", "max_ttl": "24h"})
+	e.writeRole("nomax", map[string]any{"scopes": "deployments:write"})
+	var many []string
+	for i := range 101 {
+		many = append(many, fmt.Sprintf("s%d:read", i))
+	}
+	cases := []struct {
+		name, role string
+		data       map[string]any
+		want       []string
+	}{
+		{"ttl zero", "r", map[string]any{"ttl": 0}, []string{"ttl: 0s is too short", "at least 10s"}},
+		{"ttl too short", "r", map[string]any{"ttl": "5s"}, []string{"ttl: 5s is too short"}},
+		{"ttl over max_ttl", "r", map[string]any{"ttl": "25h"}, []string{"ttl: 25h is longer than role \"r\" allows (24h"}},
+		{"ttl over the mount's max", "nomax", map[string]any{"ttl": "49h"}, []string{"ttl: 49h is longer than role \"nomax\" allows (48h"}},
+		{"ttl negative", "r", map[string]any{"ttl": "-1m"}, []string{"ttl"}},
+		{"ttl not a duration", "r", map[string]any{"ttl": "forever"}, []string{"ttl"}},
+		{"scopes empty", "r", map[string]any{"scopes": ""}, []string{"scopes: empty"}},
+		{"scopes blank entries", "r", map[string]any{"scopes": []string{" ", ""}}, []string{"scopes: empty"}},
+		{"scope not granted", "r", map[string]any{"scopes": "deployments:read,admin:write"}, []string{"scopes: role \"r\" does not grant admin:write", "subset of deployments:write, billing:read"}},
+		{"write not covered by read", "r", map[string]any{"scopes": "billing:write"}, []string{"does not grant billing:write"}},
+		{"scope malformed", "r", map[string]any{"scopes": "Deployments:READ"}, []string{"scopes: invalid scope \"Deployments:READ\""}},
+		{"scope very long", "r", map[string]any{"scopes": "a:" + strings.Repeat("x", 5000)}, []string{"scopes: invalid scope", "...", "at most 100 characters"}},
+		{"too many scopes", "r", map[string]any{"scopes": many}, []string{"scopes: at most 50 (Tooken's limit), got 101"}},
+		{"both at once", "r", map[string]any{"ttl": "72h", "scopes": "admin:write"}, []string{"ttl: 72h", "scopes: role \"r\" does not grant admin:write"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv.ResetRequests()
+			e.storage.reset()
+			resp, err := e.handle(e.request(logical.ReadOperation, "creds/"+tc.role, tc.data))
+			mustUserError(t, resp, err, tc.want...)
+			if msg := resp.Error().Error(); len(msg) > 400 {
+				t.Errorf("message of %d bytes", len(msg))
+			}
+			if n := e.storage.puts.Load(); n != 0 {
+				t.Errorf("%d storage writes", n)
+			}
+			if n := len(createRequests(srv)); n != 0 {
+				t.Errorf("%d creates upstream", n)
+			}
+		})
+	}
+	if n := len(issuedLive(srv)); n != 0 {
+		t.Errorf("%d live tokens", n)
+	}
+}
+
+// A stored template that this version refuses (written by an older one, or
+// straight into storage) makes creds reads of the role fail at once with a
+// message that says what to do; its leases still renew and revoke.
+func TestCreds_StoredTemplateRefused(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m"})
+	resp := must(t)(e.read("creds/r"))
+
+	old := &roleEntry{Scopes: []string{"deployments:write"}, TTL: 10 * time.Minute, NameTemplate: `{{ if eq .DisplayName "token" "userpass-alice" "" }}ok{{ else }}{{ range 1000000000 }}{{ end }}x{{ end }}`}
+	if err := putRole(t.Context(), e.storage, "r", old); err != nil {
+		t.Fatal(err)
+	}
+	e.b.InvalidateKey(t.Context(), rolePrefix+"r")
+	srv.ResetRequests()
+	e.storage.reset()
+	start := time.Now()
+	r, err := e.read("creds/r")
+	mustUserError(t, r, err, `name_template: role "r" has a stored name_template`, "range is not allowed", "write the role's name_template again")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refusal took %s", d)
+	}
+	if n := e.storage.puts.Load(); n != 0 || len(createRequests(srv)) != 0 {
+		t.Errorf("%d storage writes, %d creates", n, len(createRequests(srv)))
+	}
+	must(t)(e.renew(lease(resp), 0))
+	must(t)(e.revoke(lease(resp)))
+	if n := len(issuedLive(srv)); n != 0 {
+		t.Errorf("%d live tokens", n)
+	}
+}
+
+// A mount tuned below what a token needs answers 400 before anything is
+// created upstream (it used to create a token, revoke it and answer 500).
+func TestCreds_MountMaxBelowTokenLifetime(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	sys := logical.TestSystemView()
+	sys.DefaultLeaseTTLVal, sys.MaxLeaseTTLVal = 2*time.Second, 5*time.Second
+	e := getTestBackend(t, withSystemView(sys))
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	before := len(srv.Tokens())
+	resp, err := e.read("creds/r")
+	mustUserError(t, resp, err, `max_ttl: tokens of role "r" would live 5s`, "less than the 10s", "vault secrets tune -max-lease-ttl")
+	if n := len(srv.Tokens()); n != before {
+		t.Errorf("%d tokens created upstream", n-before)
+	}
+	keys, _ := listIssuance(t.Context(), e.storage)
+	if len(keys) != 0 {
+		t.Errorf("issuance records left: %v", keys)
 	}
 }

@@ -4,21 +4,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// Contract limits.
+// Contract limits. Lengths count characters (code points), as Tooken does.
 const (
 	maxUpstreamTTL      = 366 * 24 * time.Hour
 	maxMetadataKeys     = 20
 	maxMetadataKeyLen   = 40
 	maxMetadataValueLen = 500
+	maxScopes           = 50
+	maxScopeLen         = 100
+)
+
+// Limits of the engine's own.
+const (
+	// minTokenLifetime is the shortest effective max TTL a token is created
+	// with: its lease ends a second before the upstream expiry, renewals
+	// two, and the create itself takes time. A shorter one would create a
+	// token only to revoke it for want of a lease.
+	minTokenLifetime = 10 * time.Second
+	// maxDescriptionLen bounds a role's free-form description.
+	maxDescriptionLen = 1000
+	// maxReportedScopes bounds the invalid scopes an error lists.
+	maxReportedScopes = 5
 )
 
 // Metadata keys the engine sets on every token. Role metadata may not use the
@@ -43,6 +61,9 @@ type roleEntry struct {
 	NameTemplate string            `json:"name_template,omitempty"` // "" = defaultNameTemplate
 	Metadata     map[string]string `json:"metadata,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// IdentityMetadata lists the requester's identity metadata keys copied
+	// into each token's metadata (identity.go).
+	IdentityMetadata []string `json:"identity_metadata,omitempty"`
 	// MaxLiveTokens caps the role's tokens alive at once; 0 = no limit
 	// (issuance_count.go).
 	MaxLiveTokens int `json:"max_live_tokens,omitempty"`
@@ -60,14 +81,19 @@ func (r *roleEntry) toResponseData() map[string]any {
 	if md == nil {
 		md = map[string]string{}
 	}
+	idmd := r.IdentityMetadata
+	if idmd == nil {
+		idmd = []string{}
+	}
 	return map[string]any{
-		"scopes":          r.Scopes,
-		"ttl":             int64(r.TTL / time.Second),
-		"max_ttl":         int64(r.MaxTTL / time.Second),
-		"name_template":   tmpl,
-		"metadata":        md,
-		"description":     r.Description,
-		"max_live_tokens": int64(r.MaxLiveTokens),
+		"scopes":            r.Scopes,
+		"ttl":               int64(r.TTL / time.Second),
+		"max_ttl":           int64(r.MaxTTL / time.Second),
+		"name_template":     tmpl,
+		"metadata":          md,
+		"identity_metadata": idmd,
+		"description":       r.Description,
+		"max_live_tokens":   int64(r.MaxLiveTokens),
 	}
 }
 
@@ -77,55 +103,126 @@ func (r *roleEntry) validate(name string) error {
 	if len(name) > maxMetadataValueLen {
 		errs = append(errs, fmt.Errorf("name: at most %d characters (it is the token's vault_role metadata)", maxMetadataValueLen))
 	}
-	if len(r.Scopes) == 0 {
-		errs = append(errs, errors.New("scopes: at least one scope is required"))
+	if err := validateScopes(r.Scopes); err != nil {
+		errs = append(errs, err)
 	}
-	var bad []string
-	for _, s := range r.Scopes {
-		if !scopeRegex.MatchString(s) {
-			bad = append(bad, fmt.Sprintf("%q", s))
-		}
-	}
-	if len(bad) > 0 {
-		errs = append(errs, fmt.Errorf("scopes: invalid scope %s (expected resource:action, each part [a-z][a-z0-9_.-]*)", strings.Join(bad, ", ")))
+	if r.MaxTTL > 0 && r.MaxTTL < minTokenLifetime {
+		errs = append(errs, fmt.Errorf("max_ttl: at least %s (0 = the mount's max lease TTL): a token needs time for its lease", humanDuration(minTokenLifetime)))
 	}
 	if r.MaxTTL > 0 && r.TTL > r.MaxTTL {
-		errs = append(errs, fmt.Errorf("ttl: %s cannot exceed max_ttl %s", r.TTL, r.MaxTTL))
+		errs = append(errs, fmt.Errorf("ttl: %s cannot exceed max_ttl %s", humanDuration(r.TTL), humanDuration(r.MaxTTL)))
+	}
+	if n := utf8.RuneCountInString(r.Description); n > maxDescriptionLen {
+		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxDescriptionLen, n))
 	}
 	if r.MaxLiveTokens < 0 || r.MaxLiveTokens > maxMaxLiveTokens {
 		errs = append(errs, fmt.Errorf("max_live_tokens: must be 0 (no limit) to %d", maxMaxLiveTokens))
 	}
 	errs = append(errs, validateMetadata(r.Metadata)...)
+	errs = append(errs, validateIdentityMetadata(r.IdentityMetadata, r.Metadata)...)
 	if err := validateNameTemplate(r.NameTemplate, name); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
+// validateScopes applies the contract's rules to a role's scopes: 1 to 50,
+// each resource:action of at most 100 characters. The count is checked
+// first, so that a huge list costs one comparison.
+func validateScopes(scopes []string) error {
+	switch {
+	case len(scopes) == 0:
+		return errors.New("scopes: at least one scope is required")
+	case len(scopes) > maxScopes:
+		return fmt.Errorf("scopes: at most %d (Tooken's limit), got %d", maxScopes, len(scopes))
+	}
+	var bad []string
+	for _, s := range scopes {
+		if len(s) > maxScopeLen || !scopeRegex.MatchString(s) {
+			bad = append(bad, s)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	shown := make([]string, 0, maxReportedScopes)
+	for _, s := range bad[:min(len(bad), maxReportedScopes)] {
+		shown = append(shown, quoteShort(s))
+	}
+	more := ""
+	if len(bad) > maxReportedScopes {
+		more = fmt.Sprintf(" and %d more", len(bad)-maxReportedScopes)
+	}
+	return fmt.Errorf("scopes: invalid scope %s%s (expected resource:action, each part [a-z][a-z0-9_.-]*, at most %d characters)", strings.Join(shown, ", "), more, maxScopeLen)
+}
+
 func validateMetadata(md map[string]string) []error {
-	var errs []error
 	if limit := maxMetadataKeys - numPluginMetadataKey; len(md) > limit {
-		errs = append(errs, fmt.Errorf("metadata: at most %d keys (Tooken allows %d and the engine sets %d of its own)", limit, maxMetadataKeys, numPluginMetadataKey))
+		// Only the count: the keys of a huge map are not worth checking.
+		return []error{fmt.Errorf("metadata: at most %d keys (Tooken allows %d and the engine sets %d of its own), got %d", limit, maxMetadataKeys, numPluginMetadataKey, len(md))}
 	}
-	keys := make([]string, 0, len(md))
-	for k := range md {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(md)) {
 		switch {
 		case k == "":
 			errs = append(errs, errors.New("metadata: empty key"))
-		case len(k) > maxMetadataKeyLen:
-			errs = append(errs, fmt.Errorf("metadata: key %q is longer than %d characters", k, maxMetadataKeyLen))
+		case utf8.RuneCountInString(k) > maxMetadataKeyLen:
+			errs = append(errs, fmt.Errorf("metadata: key %s is longer than %d characters", quoteShort(k), maxMetadataKeyLen))
 		case strings.HasPrefix(k, metaKeyPrefix):
 			errs = append(errs, fmt.Errorf("metadata: key %q uses the prefix %q reserved for the engine", k, metaKeyPrefix))
 		}
-		if len(md[k]) > maxMetadataValueLen {
-			errs = append(errs, fmt.Errorf("metadata: value of %q is longer than %d characters", k, maxMetadataValueLen))
+		if utf8.RuneCountInString(md[k]) > maxMetadataValueLen {
+			errs = append(errs, fmt.Errorf("metadata: value of %s is longer than %d characters", quoteShort(k), maxMetadataValueLen))
 		}
 	}
 	return errs
+}
+
+// trimmedUnique trims and de-duplicates, keeping order, in linear time.
+func trimmedUnique(in []string) []string {
+	seen := make(map[string]bool, len(in))
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// validateIdentityMetadata checks the identity metadata keys a role copies
+// into its tokens: each a valid Tooken metadata key that the role's own
+// metadata and the engine do not set, and all of them within Tooken's 20
+// keys beside the role's and the engine's.
+func validateIdentityMetadata(keys []string, md map[string]string) []error {
+	var errs []error
+	if limit := maxMetadataKeys - numPluginMetadataKey - len(md); len(keys) > limit {
+		errs = append(errs, fmt.Errorf("identity_metadata: at most %d keys with the role's %d metadata keys (Tooken allows %d and the engine sets %d of its own)", max(limit, 0), len(md), maxMetadataKeys, numPluginMetadataKey))
+		if len(keys) > maxMetadataKeys {
+			return errs // not worth checking one by one
+		}
+	}
+	for _, k := range keys {
+		switch {
+		case utf8.RuneCountInString(k) > maxMetadataKeyLen:
+			errs = append(errs, fmt.Errorf("identity_metadata: key %s is longer than %d characters (Tooken's limit on metadata keys)", quoteShort(k), maxMetadataKeyLen))
+		case strings.HasPrefix(k, metaKeyPrefix):
+			errs = append(errs, fmt.Errorf("identity_metadata: key %s uses the prefix %q reserved for the engine", quoteShort(k), metaKeyPrefix))
+		}
+		if _, ok := md[k]; ok {
+			errs = append(errs, fmt.Errorf("identity_metadata: key %s is also in metadata; keep it in one of them", quoteShort(k)))
+		}
+	}
+	return errs
+}
+
+// quoteShort quotes a caller's string for a message, cut after 40 characters.
+func quoteShort(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		s = string(r[:40]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // holdsScope reports whether held grants scope; R:write implies R:read.
@@ -150,12 +247,14 @@ func missingScopes(held, wanted []string) []string {
 	return missing
 }
 
-// normalizeScopes trims and de-duplicates, keeping order.
+// normalizeScopes trims and de-duplicates, keeping order, in linear time.
 func normalizeScopes(in []string) []string {
 	out := make([]string, 0, len(in))
+	seen := make(map[string]struct{}, len(in))
 	for _, s := range in {
 		s = strings.TrimSpace(s)
-		if s != "" && !slices.Contains(out, s) {
+		if _, dup := seen[s]; s != "" && !dup {
+			seen[s] = struct{}{}
 			out = append(out, s)
 		}
 	}
@@ -171,8 +270,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"scopes": {
 			Type:        framework.TypeCommaStringSlice,
-			Description: "Scopes of the tokens issued for this role (resource:action, e.g. deployments:write). Required. The root token must hold them (R:write implies R:read).",
-			Required:    true,
+			Description: fmt.Sprintf("Scopes of the tokens issued for this role, comma-separated (resource:action, e.g. deployments:write; 1 to %d, each at most %d characters). Required when creating the role. The root token must hold them (R:write implies R:read).", maxScopes, maxScopeLen),
 		},
 		"ttl": {
 			Type:        framework.TypeDurationSecond,
@@ -180,25 +278,39 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"max_ttl": {
 			Type:        framework.TypeDurationSecond,
-			Description: "Maximum lifetime of an issued token and its lease, capped by the mount's max lease TTL and 366 days. The token expires upstream at that point. Default: the mount's max lease TTL.",
+			Description: fmt.Sprintf("Maximum lifetime of an issued token and its lease, at least %s, capped by the mount's max lease TTL and 366 days. The token expires upstream at that point. Default (0): the mount's max lease TTL. Lowering it does not shorten the leases and tokens already issued.", minTokenLifetime),
 		},
 		"name_template": {
 			Type:        framework.TypeString,
-			Description: "Go template for token names, with .RoleName, .DisplayName and the functions random, truncate, lowercase, uppercase, replace, unix_time, timestamp, uuid. Must render 1 to 128 characters of A-Z a-z 0-9 . _ -. Default: " + defaultNameTemplate,
+			Description: "Go template for token names, with .RoleName, .DisplayName, .EntityName, .EntityMetadata and .AliasMetadata (the requester's Vault identity; a missing key renders empty) and the functions random, truncate, truncate_sha256, lowercase, uppercase, replace, sha256, base64, unix_time, unix_time_millis, timestamp, uuid, print, printf and Go's and, or, not, eq, ne, lt, le, gt, ge, len, index, slice. No range, template, define or block. Must render 1 to 128 characters of A-Z a-z 0-9 . _ -, also for a requester without identity. Default: " + defaultNameTemplate,
 		},
 		"metadata": {
 			Type:        framework.TypeKVPairs,
-			Description: fmt.Sprintf("Metadata set on issued tokens beside the engine's own vault_role, vault_mount_uuid, vault_mount_accessor and vault_issue_key (at most %d keys of up to %d characters, values up to %d; keys starting with vault_ are reserved).", maxMetadataKeys-numPluginMetadataKey, maxMetadataKeyLen, maxMetadataValueLen),
+			Description: fmt.Sprintf("Metadata set on issued tokens beside the engine's own vault_role, vault_mount_uuid, vault_mount_accessor and vault_issue_key: key=value pairs, comma-separated (team=platform,env=dev) or the field repeated, or an object of strings (at most %d keys of up to %d characters, values up to %d characters; keys starting with vault_ are reserved). Replaced as a whole by an update.", maxMetadataKeys-numPluginMetadataKey, maxMetadataKeyLen, maxMetadataValueLen),
 		},
 		"description": {
 			Type:        framework.TypeString,
-			Description: "Free-form description of the role.",
+			Description: fmt.Sprintf("Free-form description of the role, at most %d characters.", maxDescriptionLen),
+		},
+		"identity_metadata": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: fmt.Sprintf("Identity metadata keys copied into each token's metadata from the requester's Vault entity: its aliases' metadata (where the jwt auth method's claim_mappings land) first, then the entity's. A key the requester lacks is left out; values are cut to %d characters. Together with metadata at most %d keys.", maxMetadataValueLen, maxMetadataKeys-numPluginMetadataKey),
 		},
 		"max_live_tokens": {
 			Type:        framework.TypeInt,
 			Description: "Most tokens of this role alive at once (leased, or from a creds read still being finished); a creds read beyond it is refused with 429 and creates nothing. 0 (the default) = no limit.",
 		},
 	}
+}
+
+// roleResponseFields are the fields of a role read: its write fields, with
+// durations in seconds.
+func roleResponseFields() map[string]*framework.FieldSchema {
+	fields := roleFields()
+	delete(fields, "name")
+	fields["ttl"] = secondsField("Lease TTL of the issued tokens; 0: the mount's default")
+	fields["max_ttl"] = secondsField("Maximum lifetime of an issued token; 0: the mount's max lease TTL")
+	return fields
 }
 
 func pathRoles(b *tookenBackend) []*framework.Path {
@@ -212,24 +324,28 @@ func pathRoles(b *tookenBackend) []*framework.Path {
 			Fields: roleFields(),
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathRolesRead,
-					Summary:  "Read a role.",
+					Callback:  b.pathRolesRead,
+					Summary:   "Read a role.",
+					Responses: dataResponse("The role.", roleResponseFields()),
 				},
 				logical.CreateOperation: &framework.PathOperation{
 					Callback:                    b.pathRolesWrite,
-					Summary:                     "Create a role.",
+					Summary:                     "Create or update a role; on update, fields left out keep their value.",
+					Responses:                   writeResponses("The role is stored."),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback:                    b.pathRolesWrite,
-					Summary:                     "Update a role; fields left out keep their value.",
+					Summary:                     "Create or update a role; on update, fields left out keep their value.",
+					Responses:                   writeResponses("The role is stored."),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:                    b.pathRolesDelete,
 					Summary:                     "Delete a role. Tokens already issued stay valid until their leases end.",
+					Responses:                   deleteResponses("The role is deleted."),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
@@ -246,8 +362,9 @@ func pathRoles(b *tookenBackend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathRolesList,
-					Summary:  "List the roles.",
+					Callback:  b.pathRolesList,
+					Summary:   "List the roles.",
+					Responses: listResponses("The names of the roles."),
 				},
 			},
 			HelpSynopsis:    pathRolesListHelpSyn,
@@ -347,6 +464,12 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 	if v, ok := d.GetOk("description"); ok {
 		role.Description = v.(string)
 	}
+	if v, ok := d.GetOk("identity_metadata"); ok {
+		role.IdentityMetadata = trimmedUnique(v.([]string))
+		if len(role.IdentityMetadata) == 0 {
+			role.IdentityMetadata = nil
+		}
+	}
 	if v, ok := d.GetOk("max_live_tokens"); ok {
 		role.MaxLiveTokens = v.(int)
 	}
@@ -358,13 +481,13 @@ func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []strin
 	var out []string
 	mountMax := b.System().MaxLeaseTTL()
 	if role.TTL > mountMax {
-		out = append(out, fmt.Sprintf("ttl %s is greater than the mount's max lease TTL %s: leases will be capped", role.TTL, mountMax))
+		out = append(out, fmt.Sprintf("ttl %s is greater than the mount's max lease TTL %s: leases will be capped", humanDuration(role.TTL), humanDuration(mountMax)))
 	}
 	if role.MaxTTL > mountMax {
-		out = append(out, fmt.Sprintf("max_ttl %s is greater than the mount's max lease TTL %s: tokens will be capped", role.MaxTTL, mountMax))
+		out = append(out, fmt.Sprintf("max_ttl %s is greater than the mount's max lease TTL %s: tokens will be capped", humanDuration(role.MaxTTL), humanDuration(mountMax)))
 	}
 	if role.MaxTTL > maxUpstreamTTL {
-		out = append(out, fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", role.MaxTTL))
+		out = append(out, fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", humanDuration(role.MaxTTL)))
 	}
 	if cfg != nil && cfg.TokenID == "" {
 		out = append(out, "the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
@@ -387,20 +510,25 @@ const pathRolesHelpDesc = `
 A role sets the scopes, lifetime, name and metadata of the Tooken tokens read
 from creds/<name>.
 
-Fields: scopes (required on create; resource:action, e.g. deployments:write;
-the root token must hold them, R:write implying R:read), ttl (lease TTL and
-renewal increment; default: the mount's), max_ttl (hard lifetime of a token,
+Fields: scopes (required on create; comma-separated resource:action, e.g.
+deployments:write, 1 to 50 of at most 100 characters; the root token must
+hold them, R:write implying R:read), ttl (lease TTL and renewal increment;
+default: the mount's), max_ttl (hard lifetime of a token, at least 10s,
 capped by the mount's max lease TTL and 366 days; the token expires upstream
-then), name_template (Go template with .RoleName, .DisplayName and Vault's
-template functions; must render a valid Tooken name), metadata (key=value
-pairs set on each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
-vault_issue_key), description, max_live_tokens (most tokens of the role
-alive at once; a creds read beyond it answers 429 and creates nothing;
-0 = no limit).
+then; lowering it does not shorten leases already issued), name_template (Go
+template with .RoleName, .DisplayName, the requester's identity .EntityName,
+.EntityMetadata and .AliasMetadata, and Vault's template functions, without
+loops; must render a valid Tooken name), metadata (key=value pairs set on
+each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
+vault_issue_key: metadata=team=platform,env=dev, or metadata=team=platform
+metadata=env=dev, or a JSON object), identity_metadata (identity metadata
+keys of the requester copied into each token's metadata), description (at
+most 1000 characters), max_live_tokens (most tokens of the role alive at
+once; a creds read beyond it answers 429 and creates nothing; 0 = no limit).
 
 An update changes only the fields it names; metadata is replaced as a whole.
-Deleting a role does not revoke its tokens: their leases can still be revoked
-but no longer renewed.
+A field the path does not take is refused. Deleting a role does not revoke
+its tokens: their leases can still be revoked but no longer renewed.
 `
 
 const pathRolesListHelpSyn = `List the roles.`

@@ -25,6 +25,12 @@ func pathRotateRoot(b *tookenBackend) *framework.Path {
 					OperationSuffix: "root-credentials",
 				},
 				Summary: "Rotate the root Tooken secret now.",
+				Responses: dataResponse("The root secret was rotated (the answer never holds a secret).", map[string]*framework.FieldSchema{
+					"token_id":                   {Type: framework.TypeString, Description: "Id of the root token."},
+					"rotated_at":                 timeField("When the secret was rotated"),
+					"previous_secret_expires_at": timeField("When the previous secret stops working"),
+					"next_rotation":              timeField("Next scheduled rotation; absent when the schedule is off"),
+				}),
 				// Rotates upstream and writes storage: the active node only.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
@@ -56,11 +62,7 @@ func (b *tookenBackend) pathRotateRootWrite(ctx context.Context, req *logical.Re
 	if next := cfg.nextRotation(b.now()); !next.IsZero() {
 		data["next_rotation"] = next.Format(time.RFC3339)
 	}
-	resp := &logical.Response{Data: data}
-	for _, w := range cfg.warnings() {
-		resp.AddWarning(w)
-	}
-	return resp, nil
+	return &logical.Response{Data: data}, nil
 }
 
 const pathRotateRootHelpSyn = `Rotate the root Tooken secret.`

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 const (
@@ -43,6 +45,7 @@ func pathTidy(b *tookenBackend) []*framework.Path {
 						OperationVerb: "tidy",
 					},
 					Summary:                     "Find (and optionally revoke) upstream tokens of this mount that no lease accounts for.",
+					Responses:                   dataResponse("What the tidy found.", tidyResponseFields()),
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
@@ -61,12 +64,53 @@ func pathTidy(b *tookenBackend) []*framework.Path {
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationSuffix: "tidy-status",
 					},
-					Summary: "Read the last tidy run and the state of the revoke queue and issuance records.",
+					Summary:   "Read the last tidy run and the state of the revoke queue and issuance records.",
+					Responses: dataResponse("The last tidy, rollback and queue drain, and the records and queue now.", tidyStatusResponseFields()),
 				},
 			},
 			HelpSynopsis:    pathTidyStatusHelpSyn,
 			HelpDescription: pathTidyStatusHelpDesc,
 		},
+	}
+}
+
+// tidyResponseFields are the fields of a tidy's answer (tidyStatus).
+func tidyResponseFields() map[string]*framework.FieldSchema {
+	count := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeInt, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"last_run_at":       timeField("When the tidy started"),
+		"duration":          secondsField("How long it ran"),
+		"safety_age":        secondsField("Only tokens older than this counted as orphans"),
+		"revoke_orphans":    {Type: framework.TypeBool, Description: "Whether orphans were revoked."},
+		"upstream_scanned":  count("Tokens of this mount seen upstream."),
+		"accounted":         count("Of those, tokens a lease, a creds read or the revoke queue accounts for."),
+		"too_young":         count("Unaccounted tokens younger than safety_age."),
+		"orphans_found":     count("Unaccounted tokens older than safety_age."),
+		"orphans_revoked":   count("Orphans revoked by this run."),
+		"orphans":           {Type: framework.TypeStringSlice, Description: "Ids of the orphans (at most 100)."},
+		"records_collected": count("Expired issuance records deleted."),
+		"error":             {Type: framework.TypeString, Description: "Why the run stopped early, if it did."},
+	}
+}
+
+// tidyStatusResponseFields are the fields of a tidy/status read.
+func tidyStatusResponseFields() map[string]*framework.FieldSchema {
+	count := func(desc string) *framework.FieldSchema {
+		return &framework.FieldSchema{Type: framework.TypeInt64, Description: desc}
+	}
+	return map[string]*framework.FieldSchema{
+		"queue_length":      count("Tokens waiting in the revoke queue."),
+		"pending_records":   count("Issuance records of creds reads not finished."),
+		"abandoned_records": count("Issuance records the rollback gave up on (need an operator)."),
+		"confirmed_records": count("Issuance records of live leases."),
+		"last_rollback":     {Type: framework.TypeMap, Description: "The last periodic rollback: pending, finished, failed, abandoned, collected, swept."},
+		"last_queue_drain":  {Type: framework.TypeMap, Description: "The last revoke queue drain: queued, revoked, dropped, failed, deferred, rate_limited."},
+		"last_tidy":         {Type: framework.TypeMap, Description: "The last tidy's answer since the plugin started; null before the first."},
+		"last_tidy_run_at":  timeField("When the last tidy started"),
+		"orphans_found":     count("Orphans the last tidy found."),
+		"orphans_revoked":   count("Orphans the last tidy revoked."),
 	}
 }
 
@@ -81,8 +125,8 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 		return logical.ErrorResponse(errNotConfigured.Error()), nil
 	}
 	if least := minTidySafetyAge(cfg); safety < least {
-		return logical.ErrorResponse("safety_age: must be at least %ds, the longest a creds read can take with this config ((max_retries+1) x request_timeout + %ds); a token younger than that may belong to a read still running",
-			int64(least/time.Second), int64((least-time.Duration(cfg.MaxRetries+1)*cfg.RequestTimeout)/time.Second)), nil
+		return logical.ErrorResponse("safety_age: must be at least %ds, the longest a creds read can take with this config ((max_retries+1) x request_timeout + max_retries x %ds + %ds); a token younger than that may belong to a read still running",
+			int64(least/time.Second), int64(tookenapi.MaxRetryWait/time.Second), int64((cleanupTimeout+credsReadMargin)/time.Second)), nil
 	}
 	mountID := b.mountUUID
 	if mountID == "" {

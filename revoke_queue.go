@@ -26,7 +26,9 @@ import (
 const (
 	defaultRevokeBudget   = 10 * time.Second
 	defaultMaxRevokeQueue = 100000
-	defaultDrainBudget    = 45 * time.Second // Vault calls the periodic func about once a minute
+	// defaultDrainBudget: Vault calls the periodic func about once a
+	// minute; with the rollback's budget the run stays under that.
+	defaultDrainBudget = 40 * time.Second
 	// DELETE /tokens/{id} per second of the drain, and of lease revokes
 	// while Tooken's bucket runs low (revokePaced): Tooken's documented
 	// limit per caller token (100/s), so that a storm of revokes drains at
@@ -35,6 +37,13 @@ const (
 	// that find Tooken's bucket empty meanwhile wait out its Retry-After.
 	defaultRevokeRate  = 100
 	defaultRevokeBurst = 10
+	// maxQueuePause caps how long a Retry-After (429, 503) holds the queue:
+	// at most half of Vault's rollback interval, so that a drain is never
+	// held past the first periodic run after Tooken answers again ("about a
+	// minute, however long the outage was"), whatever Tooken asked for. The
+	// drain stops at such an answer, and each later run makes one call
+	// (GET /tokens/self) before it tries again: Tooken is not flooded.
+	maxQueuePause = vaultRollbackInterval / 2
 )
 
 // revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
@@ -309,14 +318,15 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 }
 
 // retryQueued records a failed revoke of a queue entry with its backoff; a
-// 429 pauses the whole queue for its Retry-After (at least a second), and
-// retryQueued then reports true.
+// 429, or a 503 with Retry-After, pauses the whole queue for its Retry-After
+// (at least a second, at most maxQueuePause), and retryQueued then reports
+// true.
 func (b *tookenBackend) retryQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry, err error, now time.Time) (rateLimited bool) {
 	q := b.queue
 	q.retry.recordFailure(&e.retryState, err, now)
-	var rl *tookenapi.RateLimitError
-	if errors.As(err, &rl) {
-		wait := max(rl.RetryAfter, time.Second)
+	ask, asked := tookenapi.RetryAfter(err)
+	if asked || errors.Is(err, tookenapi.ErrRateLimited) {
+		wait := min(max(ask, time.Second), maxQueuePause)
 		q.pause(now.Add(wait))
 		e.NextAttempt = now.Add(wait)
 		rateLimited = true

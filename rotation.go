@@ -18,7 +18,9 @@ import (
 
 // The rotation protocol: how the engine gives a Tooken token that it manages
 // a new secret without ever losing custody of it. It rotates any managed
-// token through a rotationTarget; the root (rotation_root.go) is one.
+// token through a rotationTarget: the root (rotation_root.go), which
+// authenticates its own rotation, and each static role's token
+// (static_rotation.go), whose rotation the root authenticates.
 //
 // One rotation, under the target's lock (one at a time per target; across a
 // cluster only the active node rotates: the paths that rotate are forwarded
@@ -38,16 +40,34 @@ import (
 // replays step 3 with the same key and body, which the contract answers with
 // the first answer, secret included, as long as the secret it is
 // authenticated with is accepted (for the root, the old one is, for the
-// grace), checks that the replayed secret works, then does 4.
+// grace; for a token the root rotates, the root's is, whatever happened to
+// the token's own secret), checks that the replayed secret works, then does 4.
 
 const (
-	defaultRotationGrace = time.Hour
-	minRotationGrace     = 10 * time.Second
-	maxRotationGrace     = 24 * time.Hour // the contract's previous_secret_ttl limit, 86400 s
-	// Below this, a process death in the middle of a rotation may not be
-	// recovered before the old secret dies: the WAL rollback needs
-	// walRollbackMinAge + Vault's rollback interval (1 min) + a call.
-	safeRotationGrace = 5 * time.Minute
+	// defaultRotationGrace is the grace of a new config: enough for the
+	// recovery below with the default request_timeout and max_retries, with
+	// margin; every minute more keeps a rotated-away secret working longer.
+	defaultRotationGrace = 5 * time.Minute
+	// legacyRotationGrace is the grace of a config that an earlier version
+	// stored without one: its default then. A write stores it explicitly.
+	legacyRotationGrace = time.Hour
+	maxRotationGrace    = 24 * time.Hour // the contract's previous_secret_ttl limit, 86400 s
+
+	// vaultRollbackInterval is how often Vault calls a mount's rollback
+	// (the periodic function, then the WAL rollback): one minute, fixed in
+	// the server.
+	vaultRollbackInterval = time.Minute
+	// maxRotationCallBudget caps the rotate call of a rotation, or of its
+	// replay, with all its attempts, whatever request_timeout and
+	// max_retries are: the grace must cover it (minRotationGrace).
+	maxRotationCallBudget = time.Minute
+	// rotationCheckBudget is the rest of a rotation after the rotate call:
+	// checking a replayed secret (GET /tokens/self, with the new secret,
+	// which needs no grace) and storing it.
+	rotationCheckBudget = 30 * time.Second
+	// rotationRecoveryMargin covers the restart of a killed plugin and the
+	// scheduling of the rollback.
+	rotationRecoveryMargin = 30 * time.Second
 
 	// upstreamIdempotencyWindow is how long Tooken replays an answer. After
 	// it (plus margin) a pending rotation is given up.
@@ -58,6 +78,20 @@ const (
 	// finish an interrupted rotation.
 	rotationRecoveryDelay = 2*walRollbackMinAge + time.Minute
 )
+
+// minRotationGrace is the shortest grace with which a rotation cut short
+// after Tooken rotated (the plugin killed, the answer lost) can always be
+// finished while Vault comes back within the grace. The recovery replays
+// the rotate call authenticated with the previous secret, which must still
+// work then: the WAL entry becomes old enough for the rollback after
+// walRollbackMinAge, Vault's next rollback comes within one interval (the
+// periodic function finishes interrupted rotations first), the replay takes
+// at most callBudget, plus a margin for the restart. A call that started
+// earlier in the same process is over before the entry is old enough
+// (callBudget <= walRollbackMinAge).
+func minRotationGrace(callBudget time.Duration) time.Duration {
+	return walRollbackMinAge + vaultRollbackInterval + callBudget + rotationRecoveryMargin
+}
 
 // rotationTarget is one managed Tooken token, as the protocol sees it. Its
 // methods are called with the target's lock held.
@@ -91,13 +125,17 @@ type managedToken struct {
 	tokenID         string        // "" = unknown: only for a self-authenticated token, asked with GET /tokens/self
 	lastRotationKey string        // the key of the last rotation stored
 	grace           time.Duration // previous_secret_ttl of a rotation
+	callBudget      time.Duration // of the rotate call (all its attempts, at most maxRotationCallBudget); grace >= minRotationGrace(callBudget)
 	budget          time.Duration // of one whole rotation, however the caller hangs up
 	// auth authenticates the rotate call and its replay (the root's
-	// secret over the config's connection).
+	// secret over the config's connection, for every target).
 	auth *tookenapi.Client
 	// selfAuthenticated: auth is the managed token itself (the root rotates
 	// itself), so a new secret that could not be stored authenticates a
-	// replay too.
+	// replay too. Otherwise auth is another token (the root rotating a
+	// static role's token): a rotation never needs the managed token's own
+	// secret, and auth being refused is the root's problem, not the end of
+	// this rotation.
 	selfAuthenticated bool
 	done              func() // releases auth
 }
@@ -127,6 +165,29 @@ func decodeRotationWAL(kind string, data any) (rotationWAL, error) {
 		return w, fmt.Errorf("decoding a %s WAL entry: %w", kind, err)
 	}
 	return w, nil
+}
+
+// rotationStatus is the status of a managed token's failed rotations, stored
+// with the token's state (embedded: its JSON fields sit beside the others)
+// and cleared by a success or a new secret.
+type rotationStatus struct {
+	RotationFailures    int        `json:"rotation_failures,omitempty"`
+	LastRotationError   string     `json:"last_rotation_error,omitempty"`
+	LastRotationErrorAt *time.Time `json:"last_rotation_error_at,omitempty"`
+	RotationRetryAt     *time.Time `json:"rotation_retry_at,omitempty"` // the schedule's backoff
+}
+
+func (r *rotationStatus) clearFailures() {
+	*r = rotationStatus{}
+}
+
+// recordFailure counts a failed rotation at now, with its backoff.
+func (r *rotationStatus) recordFailure(msg string, now time.Time) {
+	r.RotationFailures++
+	r.LastRotationError = msg
+	r.LastRotationErrorAt = &now
+	retry := now.Add(rotationBackoff(r.RotationFailures))
+	r.RotationRetryAt = &retry
 }
 
 // pendingSecrets holds, by rotation key, a new secret that Tooken issued but
@@ -160,16 +221,32 @@ func (p *pendingSecrets) drop(key string) {
 	delete(p.m, key)
 }
 
-// rotationError is a failed rotation, with the HTTP status its answer gets.
+// errRotationPending matches a rotation error after which the rotation may
+// have happened upstream (outcome unknown, or the new secret not stored):
+// its WAL entry stays, and the rollback finishes it.
+var errRotationPending = errors.New("the rotation is pending")
+
+// rotationError is a failed rotation, with the HTTP status its answer gets
+// and, when Tooken gave one, the client error behind it (errors.Is sees
+// through to tookenapi.ErrNotFound, ErrForbidden, ...).
 type rotationError struct {
-	status int
-	msg    string
+	status  int
+	msg     string
+	cause   error
+	pending bool // see errRotationPending
 }
 
-func (e *rotationError) Error() string { return e.msg }
+func (e *rotationError) Error() string        { return e.msg }
+func (e *rotationError) Unwrap() error        { return e.cause }
+func (e *rotationError) Is(target error) bool { return target == errRotationPending && e.pending }
 
 func rotationFailed(status int, format string, args ...any) error {
 	return &rotationError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// rotationFailedBy is rotationFailed caused by the client error cause.
+func rotationFailedBy(cause error, status int, format string, args ...any) error {
+	return &rotationError{status: status, msg: fmt.Sprintf(format, args...), cause: cause}
 }
 
 // rotateLocked runs one rotation of t and returns the rotated token (with its
@@ -201,14 +278,17 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 		StartedAt:      b.now().UTC(),
 		Target:         t.walTarget(),
 	}
-	tok, walID, err := b.rotateUpstream(ctx, s, t, st.auth, w)
+	tok, walID, err := b.rotateUpstream(ctx, s, t, st, w)
 	if err != nil {
 		return nil, err
 	}
 	if err := t.store(ctx, s, st, tok, w); err != nil {
-		b.pending.put(w.IdempotencyKey, tok.Secret)
-		return nil, fmt.Errorf("%s rotation incomplete: Tooken rotated the %s token %s but storing the new secret failed: %w; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
-			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), rotationRecoveryDelay)
+		if st.selfAuthenticated {
+			b.pending.put(w.IdempotencyKey, tok.Secret)
+		}
+		return nil, &rotationError{status: http.StatusInternalServerError, pending: true, msg: fmt.Sprintf(
+			"%s rotation incomplete: Tooken rotated the %s token %s but storing the new secret failed: %v; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
+			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), rotationRecoveryDelay)}
 	}
 	b.pending.drop(w.IdempotencyKey)
 	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
@@ -238,12 +318,12 @@ func managedTokenID(ctx context.Context, t rotationTarget, st *managedToken) (st
 // with w's key and grace. It returns the new token (with its secret) and the
 // WAL entry's id. When Tooken refuses, nothing changed: the entry is
 // deleted. When the outcome is unknown the entry stays, for the rollback.
-func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, t rotationTarget, auth *tookenapi.Client, w rotationWAL) (*tookenapi.Token, string, error) {
+func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, t rotationTarget, st *managedToken, w rotationWAL) (*tookenapi.Token, string, error) {
 	walID, err := framework.PutWAL(ctx, s, t.walKind(), w)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s rotation failed: writing its WAL entry: %w; nothing was changed", t.what(), err)
 	}
-	tok, err := auth.RotateToken(ctx, w.TokenID, w.grace(), w.IdempotencyKey)
+	tok, err := rotateCall(ctx, st.auth, w, st.callBudget)
 	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
 		err = tookenapi.OutcomeUnknown(errors.New("Tooken's answer has no secret or another token id"))
 	}
@@ -251,47 +331,95 @@ func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, t
 	case err == nil:
 		return tok, walID, nil
 	case errors.Is(err, tookenapi.ErrOutcomeUnknown):
-		return nil, "", rotationFailed(http.StatusBadGateway, "%s rotation outcome unknown: %v; the current %s secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
-			t.what(), err, t.what(), w.StartedAt.Add(w.grace()).Format(time.RFC3339), rotationRecoveryDelay)
+		return nil, "", &rotationError{status: http.StatusBadGateway, cause: err, pending: true, msg: fmt.Sprintf(
+			"%s rotation outcome unknown: %v; the current %s secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
+			t.what(), err, t.what(), w.StartedAt.Add(w.grace()).Format(time.RFC3339), rotationRecoveryDelay)}
 	}
 	// Tooken refused: nothing changed upstream.
 	if derr := framework.DeleteWAL(ctx, s, walID); derr != nil {
 		b.Logger().Warn("could not delete the WAL entry of a refused rotation (harmless: its rollback replays the refusal)", "token_id", w.TokenID, "error", derr)
 	}
-	return nil, "", rotationFailed(http.StatusBadGateway, "%s rotation failed: %v; nothing changed upstream: the current %s secret is unchanged and keeps working", t.what(), err, t.what())
+	return nil, "", rotationFailedBy(err, http.StatusBadGateway, "%s rotation failed: %v; nothing changed upstream: the current %s secret is unchanged and keeps working", t.what(), err, t.what())
 }
 
 // finishPendingRotationsLocked rolls forward every WAL entry of t (left by a
 // dead or failed attempt: none runs, we hold the lock). It fails when one
 // cannot be finished yet; a new rotation must not start then.
 func (b *tookenBackend) finishPendingRotationsLocked(ctx context.Context, s logical.Storage, t rotationTarget) error {
-	ids, err := framework.ListWAL(ctx, s)
+	pending, err := pendingRotations(ctx, s, t, 0)
 	if err != nil {
-		return fmt.Errorf("listing WAL entries: %w", err)
+		return err
 	}
-	for _, id := range ids {
-		entry, err := framework.GetWAL(ctx, s, id)
-		if err != nil {
-			return fmt.Errorf("reading WAL entry: %w", err)
+	for _, p := range pending {
+		if err := b.rollForwardLocked(ctx, s, t, p.w); err != nil {
+			return rotationFailedBy(err, http.StatusConflict, "a previous %s rotation (started %s) is not finished yet: %v; retry later (the current %s secret is unchanged)", t.what(), p.w.StartedAt.Format(time.RFC3339), err, t.what())
 		}
-		if entry == nil || entry.Kind != t.walKind() {
-			continue
-		}
-		w, err := decodeRotationWAL(entry.Kind, entry.Data)
-		if err != nil {
-			return err
-		}
-		if w.Target != t.walTarget() {
-			continue
-		}
-		if err := b.rollForwardLocked(ctx, s, t, w); err != nil {
-			return rotationFailed(http.StatusConflict, "a previous %s rotation (started %s) is not finished yet: %v; retry later (the current %s secret is unchanged)", t.what(), w.StartedAt.Format(time.RFC3339), err, t.what())
-		}
-		if err := framework.DeleteWAL(ctx, s, id); err != nil {
+		if err := framework.DeleteWAL(ctx, s, p.id); err != nil {
 			return fmt.Errorf("deleting a finished rotation's WAL entry: %w", err)
 		}
 	}
 	return nil
+}
+
+// finishInterruptedRotations is the periodic function's first step: it
+// rolls forward the WAL entries of t that Vault's WAL rollback would take
+// (at least walRollbackMinAge old). Vault runs the WAL rollback after the
+// periodic function, in the same request; done here first, the recovery of
+// an interrupted rotation does not wait behind the rest of the periodic work,
+// so that minRotationGrace holds. Failures are logged: the WAL rollback and
+// the next run try again.
+func (b *tookenBackend) finishInterruptedRotations(ctx context.Context, s logical.Storage, t rotationTarget) {
+	if !t.lock().TryLock() {
+		return // a rotation runs: it finishes what it finds first
+	}
+	defer t.lock().Unlock()
+	pending, err := pendingRotations(ctx, s, t, walRollbackMinAge)
+	if err != nil {
+		b.Logger().Warn("cannot list the WAL entries of interrupted rotations", "error", err)
+		return
+	}
+	for _, p := range pending {
+		if err := b.rollForwardLocked(ctx, s, t, p.w); err != nil {
+			b.Logger().Warn("an interrupted "+t.what()+" rotation cannot be finished yet; retrying at the next rollback", "token_id", p.w.TokenID, "error", err)
+			continue
+		}
+		if err := framework.DeleteWAL(ctx, s, p.id); err != nil {
+			b.Logger().Warn("could not delete a finished rotation's WAL entry (harmless: its rollback finds the key stored)", "error", err)
+		}
+	}
+}
+
+// pendingRotation is a WAL entry of an unfinished rotation.
+type pendingRotation struct {
+	id string
+	w  rotationWAL
+}
+
+// pendingRotations lists the rotation WAL entries of t at least minAge old
+// (by their creation time, as Vault's WAL rollback measures it).
+func pendingRotations(ctx context.Context, s logical.Storage, t rotationTarget, minAge time.Duration) ([]pendingRotation, error) {
+	ids, err := framework.ListWAL(ctx, s)
+	if err != nil {
+		return nil, fmt.Errorf("listing WAL entries: %w", err)
+	}
+	var out []pendingRotation
+	for _, id := range ids {
+		entry, err := framework.GetWAL(ctx, s, id)
+		if err != nil {
+			return nil, fmt.Errorf("reading WAL entry: %w", err)
+		}
+		if entry == nil || entry.Kind != t.walKind() || time.Since(time.Unix(entry.CreatedAt, 0)) < minAge {
+			continue
+		}
+		w, err := decodeRotationWAL(entry.Kind, entry.Data)
+		if err != nil {
+			return nil, err
+		}
+		if w.Target == t.walTarget() {
+			out = append(out, pendingRotation{id: id, w: w})
+		}
+	}
+	return out, nil
 }
 
 // rollbackRotation is the WALRollback of a rotation entry of t. nil lets the
@@ -352,7 +480,7 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 	storedAlive := false
 	var lastErr error
 	for i, auth := range candidates {
-		res, err := replayRotation(ctx, auth, w)
+		res, err := replayRotation(ctx, auth, w, st.callBudget)
 		if err != nil {
 			return fmt.Errorf("replaying the %s rotation: %w", t.what(), err)
 		}
@@ -367,9 +495,18 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 		lastErr = res.err
 		storedAlive = storedAlive || (i == 0 && res.accepted)
 	}
-	if storedAlive {
-		log.Warn(t.what()+" rotation WAL entry dropped: it cannot be replayed, but the stored root secret is accepted", "error", lastErr)
+	switch {
+	case storedAlive:
+		// Tooken answered the replay, authenticated, with a refusal: the
+		// rotation never happened, or its secret is no longer the current one.
+		log.Warn(t.what()+" rotation WAL entry dropped: Tooken refuses its replay, and the secret that authenticates it is accepted", "error", lastErr)
+		t.recordFailure(ctx, s, fmt.Sprintf("%s rotation started %s could not be finished: %v", t.what(), w.StartedAt.Format(time.RFC3339), lastErr))
 		return nil
+	case !st.selfAuthenticated:
+		// The root, which authenticates the replay, is refused: wait until
+		// it works again (a root rotation keeps its id, which the replay
+		// is keyed by) or the entry is given up.
+		return fmt.Errorf("replaying the %s rotation: the root secret is refused: %w", t.what(), lastErr)
 	}
 	b.rotationLockout(ctx, s, t, log, fmt.Sprintf("%s rotation started %s could not be finished: Tooken rejects the stored root secret and the replay (%v)", t.what(), w.StartedAt.Format(time.RFC3339), lastErr))
 	return nil
@@ -382,11 +519,22 @@ type replayResult struct {
 	err      error            // why tok is nil
 }
 
+// rotateCall is POST /tokens/{id}/rotate of w (a rotation or its replay),
+// all its attempts within callBudget (0: maxRotationCallBudget).
+func rotateCall(ctx context.Context, auth *tookenapi.Client, w rotationWAL, callBudget time.Duration) (*tookenapi.Token, error) {
+	if callBudget <= 0 || callBudget > maxRotationCallBudget {
+		callBudget = maxRotationCallBudget
+	}
+	ctx, cancel := context.WithTimeout(ctx, callBudget)
+	defer cancel()
+	return auth.RotateToken(ctx, w.TokenID, w.grace(), w.IdempotencyKey)
+}
+
 // replayRotation replays the rotation of w authenticated by auth, and checks
 // that the replayed secret works. An error means "not yet" (Tooken
 // unreachable, rate limiting, the original still in flight).
-func replayRotation(ctx context.Context, auth *tookenapi.Client, w rotationWAL) (replayResult, error) {
-	tok, err := auth.RotateToken(ctx, w.TokenID, w.grace(), w.IdempotencyKey)
+func replayRotation(ctx context.Context, auth *tookenapi.Client, w rotationWAL, callBudget time.Duration) (replayResult, error) {
+	tok, err := rotateCall(ctx, auth, w, callBudget)
 	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
 		err = errors.New("Tooken's answer has no secret or another token id")
 	}
@@ -418,9 +566,11 @@ func replayRotation(ctx context.Context, auth *tookenapi.Client, w rotationWAL) 
 }
 
 // notYet tells whether a replay error may go away by itself: Tooken
-// unreachable or limiting, the original still in flight, time out.
+// unreachable or limiting, the original still in flight, time out, or a 404
+// from a base URL not proven a Tooken API (which says nothing of the token).
 func notYet(err error) bool {
 	return errors.Is(err, tookenapi.ErrOutcomeUnknown) || errors.Is(err, tookenapi.ErrRateLimited) || errors.Is(err, tookenapi.ErrConflict) ||
+		errors.Is(err, tookenapi.ErrNotProven) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || tookenapi.IsUnreachable(err)
 }
 

@@ -44,10 +44,13 @@ func (t *rootTarget) load(ctx context.Context, s logical.Storage) (*managedToken
 	}
 	t.cfg = cfg
 	return &managedToken{
-		tokenID:           cfg.TokenID,
-		lastRotationKey:   cfg.LastRotationKey,
-		grace:             cfg.grace(),
-		budget:            cfg.upstreamBudget(),
+		tokenID:         cfg.TokenID,
+		lastRotationKey: cfg.LastRotationKey,
+		// A config stored by an earlier version may have a shorter grace
+		// than the recovery needs: rotate with the minimum then.
+		grace:             max(cfg.grace(), cfg.minRotationGrace()),
+		callBudget:        cfg.rotationCallBudget(),
+		budget:            cfg.rotationCallBudget() + rotationCheckBudget,
 		auth:              auth,
 		selfAuthenticated: true,
 		done:              done,

@@ -1,14 +1,19 @@
 package tooken
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/rotation"
+	"github.com/robfig/cron/v3"
 )
 
 // The rotation schedule, as pure functions of their inputs: a period counted
-// from when the secret was last set, a backoff after failures, and a daily
-// UTC window that scheduled rotations keep to.
+// from when the secret was last set, or a cron spec (static roles), a
+// backoff after failures, and a daily UTC window that scheduled rotations
+// keep to.
 
 const (
 	minRotationPeriod = time.Minute
@@ -16,6 +21,8 @@ const (
 
 	rotationBackoffBase = time.Minute
 	rotationBackoffMax  = time.Hour
+
+	maxCronSpecLen = 100
 )
 
 func validateRotationPeriod(p time.Duration) error {
@@ -123,4 +130,94 @@ func (w dailyWindow) next(t time.Time) time.Time {
 		s = s.Add(24 * time.Hour)
 	}
 	return s
+}
+
+// parseCronSchedule parses a rotation_schedule: a standard 5-field cron spec
+// (minute hour day-of-month month day-of-week), in UTC, with the SDK's
+// parser. Time zone prefixes and @descriptors are refused, and so is a spec
+// that never fires (February 30).
+func parseCronSchedule(spec string) (*cron.SpecSchedule, error) {
+	if len(spec) > maxCronSpecLen {
+		return nil, fmt.Errorf("rotation_schedule: at most %d characters", maxCronSpecLen)
+	}
+	bad := func(why string) error {
+		return fmt.Errorf(`rotation_schedule: %q is not a 5-field cron spec "minute hour day-of-month month day-of-week" (UTC): %s`, spec, why)
+	}
+	if strings.Contains(spec, "=") {
+		// The parser would take TZ=... (and panic on some forms of it).
+		return nil, bad("time zones are not supported, the schedule is in UTC")
+	}
+	sched, err := rotation.DefaultScheduler.Parse(spec)
+	if err != nil {
+		return nil, bad(err.Error())
+	}
+	if sched.Next(time.Now().UTC()).IsZero() {
+		return nil, bad("it never fires")
+	}
+	return sched, nil
+}
+
+// rotationSchedule is when a static role's token is rotated: every period
+// after the schedule's anchor, or at each instant of a cron spec, moved into
+// the daily window.
+type rotationSchedule struct {
+	period time.Duration      // when cron is nil
+	cron   *cron.SpecSchedule // nil for a period
+	window dailyWindow
+}
+
+// newRotationSchedule parses a period or a cron spec (exactly one) and a
+// window, reporting every problem at once.
+func newRotationSchedule(period time.Duration, spec, window string) (rotationSchedule, error) {
+	var errs []error
+	var s rotationSchedule
+	switch {
+	case period != 0 && spec != "":
+		errs = append(errs, errors.New("rotation_period, rotation_schedule: exactly one of them, not both; give the other one empty to switch"))
+	case period == 0 && spec == "":
+		errs = append(errs, errors.New("rotation_period, rotation_schedule: one of them is required; give rotation_period (e.g. 720h) or a cron rotation_schedule (e.g. \"0 3 * * *\")"))
+	case spec != "":
+		c, err := parseCronSchedule(spec)
+		errs = append(errs, err)
+		s.cron = c
+	case period < minRotationPeriod || period > maxStaticRotationPeriod:
+		errs = append(errs, fmt.Errorf("rotation_period: must be between %s and %s", minRotationPeriod, maxStaticRotationPeriod))
+	default:
+		s.period = period
+	}
+	w, err := parseWindow(window)
+	s.window = w
+	errs = append(errs, err)
+	return s, errors.Join(errs...)
+}
+
+// after is the schedule's first instant after from, before the window.
+func (s rotationSchedule) after(from time.Time) time.Time {
+	if s.cron != nil {
+		return s.cron.Next(from.UTC())
+	}
+	return from.UTC().Add(s.period)
+}
+
+// next is when the schedule rotates next: its first instant after from, no
+// earlier than a backoff retry, moved into the window.
+func (s rotationSchedule) next(from time.Time, retryAt *time.Time) time.Time {
+	due := s.after(from)
+	if retryAt != nil && retryAt.After(due) {
+		due = retryAt.UTC()
+	}
+	return s.window.next(due)
+}
+
+// anchor is what the schedule counts from after a scheduled rotation that
+// was due at due and ran at now: the due time, so that a rotation that runs
+// a little late (the periodic function runs about once a minute) does not
+// push every later one back; now when the schedule fell so far behind that
+// its next instant from due has passed already (no burst of catch-up
+// rotations).
+func (s rotationSchedule) anchor(due, now time.Time) time.Time {
+	if due.IsZero() || due.After(now) || !s.after(due).After(now) {
+		return now.UTC()
+	}
+	return due.UTC()
 }

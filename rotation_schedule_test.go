@@ -137,3 +137,129 @@ func TestValidateRotationPeriod(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCronSchedule(t *testing.T) {
+	cases := []struct {
+		spec    string
+		wantErr string // "" = valid
+	}{
+		{"0 3 * * *", ""},
+		{"*/15 * * * *", ""},
+		{"30 2 * * 1-5", ""},
+		{"0 0 29 2 *", ""}, // leap days: it fires, if rarely
+		{"0 3 * *", "5-field cron spec"},
+		{"0 0 3 * * *", "5-field cron spec"}, // seconds are not standard
+		{"61 * * * *", "5-field cron spec"},
+		{"@daily", "5-field cron spec"},
+		{"TZ=Europe/Paris 0 3 * * *", "time zones are not supported"},
+		{"TZ=UTC", "time zones are not supported"}, // the parser would panic on it
+		{"CRON_TZ=UTC 0 3 * * *", "time zones are not supported"},
+		{"0 0 30 2 *", "it never fires"},
+		{strings.Repeat("1,", 60) + "1 * * * *", "at most 100 characters"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.spec, func(t *testing.T) {
+			_, err := parseCronSchedule(tc.spec)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			case err != nil && !strings.HasPrefix(err.Error(), "rotation_schedule: "):
+				t.Fatalf("error %q does not name the field", err)
+			}
+		})
+	}
+}
+
+// A static role's schedule: the next rotation after the anchor, for a period
+// and for a cron spec (UTC), after a failure backoff, moved into the window.
+func TestRotationSchedule_Next(t *testing.T) {
+	at := func(s string) time.Time {
+		tm, err := time.Parse("2006-01-02 15:04:05", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm
+	}
+	retry := at("2026-11-26 12:00:00")
+	cases := []struct {
+		name           string
+		period         time.Duration
+		spec, window   string
+		from           string
+		retryAt        *time.Time
+		next           string
+		wantErrContain string
+	}{
+		{name: "period", period: time.Hour, from: "2026-11-26 10:20:30", next: "2026-11-26 11:20:30"},
+		{name: "period into the window", period: time.Hour, window: "02:00-03:00", from: "2026-11-26 10:20:30", next: "2026-11-27 02:00:00"},
+		{name: "period already in the window", period: 10 * time.Minute, window: "02:00-03:00", from: "2026-11-26 02:10:00", next: "2026-11-26 02:20:00"},
+		{name: "period, backoff later", period: time.Minute, from: "2026-11-26 10:00:00", retryAt: &retry, next: "2026-11-26 12:00:00"},
+		{name: "cron daily", spec: "0 3 * * *", from: "2026-11-26 10:20:30", next: "2026-11-27 03:00:00"},
+		{name: "cron from its own instant", spec: "0 3 * * *", from: "2026-11-27 03:00:00", next: "2026-11-28 03:00:00"},
+		{name: "cron every 15 minutes", spec: "*/15 * * * *", from: "2026-11-26 10:20:30", next: "2026-11-26 10:30:00"},
+		{name: "cron weekdays", spec: "30 2 * * 1-5", from: "2026-11-27 03:00:00", next: "2026-11-30 02:30:00"}, // Friday -> Monday
+		{name: "cron outside the window waits for it", spec: "0 12 * * *", window: "02:00-03:00", from: "2026-11-26 10:00:00", next: "2026-11-27 02:00:00"},
+		{name: "cron inside a wrapping window", spec: "0 23 * * *", window: "22:00-02:00", from: "2026-11-26 10:00:00", next: "2026-11-26 23:00:00"},
+		{name: "both", period: time.Hour, spec: "0 3 * * *", wantErrContain: "exactly one of them"},
+		{name: "neither", wantErrContain: "one of them is required"},
+		{name: "period too short", period: 30 * time.Second, wantErrContain: "rotation_period: must be between 1m0s and"},
+		{name: "period too long", period: 367 * 24 * time.Hour, wantErrContain: "rotation_period: must be between"},
+		{name: "bad window", period: time.Hour, window: "2-3", wantErrContain: "rotation_window"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newRotationSchedule(tc.period, tc.spec, tc.window)
+			if tc.wantErrContain != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErrContain) {
+					t.Fatalf("error %v, want %q", err, tc.wantErrContain)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.next(at(tc.from), tc.retryAt).Format("2006-01-02 15:04:05"); got != tc.next {
+				t.Fatalf("next = %s, want %s", got, tc.next)
+			}
+		})
+	}
+}
+
+// After a scheduled rotation the schedule counts from the instant the
+// rotation was due, so that running a little late (the periodic function
+// runs about once a minute) does not push every later rotation back; when it
+// fell so far behind that the next instant has passed too, from now.
+func TestRotationSchedule_Anchor(t *testing.T) {
+	due := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	minute, _ := newRotationSchedule(time.Minute, "", "")
+	daily, _ := newRotationSchedule(0, "0 3 * * *", "")
+	cases := []struct {
+		name string
+		s    rotationSchedule
+		now  time.Time
+		want time.Time
+	}{
+		{"late by seconds: the due time", minute, due.Add(40 * time.Second), due},
+		{"late by a whole period: now", minute, due.Add(61 * time.Second), due.Add(61 * time.Second)},
+		{"cron late by hours: the due time", daily, due.Add(5 * time.Hour), due},
+		{"cron late by days: now", daily, due.Add(48 * time.Hour), due.Add(48 * time.Hour)},
+		{"not due yet (a manual rotation): now", minute, due.Add(-time.Second), due.Add(-time.Second)},
+	}
+	for _, tc := range cases {
+		if got := tc.s.anchor(due, tc.now); !got.Equal(tc.want) {
+			t.Errorf("%s: anchor = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	// With the due time as anchor, a 1m schedule rotated 40s late each time
+	// stays on its minutes.
+	from := due
+	for range 5 {
+		next := minute.next(from, nil)
+		from = minute.anchor(next, next.Add(40*time.Second))
+	}
+	if want := due.Add(5 * time.Minute); !from.Equal(want) {
+		t.Fatalf("after 5 late rotations the schedule counts from %s, want %s", from, want)
+	}
+}

@@ -24,6 +24,14 @@ const (
 	internalRecord    = "record"     // storage key of the issuance record; absent in leases of the previous version
 	internalExpiresAt = "expires_at" // RFC 3339: the upstream expiry, the lease's hard limit
 	internalIssuedAt  = "issued_at"  // RFC 3339
+	// internalLeaseEnd is when the lease ends as last granted (RFC 3339,
+	// rounded down), written by the creds read and every renewal: a renewal
+	// that must not extend the lease keeps it there. Leases from before it
+	// was written fall back to their issue time + TTL.
+	internalLeaseEnd = "lease_end"
+	// internalTTL is the ttl a creds read asked for (a Go duration), the
+	// lease's renewal increment then; absent, the role's ttl is.
+	internalTTL = "ttl"
 )
 
 func secretToken(b *tookenBackend) *framework.Secret {
@@ -76,8 +84,11 @@ func internalTime(req *logical.Request, key string) (time.Time, error) {
 	return t, nil
 }
 
-// secretTokenRenew extends the lease by the role's ttl, up to the token's
-// upstream expiry and never beyond it.
+// secretTokenRenew extends the lease by the role's ttl (the ttl its creds
+// read asked for, if any; or the increment asked for), up to the token's upstream expiry and never beyond it. When
+// the role is gone, or the upstream expiry is reached, the lease is not
+// extended and a warning says why: an error would reach the caller through
+// Vault 1.14 as "failed to renew entry: resp: &logical.Response{...}".
 func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	if req.Secret == nil {
 		return nil, errors.New("renew: request has no secret")
@@ -87,21 +98,6 @@ func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Reque
 	if err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
-	role, err := b.getRole(ctx, req.Storage, roleName)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return logical.ErrorResponse("role %q no longer exists: the lease cannot be renewed (it stays valid until it expires or is revoked)", roleName), nil
-	}
-
-	now := time.Now()
-	remaining := leaseRemaining(expiresAt, now)
-	if remaining <= 0 {
-		return logical.ErrorResponse("the lease has reached its max TTL: the token expires upstream at %s", expiresAt.UTC().Format(time.RFC3339)), nil
-	}
-	ttl := b.leaseTTL(role.entry, remaining)
-
 	// Vault computes the new TTL from the requested increment (or TTL), capped
 	// at IssueTime (truncated to the second) + MaxTTL, measured from a
 	// truncated "now". Aim that cap one more slack before the upstream expiry
@@ -112,15 +108,79 @@ func (b *tookenBackend) secretTokenRenew(ctx context.Context, req *logical.Reque
 			return nil, fmt.Errorf("renew: %w", err)
 		}
 	}
-	maxTTL := expiresAt.Sub(issueTime.Truncate(time.Second)) - 2*leaseSlack
-	if maxTTL <= 0 {
-		return logical.ErrorResponse("the lease has reached its max TTL: the token expires upstream at %s", expiresAt.UTC().Format(time.RFC3339)), nil
+	issueTime = issueTime.Truncate(time.Second)
+	role, err := b.getRole(ctx, req.Storage, roleName)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return notExtended(req, issueTime, expiresAt, fmt.Sprintf("role %q no longer exists, so the lease is not extended", roleName)), nil
+	}
+
+	now := time.Now()
+	remaining := leaseRemaining(expiresAt, now)
+	maxTTL := expiresAt.Sub(issueTime) - 2*leaseSlack
+	if remaining <= 0 || maxTTL <= 0 {
+		return notExtended(req, issueTime, expiresAt, "the lease has reached its max TTL (the token expires upstream at "+expiresAt.UTC().Format(time.RFC3339)+"), so it is not extended"), nil
+	}
+	ttl := b.leaseTTL(role.entry, remaining)
+	if asked, err := time.ParseDuration(internalString(req, internalTTL)); err == nil && asked > 0 {
+		ttl = min(asked, remaining)
 	}
 
 	resp := &logical.Response{Secret: req.Secret}
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = maxTTL
+	granted := ttl
+	if inc := req.Secret.Increment; inc > 0 {
+		granted = inc
+	}
+	capAt := issueTime.Add(maxTTL)
+	if mountMax := b.System().MaxLeaseTTL(); mountMax > 0 && issueTime.Add(mountMax).Before(capAt) {
+		capAt = issueTime.Add(mountMax)
+	}
+	setLeaseEnd(resp.Secret, minTime(now.Add(granted), capAt))
 	return resp, nil
+}
+
+// notExtended answers a renewal that must not extend the lease: Vault caps
+// the lease at its current end (issue time + MaxTTL), and the warning says
+// why and when it ends. A lease already at its end gets Vault's own
+// "past the max TTL, cannot renew".
+func notExtended(req *logical.Request, issueTime, expiresAt time.Time, why string) *logical.Response {
+	end := leaseEnd(req)
+	if limit := expiresAt.Add(-leaseSlack); end.After(limit) {
+		end = limit
+	}
+	resp := &logical.Response{Secret: req.Secret}
+	resp.Secret.TTL = max(time.Until(end).Truncate(time.Second), time.Second)
+	resp.Secret.MaxTTL = max(end.Sub(issueTime), time.Second)
+	resp.AddWarning(fmt.Sprintf("%s: it ends at %s unless revoked sooner", why, end.UTC().Format(time.RFC3339)))
+	return resp
+}
+
+// leaseEnd is when the lease ends as last granted: its lease_end, else
+// (a lease issued before lease_end was recorded) its issue time + TTL.
+func leaseEnd(req *logical.Request) time.Time {
+	if t, err := internalTime(req, internalLeaseEnd); err == nil {
+		return t
+	}
+	return req.Secret.IssueTime.Add(req.Secret.TTL).Truncate(time.Second)
+}
+
+// setLeaseEnd records when the lease ends, rounded down to the second.
+func setLeaseEnd(s *logical.Secret, end time.Time) {
+	if s.InternalData == nil {
+		s.InternalData = map[string]any{}
+	}
+	s.InternalData[internalLeaseEnd] = end.UTC().Truncate(time.Second).Format(time.RFC3339)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // secretTokenRevoke revokes the token upstream from the lease's internal data

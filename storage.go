@@ -13,7 +13,10 @@ import (
 // below, which use these keys. WAL entries (framework.WALPrefix, node-local)
 // are written by the SDK's framework.PutWAL.
 const (
-	// configPath holds the tookenConfig, root secret included (seal-wrapped).
+	// configPath holds the tookenConfig, root secret included. Like all
+	// storage it is encrypted by Vault's barrier; it is listed in
+	// SealWrapStorage, so Vault Enterprise seal-wraps it too (community
+	// Vault has no seal wrapping).
 	configPath = "config"
 	// rolePrefix + name holds a roleEntry.
 	rolePrefix = "role/"
@@ -28,6 +31,12 @@ const (
 	issuedLivePrefix    = issuedPrefix + "live/"
 	// revokeQueuePrefix + token id holds a revokeQueueEntry.
 	revokeQueuePrefix = "revoke-queue/"
+	// staticRolePrefix + name holds a staticRoleEntry, the managed token's
+	// current secret included (seal-wrapped).
+	staticRolePrefix = "static-role/"
+	// staticTokenPrefix + token id holds a staticTokenOwner: which static
+	// role manages the token, so that two roles never rotate one token.
+	staticTokenPrefix = "static-token/"
 )
 
 // putJSON stores v as JSON at key. A failed Put is returned as is: callers
@@ -73,7 +82,7 @@ func readConfig(ctx context.Context, s logical.Storage) (*tookenConfig, error) {
 	return cfg, nil
 }
 
-// putConfig stores the config (seal-wrapped by the mount).
+// putConfig stores the config.
 func putConfig(ctx context.Context, s logical.Storage, cfg *tookenConfig) error {
 	if err := putJSON(ctx, s, configPath, cfg); err != nil {
 		return fmt.Errorf("storing config: %w", err)
@@ -100,6 +109,8 @@ var (
 	liveEntries        = entries[liveRecord]{prefix: issuedLivePrefix, what: "live issuance record", many: "live issuance records"}
 	legacyEntries      = entries[issuanceRecord]{prefix: issuedPrefix, what: "issuance record", many: "issuance records"}
 	revokeQueueEntries = entries[revokeQueueEntry]{prefix: revokeQueuePrefix, what: "revoke queue entry", many: "revoke queue entries"}
+	staticRoleEntries  = entries[staticRoleEntry]{prefix: staticRolePrefix, what: "static role", many: "static roles"}
+	staticTokenOwners  = entries[staticTokenOwner]{prefix: staticTokenPrefix, what: "static token owner", many: "static token owners"}
 )
 
 // get is the entry of id; nil when there is none.
@@ -244,4 +255,37 @@ func deleteQueueEntry(ctx context.Context, s logical.Storage, id string) error {
 
 func listQueue(ctx context.Context, s logical.Storage) ([]string, error) {
 	return revokeQueueEntries.list(ctx, s)
+}
+
+func readStaticRole(ctx context.Context, s logical.Storage, name string) (*staticRoleEntry, error) {
+	return staticRoleEntries.get(ctx, s, name)
+}
+
+func putStaticRole(ctx context.Context, s logical.Storage, name string, role *staticRoleEntry) error {
+	return staticRoleEntries.put(ctx, s, name, role)
+}
+
+func deleteStaticRole(ctx context.Context, s logical.Storage, name string) error {
+	return staticRoleEntries.delete(ctx, s, name)
+}
+
+func listStaticRoles(ctx context.Context, s logical.Storage) ([]string, error) {
+	return staticRoleEntries.list(ctx, s)
+}
+
+// staticTokenOwner is the static role that manages a token.
+type staticTokenOwner struct {
+	Role string `json:"role"`
+}
+
+func readStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID string) (*staticTokenOwner, error) {
+	return staticTokenOwners.get(ctx, s, tokenID)
+}
+
+func putStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID, role string) error {
+	return staticTokenOwners.put(ctx, s, tokenID, &staticTokenOwner{Role: role})
+}
+
+func deleteStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID string) error {
+	return staticTokenOwners.delete(ctx, s, tokenID)
 }

@@ -55,9 +55,9 @@ func (t *tidyState) lastStatus() tidyStatus {
 
 // tidyStatus is the last tidy run, kept in memory (tidy/status).
 type tidyStatus struct {
-	LastRunAt        time.Time `json:"last_run_at"`
-	Duration         string    `json:"duration"`
-	SafetyAge        string    `json:"safety_age"`
+	LastRunAt        time.Time `json:"last_run_at"` // whole seconds, as every time read back
+	Duration         int64     `json:"duration"`    // seconds, as every duration read back
+	SafetyAge        int64     `json:"safety_age"`  // seconds
 	RevokeOrphans    bool      `json:"revoke_orphans"`
 	UpstreamScanned  int       `json:"upstream_scanned"`  // tokens of this mount seen upstream
 	Accounted        int       `json:"accounted"`         // with an issuance record or queued
@@ -85,8 +85,8 @@ type tidyRun struct {
 // when asked. Then it deletes the issuance records whose token has expired.
 func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUID string, safety time.Duration, revoke bool) (*tidyStatus, error) {
 	start := b.now()
-	st := &tidyStatus{LastRunAt: start.UTC(), SafetyAge: safety.String(), RevokeOrphans: revoke, Orphans: []string{}}
-	defer func() { st.Duration = b.now().Sub(start).Round(time.Millisecond).String() }()
+	st := &tidyStatus{LastRunAt: start.UTC().Truncate(time.Second), SafetyAge: int64(safety / time.Second), RevokeOrphans: revoke, Orphans: []string{}}
+	defer func() { st.Duration = int64(b.now().Sub(start).Round(time.Second) / time.Second) }()
 
 	client, err := b.getClient(ctx, s)
 	if err != nil {

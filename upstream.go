@@ -17,7 +17,11 @@ import (
 const defaultUpstreamCallTimeout = 15 * time.Second
 
 // revokeUpstream revokes a token within timeout. nil means Tooken confirms
-// that it is dead: 204, or 404 (already gone counts as revoked).
+// that it is dead: 204, or 404 (already gone counts as revoked). The client
+// reports a 404 as ErrNotFound only when its base URL is proven a Tooken
+// API (it proves it first, with GET /tokens/self): a 404 from anything else
+// (a base URL without /v1, a proxy) is an error like an outage, and the
+// revoke is retried or queued.
 func revokeUpstream(ctx context.Context, client *tookenapi.Client, id string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -54,7 +58,8 @@ func undoCreate(ctx context.Context, client *tookenapi.Client, body tookenapi.Cr
 // createdNothing tells whether a create error proves that the key created
 // nothing: a definitive 4xx that is not "in flight", "reused", "rate
 // limited" or "unauthorized" (a broken root may recover and then the replay
-// tells).
+// tells). A 404 from a base URL not proven a Tooken API is no APIError
+// (tookenapi.ErrNotProven), so it proves nothing either.
 func createdNothing(err error) bool {
 	if errors.Is(err, tookenapi.ErrOutcomeUnknown) || errors.Is(err, tookenapi.ErrConflict) || errors.Is(err, tookenapi.ErrRateLimited) ||
 		errors.Is(err, tookenapi.ErrUnauthorized) || errors.Is(err, tookenapi.ErrIdempotencyKeyReused) {
@@ -66,13 +71,18 @@ func createdNothing(err error) bool {
 
 // upstreamError turns a client error into the error a Vault caller sees:
 // 502 for upstream failures, so that they are not mistaken for Vault's own.
+// An answer asking to retry later (429, 503 with Retry-After; the client
+// waits for a few seconds at most) names the ask.
 func upstreamError(what string, err error) error {
 	var rl *tookenapi.RateLimitError
+	ask, asked := tookenapi.RetryAfter(err)
 	switch {
 	case errors.Is(err, tookenapi.ErrScopeNotHeld), errors.Is(err, errNotConfigured):
 		return err
 	case errors.As(err, &rl):
 		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is rate limiting this engine (retry after %s): %v", what, rl.RetryAfter, err))
+	case asked:
+		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is unavailable and asks to retry after %s: %v", what, ask, err))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", what, err)
 	default:

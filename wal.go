@@ -11,7 +11,8 @@ import (
 // WAL kinds. A kind names what an entry rolls back; its JSON stays readable
 // across upgrades (a mount may hold entries of an older version).
 const (
-	walKindRotateRoot = "rotate_root" // a rotationWAL of the root token
+	walKindRotateRoot   = "rotate_root"   // a rotationWAL of the root token
+	walKindRotateStatic = "rotate_static" // a rotationWAL of a static role's token; Target is the role's name
 )
 
 // walRollbackMinAge is how old a WAL entry must be before Vault's rollback
@@ -27,13 +28,18 @@ const walRollbackMinAge = time.Minute
 // next rollback.
 func (b *tookenBackend) walRollback(ctx context.Context, req *logical.Request, kind string, data any) error {
 	switch kind {
-	case walKindRotateRoot:
+	case walKindRotateRoot, walKindRotateStatic:
 		w, err := decodeRotationWAL(kind, data)
 		if err != nil {
 			b.Logger().Error("dropping an unreadable rotation WAL entry", "kind", kind, "error", err)
 			return nil
 		}
-		return b.rollbackRotation(ctx, req, b.rootRotation(), w)
+		if kind == walKindRotateRoot {
+			return b.rollbackRotation(ctx, req, b.rootRotation(), w)
+		}
+		t := b.staticTarget(w.Target)
+		defer t.release()
+		return b.rollbackRotation(ctx, req, t, w)
 	default:
 		// Kept, not dropped: it may belong to a newer version of the plugin.
 		return fmt.Errorf("unknown WAL entry kind %q", kind)

@@ -49,6 +49,14 @@ package e2e
 //   v.StartAgent(t, AgentOptions{...}) *Agent        config built from token/templates/extra HCL, or given whole
 //   a.Dir, a.ConfigPath, a.LogPath, a.File(name), a.WaitFile(t, name, timeout, what, cond), a.Stop(), a.Exited()
 //
+// examples_test.go: the recipes of examples/, run as shipped
+//   examplePath(t, name), readExample(t, name)      a file of examples/ ("agent-exec/setup.sh")
+//   v.runExampleScript(t, name, env...)              a set-up script through bash, vault on PATH
+//   substitute(t, what, s, old, new, ...)            replace placeholders, failing if one is absent
+//   (github_actions_test.go: newGitHubOIDC signs GitHub-shaped OIDC tokens; vaultActionLogin and
+//   vaultActionRead make vault-action's calls; loadWorkflow, runStep read and run deploy.yml.
+//   agent_exec_test.go: readAppLog, waitAppTokens read what the example apps print.)
+//
 // ha_test.go: a raft cluster of Vault servers (startHACluster) built on newVault, and its tests.
 // bench_test.go: the real-Vault benchmarks (BenchmarkVault, BenchmarkVaultScale; scripts/bench.sh).
 //

@@ -54,20 +54,34 @@ func startRotationTest(t *testing.T) (*Emulator, *Vault, string) {
 	return e, v, e.RootTokenID(t)
 }
 
+// minimumGraceConfig are the config fields of the shortest rotation_grace accepted with these
+// call limits: 1m WAL minimum age + 1m rollback interval + the rotate call's budget (two 5s
+// attempts and a 5s wait) + 30s margin = 2m45s.
+var minimumGraceConfig = []string{"request_timeout=5s", "max_retries=1", "rotation_grace=2m45s"}
+
+const minimumGrace = 2*time.Minute + 45*time.Second
+
+// useMinimumGrace writes minimumGraceConfig, after checking that one second less is refused
+// (with a message that names the minimum): the grace really is the minimum accepted.
+func useMinimumGrace(t *testing.T, v *Vault) {
+	t.Helper()
+	out, errOut, err := v.Run(t, Run{}, "write", "tooken/config", "request_timeout=5s", "max_retries=1", "rotation_grace=2m44s")
+	if err == nil || !strings.Contains(errOut, "Code: 400") || !strings.Contains(errOut, "rotation_grace: 2m44s is shorter than the 2m45s") {
+		t.Fatalf("rotation_grace=2m44s: want a 400 naming the minimum 2m45s, got err=%v\n%s%s", err, out, errOut)
+	}
+	v.MustRun(t, append([]string{"write", "tooken/config"}, minimumGraceConfig...)...)
+	if got := configField(t, v, "rotation_grace"); fmt.Sprint(got) != "165" {
+		t.Fatalf("rotation_grace reads %v, want 165", got)
+	}
+}
+
 // TestRootRotation: on a real Vault, `vault write -f tooken/rotate-root` rotates the root while
-// creds are being read (none fails), the bootstrap secret stops working after the (short) grace,
-// and a short schedule rotates by itself through Vault's periodic function.
+// creds are being read (none fails), a short schedule rotates by itself through Vault's periodic
+// function, and the bootstrap secret stops working after the grace (the shortest accepted).
 func TestRootRotation(t *testing.T) {
 	t.Parallel()
 	e, v, rootID := startRotationTest(t)
-	const grace = 15 * time.Second
-	out, errOut, err := v.Run(t, Run{}, "write", "tooken/config", fmt.Sprintf("rotation_grace=%ds", int(grace/time.Second)))
-	if err != nil {
-		t.Fatalf("vault write tooken/config rotation_grace: %v\n%s%s", err, out, errOut)
-	}
-	if !strings.Contains(out+errOut, "rotation_grace 15s is below") {
-		t.Errorf("no warning for a short grace: %s%s", out, errOut)
-	}
+	useMinimumGrace(t, v)
 
 	stop := credsReaders(t, v, "r", 2)
 	var rot struct {
@@ -76,6 +90,7 @@ func TestRootRotation(t *testing.T) {
 	}
 	start := time.Now()
 	raw := v.MustRun(t, "write", "-format=json", "-f", "tooken/rotate-root")
+	rotatedAt := time.Now()
 	t.Logf("vault write -f tooken/rotate-root took %s", time.Since(start).Round(time.Millisecond))
 	if err := json.Unmarshal([]byte(raw), &rot); err != nil {
 		t.Fatalf("rotate-root answer %q: %v", raw, err)
@@ -92,13 +107,9 @@ func TestRootRotation(t *testing.T) {
 	if configField(t, v, "last_rotated") == nil {
 		t.Fatal("config read has no last_rotated after rotate-root")
 	}
-	// Creds keep working with the new secret, and the bootstrap one dies after the grace.
-	eventually(t, grace+10*time.Second, "the bootstrap secret stops working after the grace", func() (bool, string) {
-		return !e.SecretValid(t, e.RootSecret), "still valid"
-	})
-	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the grace")
 
 	// The schedule: rotate every minute; Vault's periodic function (about once a minute) does it.
+	// Meanwhile the grace of the first rotation runs.
 	first := configField(t, v, "last_rotated")
 	before := e.Counter(t, "rotated")
 	v.MustRun(t, "write", "tooken/config", "rotation_period=60")
@@ -109,6 +120,12 @@ func TestRootRotation(t *testing.T) {
 	})
 	t.Logf("scheduled rotation seen %s after setting rotation_period=60 (next_rotation now %v)", time.Since(start).Round(time.Second), configField(t, v, "next_rotation"))
 	v.MustRun(t, "write", "tooken/config", "rotation_period=0")
+
+	// The bootstrap secret dies after the grace; creds keep working with the rotated secret.
+	eventually(t, max(minimumGrace+20*time.Second-time.Since(rotatedAt), time.Second), "the bootstrap secret stops working after the grace", func() (bool, string) {
+		return !e.SecretValid(t, e.RootSecret), "still valid"
+	})
+	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the grace")
 
 	reads, failed, firstErr := stop()
 	t.Logf("creds reads during the rotations: %d, failed: %d", reads, failed)
@@ -166,14 +183,18 @@ func TestRootRotationRecoversLostAnswer(t *testing.T) {
 	assertNoSecrets(t, []string{v.LogPath, e.LogPath}, []string{e.RootSecret, c.Data.Token})
 }
 
-// TestRootRotationSurvivesPluginKill: the plugin process is killed (SIGKILL) while Tooken is
-// carrying out a rotation (it answers slowly): the WAL entry is written, the upstream change
-// happens, the answer has nobody to reach. Whether Vault retries the request on the restarted
-// plugin (which first finishes the pending rotation by replaying it) or the WAL rollback does it,
-// Vault ends with a working root secret, with no extra root token.
+// TestRootRotationSurvivesPluginKill: the lockout scenario, with the shortest rotation_grace the
+// engine accepts. The plugin process is killed (SIGKILL) while Tooken is carrying out a rotation
+// (it answers slowly): the WAL entry is written, the upstream change happens, the answer has
+// nobody to reach, and the new secret existed only in the dead process. Whether Vault retries the
+// request on the restarted plugin (which first finishes the pending rotation by replaying it) or
+// the rollback does it, the replay (authenticated with the previous secret) comes within the
+// grace: Vault ends with the rotated, working root secret, with no extra root token, and the
+// previous secret dies at the end of the grace.
 func TestRootRotationSurvivesPluginKill(t *testing.T) {
 	t.Parallel()
 	e, v, rootID := startRotationTest(t)
+	useMinimumGrace(t, v)
 	e.AddFault(t, tookentest.Fault{Method: "POST", Path: "/v1/tokens/" + rootID + "/rotate", Latency: 3 * time.Second, Count: 1})
 
 	type result struct {
@@ -190,21 +211,28 @@ func TestRootRotationSurvivesPluginKill(t *testing.T) {
 		n := e.Counter(t, "faults")
 		return n >= 1, fmt.Sprintf("%d faulted requests", n)
 	})
+	killedAt := time.Now()
 	pids := v.KillPlugin(t)
 	t.Logf("killed plugin pids %v during the upstream rotation", pids)
 	r := <-done
 	t.Logf("rotate-root after the kill: err=%v stdout=%q stderr=%q", r.err, strings.TrimSpace(r.out), strings.TrimSpace(r.errOut))
 
-	start := time.Now()
-	eventually(t, 3*time.Minute, "Vault holds a rotated, working root secret", func() (bool, string) {
+	eventually(t, minimumGrace+time.Minute, "Vault holds a rotated, working root secret", func() (bool, string) {
 		s, err := v.Client.Logical().Read("tooken/config")
 		if err != nil || s == nil {
 			return false, fmt.Sprint(err)
 		}
 		return s.Data["last_rotated"] != nil && s.Data["last_rotation_error"] == "", fmt.Sprintf("last_rotated %v, last_rotation_error %q", s.Data["last_rotated"], s.Data["last_rotation_error"])
 	})
-	t.Logf("rotation settled %s after the kill; rotations upstream: %d", time.Since(start).Round(time.Second), e.Counter(t, "rotated"))
-	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the kill")
+	t.Logf("rotation settled %s after the kill (grace %s); rotations upstream: %d", time.Since(killedAt).Round(time.Second), minimumGrace, e.Counter(t, "rotated"))
+	if n := e.Counter(t, "rotated"); n != 1 {
+		t.Errorf("rotations upstream: %d, want 1 (the recovery replays, it does not rotate again)", n)
+	}
+	// The previous secret dies at the end of the grace: what Vault holds must be the new one.
+	eventually(t, max(minimumGrace+30*time.Second-time.Since(killedAt), time.Second), "the bootstrap secret stops working after the grace", func() (bool, string) {
+		return !e.SecretValid(t, e.RootSecret), "still valid"
+	})
+	c := v.ReadWorkingCreds(t, e, "tooken", "r", "", "creds after the kill and the grace")
 	if roots := e.LiveRootTokens(t); roots != 1 {
 		t.Fatalf("%d root tokens live upstream, want 1", roots)
 	}

@@ -1,8 +1,11 @@
 // Package tookenapi is a client of the Tooken API: Bearer tokens with scopes,
 // created, listed, updated, rotated and revoked over JSON. It retries what
-// the API allows to retry (honouring Retry-After), sends one Idempotency-Key
-// over all the attempts of a POST, tells a definitive failure from one whose
-// outcome is unknown, and never puts a secret into an error or a log line.
+// the API allows to retry (honouring Retry-After up to MaxRetryWait), sends
+// one Idempotency-Key over all the attempts of a POST, tells a definitive
+// failure from one whose outcome is unknown, checks that answers are Tooken
+// token objects, takes a 404 for "not found" only from a base URL proven to
+// be a Tooken API, never dials a link-local address, and never puts a secret
+// into an error or a log line.
 package tookenapi
 
 import (
@@ -15,11 +18,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,10 +57,18 @@ type Options struct {
 // Client talks to the Tooken API. It is safe for concurrent use. The secret
 // it authenticates with can be swapped atomically with SetSecret, and
 // WithSecret makes a client for another secret over the same connections.
+//
+// A client knows whether its base URL has been proven a Tooken API: an
+// authenticated call answered with a valid token object since it was built
+// (Proven). Until then a 404 means nothing (ErrNotProven, not ErrNotFound),
+// and a transport failure is reported without detail ("cannot reach"), so
+// that a URL nobody has verified can neither make a revoke look done nor be
+// used to probe the network.
 type Client struct {
 	baseURL   string // without trailing slash
 	userAgent string
 	secret    atomic.Pointer[string]
+	proven    *atomic.Bool // shared with the clients WithSecret makes: it is the URL's
 	transport *http.Transport
 	http      *retryablehttp.Client
 	logger    hclog.Logger
@@ -68,6 +83,11 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("base URL: %w", err)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.DialContext = (&net.Dialer{
+		Timeout:   30 * time.Second,
+		KeepAlive: 30 * time.Second,
+		Control:   refuseLinkLocal,
+	}).DialContext
 	transport.MaxIdleConnsPerHost = 32
 	transport.IdleConnTimeout = 90 * time.Second
 	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -89,6 +109,7 @@ func New(opts Options) (*Client, error) {
 	c := &Client{
 		baseURL:   strings.TrimSuffix(u.String(), "/"),
 		userAgent: opts.UserAgent,
+		proven:    new(atomic.Bool),
 		transport: transport,
 		logger:    logger,
 	}
@@ -135,14 +156,15 @@ func (c *Client) retryClient(hc *http.Client, maxRetries int) *retryablehttp.Cli
 // own. SetSecret on either client leaves the other alone; closing either
 // closes the idle connections both use.
 func (c *Client) WithSecret(secret string) *Client {
-	d := &Client{baseURL: c.baseURL, userAgent: c.userAgent, transport: c.transport, logger: c.logger}
+	d := &Client{baseURL: c.baseURL, userAgent: c.userAgent, proven: c.proven, transport: c.transport, logger: c.logger}
 	d.SetSecret(secret)
 	d.http = d.retryClient(c.http.HTTPClient, c.http.RetryMax)
 	return d
 }
 
-// ParseBaseURL checks a Tooken base URL: http(s), a host, and nothing that
-// could carry a secret (user info, query, fragment).
+// ParseBaseURL checks a Tooken base URL: http(s), a host that is not a
+// link-local address, and nothing that could carry a secret (user info,
+// query, fragment).
 func ParseBaseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -157,8 +179,32 @@ func ParseBaseURL(raw string) (*url.URL, error) {
 		return nil, errors.New("must not contain user information")
 	case u.RawQuery != "" || u.Fragment != "":
 		return nil, errors.New("must not contain a query or fragment")
+	case isLinkLocal(u.Hostname()):
+		return nil, errors.New("must not be a link-local address (169.254.0.0/16, fe80::/10: cloud metadata services, never a Tooken API)")
 	}
 	return u, nil
+}
+
+// isLinkLocal tells whether host is a link-local IP address (IPv4-mapped
+// IPv6 included).
+func isLinkLocal(host string) bool {
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()
+}
+
+// refuseLinkLocal is the dialer's check of every address it connects to,
+// after name resolution: a host name that resolves to a link-local address
+// is refused like a literal one.
+func refuseLinkLocal(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err == nil && isLinkLocal(host) {
+		return ErrForbiddenAddress
+	}
+	return nil
 }
 
 // ParseCertPool parses PEM CA certificates.
@@ -180,6 +226,21 @@ func (c *Client) SetSecret(secret string) {
 // (compared in constant time).
 func (c *Client) UsesSecret(secret string) bool {
 	return subtle.ConstantTimeCompare([]byte(c.currentSecret()), []byte(secret)) == 1
+}
+
+// Proven tells whether the base URL has been proven a Tooken API: a call of
+// this client (or of one WithSecret made from it, or the other way round)
+// was answered with a valid token object.
+func (c *Client) Proven() bool { return c.proven.Load() }
+
+// Prove makes sure that the base URL is a Tooken API: nil at once when it is
+// proven, otherwise GET /tokens/self must answer a valid token object.
+func (c *Client) Prove(ctx context.Context) error {
+	if c.Proven() {
+		return nil
+	}
+	_, err := c.Self(ctx)
+	return err
 }
 
 func (c *Client) currentSecret() string {
@@ -328,29 +389,101 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 func (c *Client) roundTrip(req *retryablehttp.Request, method, path string, out any) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		// Transport errors name the URL (never a secret: ParseBaseURL
-		// rejects user info and queries) but not the Authorization header.
-		return fmt.Errorf("tooken: %s %s: %w", method, path, err)
+		return c.transportError(method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		markReached(req.Context())
-		return fmt.Errorf("tooken: reading answer to %s %s: %w", method, path, err)
+		return c.transportError(method, path, fmt.Errorf("reading the answer: %w", err))
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if out != nil && len(bytes.TrimSpace(data)) > 0 {
-			if err := json.Unmarshal(data, out); err != nil {
-				// The body may hold a secret: never include it.
-				return fmt.Errorf("tooken: decoding answer to %s %s (status %d): %s", method, path, resp.StatusCode, jsonErrorKind(err))
-			}
+		if err := c.decodeAnswer(resp, data, method, path, out); err != nil {
+			markReached(req.Context()) // the server took the call
+			return err
 		}
 		return nil
 	}
-	apiErr := parseAPIError(resp.StatusCode, data)
-	if resp.StatusCode == http.StatusTooManyRequests {
-		ra, _ := retryAfter(resp)
-		return &RateLimitError{RetryAfter: ra, APIError: *apiErr}
+	ra, _ := retryAfter(resp)
+	apiErr := parseAPIError(resp.StatusCode, data, ra)
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return &RateLimitError{APIError: *apiErr}
+	case resp.StatusCode == http.StatusNotFound && !c.Proven():
+		return c.unproven404(req.Context(), method, path, apiErr)
 	}
 	return apiErr
+}
+
+// transportError is a failed exchange. Its text names the URL (never a
+// secret: ParseBaseURL rejects user info and queries) but not the
+// Authorization header; from a base URL not proven a Tooken API it says
+// only "cannot reach", so that the engine cannot be used to tell a closed
+// port from a filtering one. The cause stays reachable with errors.As (and
+// in the client's debug log).
+func (c *Client) transportError(method, path string, err error) error {
+	if c.Proven() {
+		return fmt.Errorf("tooken: %s %s: %w", method, path, err)
+	}
+	c.logger.Debug("Tooken request failed", "method", method, "path", path, "error", err)
+	return &unreachableError{method: method, path: path, err: err}
+}
+
+// unreachableError is a transport failure from a base URL not proven.
+type unreachableError struct {
+	method, path string
+	err          error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("tooken: %s %s: cannot reach the server", e.method, e.path)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// unproven404 is the error of a 404 (apiErr) from a base URL not proven a
+// Tooken API: it proves the URL first (GET /tokens/self), and answers
+// apiErr (ErrNotFound) only when that succeeds.
+func (c *Client) unproven404(ctx context.Context, method, path string, apiErr *APIError) error {
+	if path == "/tokens/self" {
+		return &notProvenError{method: method, path: path}
+	}
+	if err := c.Prove(ctx); err != nil {
+		return &notProvenError{method: method, path: path, proof: err}
+	}
+	return apiErr
+}
+
+// validator is a decoded answer that can tell whether it is well-formed.
+type validator interface{ Validate() error }
+
+// decodeAnswer decodes a 2xx answer into out (nil: the body is ignored) and
+// checks it: application/json, valid JSON, and a valid token object (or
+// list) where one is expected. A valid token object proves the base URL.
+// The errors never quote the body: it may hold a secret.
+func (c *Client) decodeAnswer(resp *http.Response, data []byte, method, path string, out any) error {
+	if out == nil {
+		return nil
+	}
+	invalid := func(what string) error {
+		return &invalidAnswerError{method: method, path: path, status: resp.StatusCode, what: what}
+	}
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return invalid("its Content-Type is not application/json")
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return invalid("it has no body")
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return invalid(jsonErrorKind(err))
+	}
+	if v, ok := out.(validator); ok {
+		if err := v.Validate(); err != nil {
+			return invalid(err.Error())
+		}
+	}
+	if _, ok := out.(*Token); ok {
+		c.proven.Store(true)
+	}
+	return nil
 }

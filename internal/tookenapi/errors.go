@@ -27,6 +27,19 @@ var (
 	// after the request was sent). For a POST /tokens it means a token may
 	// exist.
 	ErrOutcomeUnknown = errors.New("tooken: outcome unknown")
+	// ErrInvalidAnswer marks a 2xx answer that is not what the Tooken API
+	// answers: not JSON, not application/json, or not a valid token object
+	// (see Token.Validate). The server may have carried the call out, so it
+	// comes with ErrOutcomeUnknown.
+	ErrInvalidAnswer = errors.New("tooken: not a Tooken API answer")
+	// ErrNotProven marks a 404 from a base URL that has not been proven a
+	// Tooken API (see Client.Proven): it does not show that the token is
+	// gone, only that something at that URL does not know the path.
+	ErrNotProven = errors.New("tooken: the base URL is not proven a Tooken API")
+	// ErrForbiddenAddress marks a connection the client refused to open: the
+	// address is link-local (169.254.0.0/16, fe80::/10), where cloud
+	// metadata services live and no Tooken API does.
+	ErrForbiddenAddress = errors.New("tooken: link-local address refused")
 )
 
 // APIError is an error answer of the Tooken API.
@@ -35,6 +48,10 @@ type APIError struct {
 	Code      string
 	Message   string
 	RequestID string
+	// RetryAfter is the server's Retry-After (429, 503), 0 if absent. The
+	// client waits at most MaxRetryWait for it between attempts: an answer
+	// asking for longer is returned at once, with the ask.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -48,6 +65,9 @@ func (e *APIError) Error() string {
 	}
 	if e.RequestID != "" {
 		sb.WriteString(" (request " + e.RequestID + ")")
+	}
+	if e.RetryAfter > 0 {
+		sb.WriteString("; retry after " + e.RetryAfter.String())
 	}
 	return sb.String()
 }
@@ -74,18 +94,57 @@ func (e *APIError) Is(target error) bool {
 }
 
 // RateLimitError is a 429 answer that the client did not (or could no longer)
-// retry. RetryAfter is the server's Retry-After, 0 if absent.
+// retry. RetryAfter (of the APIError) is the server's Retry-After, 0 if
+// absent.
 type RateLimitError struct {
-	RetryAfter time.Duration
 	APIError
 }
 
-func (e *RateLimitError) Error() string {
-	return fmt.Sprintf("%s; retry after %s", e.APIError.Error(), e.RetryAfter)
-}
+func (e *RateLimitError) Error() string { return e.APIError.Error() }
 
 // Unwrap exposes the underlying API error.
 func (e *RateLimitError) Unwrap() error { return &e.APIError }
+
+// RetryAfter is the wait the server asked for in the answer that err
+// carries (a 429 or a 503 with Retry-After), and whether it asked.
+func RetryAfter(err error) (time.Duration, bool) {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.RetryAfter > 0 {
+		return apiErr.RetryAfter, true
+	}
+	return 0, false
+}
+
+// invalidAnswerError is a 2xx answer that is not a Tooken API answer. Its
+// text says what was wrong with it, never what it held.
+type invalidAnswerError struct {
+	method, path string
+	status       int
+	what         string
+}
+
+func (e *invalidAnswerError) Error() string {
+	return fmt.Sprintf("tooken: the answer to %s %s (status %d) is not a Tooken API answer: %s", e.method, e.path, e.status, e.what)
+}
+
+func (e *invalidAnswerError) Is(target error) bool { return target == ErrInvalidAnswer }
+
+// notProvenError is a 404 from a base URL not proven a Tooken API. It does
+// not unwrap to the APIError, so that errors.Is(err, ErrNotFound) is false:
+// nobody may take it for "already gone".
+type notProvenError struct {
+	method, path string
+	proof        error // why GET /tokens/self did not prove the URL
+}
+
+func (e *notProvenError) Error() string {
+	if e.proof == nil {
+		return fmt.Sprintf("tooken: %s %s answered 404: the base URL does not answer as a Tooken API", e.method, e.path)
+	}
+	return fmt.Sprintf("tooken: %s %s answered 404, but the base URL has not been proven a Tooken API (GET /tokens/self: %v)", e.method, e.path, e.proof)
+}
+
+func (e *notProvenError) Is(target error) bool { return target == ErrNotProven }
 
 // outcomeUnknownError wraps an error with ErrOutcomeUnknown.
 type outcomeUnknownError struct{ err error }
@@ -98,7 +157,7 @@ func (e *outcomeUnknownError) Unwrap() []error { return []error{e.err, ErrOutcom
 // (a rotate answer without a secret) and so cannot tell what happened.
 func OutcomeUnknown(err error) error { return &outcomeUnknownError{err} }
 
-func parseAPIError(status int, data []byte) *APIError {
+func parseAPIError(status int, data []byte, retryAfter time.Duration) *APIError {
 	var envelope struct {
 		Error struct {
 			Code      string `json:"code"`
@@ -106,7 +165,7 @@ func parseAPIError(status int, data []byte) *APIError {
 			RequestID string `json:"request_id"`
 		} `json:"error"`
 	}
-	e := &APIError{Status: status}
+	e := &APIError{Status: status, RetryAfter: retryAfter}
 	if json.Unmarshal(data, &envelope) == nil {
 		// The answer is quoted in errors, logs and stored status: a
 		// server that echoes a secret must not make us repeat it.
@@ -169,6 +228,9 @@ func IsTLSError(err error) bool {
 
 // IsUnreachable reports a failure to connect at all, or a timeout.
 func IsUnreachable(err error) bool {
+	if errors.Is(err, ErrForbiddenAddress) {
+		return true
+	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		return true

@@ -2,6 +2,7 @@ package tookenapi
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -15,6 +16,19 @@ const (
 	retryWaitMin = 100 * time.Millisecond
 	retryWaitMax = 3 * time.Second
 )
+
+// MaxRetryWait is the longest wait between two attempts of a call: the
+// backoff never exceeds it, and a Retry-After (429, 503) longer than it, or
+// past the call's deadline, is not waited for: the call fails at once with
+// the answer, whose RetryAfter carries the server's ask. A request that
+// reaches a Tooken asking for an hour answers in seconds, not in an hour or
+// at its deadline; work that can wait longer (the revoke queue) keeps the
+// ask itself.
+const MaxRetryWait = 5 * time.Second
+
+// maxRetryAfterSeconds bounds a parsed Retry-After (a year), so that a huge
+// value cannot overflow a time.Duration.
+const maxRetryAfterSeconds = 366 * 24 * 3600
 
 type trackerKey struct{}
 
@@ -32,8 +46,9 @@ func markReached(ctx context.Context) {
 
 // checkRetry is the retry policy: connection errors, 5xx (but 501), 429, and
 // 409 "still in flight" to a POST with an Idempotency-Key.
-// A 429 whose Retry-After lies past the request's deadline is not retried,
-// so that the caller gets the RateLimitError at once.
+// A 429 or 503 whose Retry-After is longer than MaxRetryWait or lies past
+// the request's deadline is not retried, so that the caller gets the answer
+// (with the ask) at once.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	// A 409 to a POST carrying an Idempotency-Key means that an earlier
 	// attempt with that key is still being processed (as at Stripe): it may
@@ -47,16 +62,16 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctx.Err()
 	}
 	if err != nil {
+		if errors.Is(err, ErrForbiddenAddress) {
+			return false, nil
+		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	if ra, ok := retryAfter(resp); ok && isRetryAfterStatus(resp.StatusCode) && !waitFits(ctx, ra) {
+		return false, nil
 	}
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
-		if dl, ok := ctx.Deadline(); ok {
-			ra, _ := retryAfter(resp)
-			if time.Until(dl) <= ra {
-				return false, nil
-			}
-		}
 		return true, nil
 	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
 		return true, nil
@@ -66,13 +81,31 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	return false, nil
 }
 
-// backoff waits Retry-After on 429/503 when given, otherwise exponentially
-// longer with jitter, between min and max.
+// isRetryAfterStatus tells whether a Retry-After of an answer with this
+// status is honoured: 429 and 503.
+func isRetryAfterStatus(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
+}
+
+// waitFits tells whether the client waits d before the next attempt: at most
+// MaxRetryWait, and not past ctx's deadline.
+func waitFits(ctx context.Context, d time.Duration) bool {
+	if d > MaxRetryWait {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return !ok || time.Until(dl) > d
+}
+
+// backoff waits Retry-After on 429/503 when given (checkRetry has made sure
+// that it is at most MaxRetryWait), otherwise exponentially longer with
+// jitter, between min and max.
 func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
-	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+	if resp != nil && isRetryAfterStatus(resp.StatusCode) {
 		if ra, ok := retryAfter(resp); ok && ra > 0 {
-			// A little jitter on top, never below the server's ask.
-			return ra + rand.N(ra/10+time.Millisecond)
+			// A little jitter on top, never below the server's ask, never
+			// above the ceiling.
+			return min(ra+rand.N(ra/10+time.Millisecond), max(ra, MaxRetryWait))
 		}
 	}
 	return Backoff(minWait, maxWait, attempt)
@@ -101,7 +134,7 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 		if s < 0 {
 			return 0, false
 		}
-		return time.Duration(s) * time.Second, true
+		return time.Duration(min(s, maxRetryAfterSeconds)) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(time.Until(t), 0), true

@@ -1,7 +1,10 @@
 package tookenapi
 
 import (
+	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 )
 
@@ -31,6 +34,44 @@ func (t Token) String() string {
 
 // GoString is String, so that %#v cannot print the secret either.
 func (t Token) GoString() string { return t.String() }
+
+// tokenIDRegex is the shape of a token id: the contract's "tkn_" and a
+// bounded run of letters and digits (the contract shows 24 hex digits).
+var tokenIDRegex = regexp.MustCompile(`^tkn_[A-Za-z0-9]{1,64}$`)
+
+// Validate tells whether t is a Tooken token object: an id of the
+// contract's shape, a created_at and a scopes list. The client checks every
+// token object it decodes with it; an answer that fails is not a Tooken API
+// answer (ErrInvalidAnswer).
+func (t *Token) Validate() error {
+	var missing []string
+	if !tokenIDRegex.MatchString(t.ID) {
+		missing = append(missing, `no "id" of the form tkn_...`)
+	}
+	if t.CreatedAt.IsZero() {
+		missing = append(missing, `no "created_at"`)
+	}
+	if t.Scopes == nil {
+		missing = append(missing, `no "scopes" list`)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(missing, ", "))
+}
+
+// Validate checks every token of the page.
+func (l *TokenList) Validate() error {
+	if l.Data == nil {
+		return errors.New(`no "data" list`)
+	}
+	for i := range l.Data {
+		if err := l.Data[i].Validate(); err != nil {
+			return fmt.Errorf("data[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
 
 // CreateTokenRequest is the body of POST /tokens.
 type CreateTokenRequest struct {

@@ -1,0 +1,248 @@
+package tooken
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+// A typo in a field name is refused, names the field (and what it probably
+// was), and changes nothing; a path's own captures are not counted as unknown.
+func TestRequest_UnknownFieldsRefused(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+
+	resp, err := e.write(configPath, map[string]any{"url": srv.URL(), "token": srv.RootSecret(), "request_timout": "10s"})
+	mustUserError(t, resp, err, "request_timout: unknown field (did you mean request_timeout?); config takes ", "rotation_grace")
+	if cfg, _ := readConfig(context.Background(), e.storage); cfg != nil {
+		t.Fatal("config stored despite the unknown field")
+	}
+
+	e.configure(srv, nil)
+	e.writeRole("ci", map[string]any{"scopes": "deployments:write", "ttl": "1h"})
+	e.storage.reset()
+	for name, tc := range map[string]struct {
+		op   logical.Operation
+		path string
+		data map[string]any
+		want []string
+	}{
+		"role typo":        {logical.UpdateOperation, "roles/ci", map[string]any{"tll": "2h"}, []string{"tll: unknown field (did you mean ttl?); roles/ci takes description, identity_metadata, max_live_tokens, max_ttl, metadata, name_template, scopes, ttl"}},
+		"two unknown":      {logical.UpdateOperation, "roles/ci", map[string]any{"zzz": "1", "ttl": "2h", "aaa": "2"}, []string{"aaa: unknown field; roles/ci takes", "zzz: unknown field; roles/ci takes"}},
+		"creds":            {logical.ReadOperation, "creds/ci", map[string]any{"foo": "1"}, []string{"foo: unknown field"}},
+		"rotate-root":      {logical.UpdateOperation, "rotate-root", map[string]any{"now": "true"}, []string{"now: unknown field; rotate-root takes no fields (with the CLI, write it with -f)"}},
+		"tidy":             {logical.UpdateOperation, "tidy", map[string]any{"revoke_orphan": "true"}, []string{"revoke_orphan: unknown field (did you mean revoke_orphans?)"}},
+		"tidy status":      {logical.ReadOperation, "tidy/status", map[string]any{"x": "1"}, []string{"x: unknown field; tidy/status takes no fields"}},
+		"config delete":    {logical.DeleteOperation, configPath, map[string]any{"force": "true"}, []string{"force: unknown field"}},
+		"list with a flag": {logical.ListOperation, "roles/", map[string]any{"after": "a"}, []string{"after: unknown field"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := len(srv.Tokens())
+			req := e.request(tc.op, tc.path, tc.data)
+			resp, err := e.handle(req)
+			mustUserError(t, resp, err, tc.want...)
+			if e.storage.puts.Load()+e.storage.deletes.Load() != 0 {
+				t.Error("storage written")
+			}
+			if len(srv.Tokens()) != before {
+				t.Error("a token was created upstream")
+			}
+		})
+	}
+	resp = must(t)(e.read("roles/ci"))
+	if resp.Data["ttl"] != int64(3600) {
+		t.Errorf("role changed: ttl %v", resp.Data["ttl"])
+	}
+
+	// The capture given again as a field must be the path's value (the UI
+	// sends it); an empty write (vault write -f) is fine.
+	must(t)(e.write("roles/ci", map[string]any{"name": "ci", "ttl": "2h"}))
+	resp, err = e.write("roles/ci", map[string]any{"name": "other", "ttl": "3h"})
+	mustUserError(t, resp, err, "name: differs from the value in the path roles/ci; leave it out of the data")
+	must(t)(e.write("tidy", nil))
+}
+
+const leakMarker = "tok_test_LEAKMARKERabcdefghij0123456789"
+
+// A value of the wrong type is refused with "<field>: expected <type>",
+// which never repeats it, and the existence check does not fail (Vault
+// would log its error at ERROR, value included).
+func TestRequest_TypeErrorsNeverRepeatTheValue(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	for name, v := range map[string]any{
+		"token given twice": []any{srv.RootSecret(), "oops"},
+		"token as a list":   []any{srv.RootSecret()},
+		"token as a map":    map[string]any{"a": srv.RootSecret()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := e.request(logical.UpdateOperation, configPath, map[string]any{"url": srv.URL(), "token": v})
+			found, exists, err := e.b.HandleExistenceCheck(context.Background(), req)
+			if err != nil || !found || exists {
+				t.Fatalf("existence check: found %v exists %v err %v", found, exists, err)
+			}
+			req.Operation = logical.CreateOperation
+			resp, err := e.handle(req)
+			mustUserError(t, resp, err, "token: expected a string")
+			if msg := resp.Error().Error(); strings.Contains(msg, srv.RootSecret()) || msg != "token: expected a string" {
+				t.Errorf("message %q", msg)
+			}
+		})
+	}
+	if cfg, _ := readConfig(context.Background(), e.storage); cfg != nil {
+		t.Fatal("config stored")
+	}
+	// A number is a string to the SDK; it is then no Tooken secret.
+	resp, err := e.write(configPath, map[string]any{"url": srv.URL(), "token": 12345})
+	mustUserError(t, resp, err, "token: not a Tooken secret")
+}
+
+// Path captures that storage refuses (..) answer 400 on every operation,
+// and the existence check does not fail.
+func TestRequest_BadCaptureRefused(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	req := e.request(logical.UpdateOperation, "roles/a..b", map[string]any{"scopes": "deployments:write"})
+	if _, _, err := e.b.HandleExistenceCheck(context.Background(), req); err != nil {
+		t.Fatalf("existence check: %v", err)
+	}
+	for _, req := range []*logical.Request{
+		req,
+		e.request(logical.ReadOperation, "roles/a..b", nil),
+		e.request(logical.DeleteOperation, "roles/a..b", nil),
+		e.request(logical.ReadOperation, "creds/a..b", nil),
+	} {
+		resp, err := e.handle(req)
+		mustUserError(t, resp, err, `name: must not contain ".."`)
+	}
+}
+
+// samplePath is a request path that a path's pattern matches: its literal
+// start, and "x" for its capture.
+func samplePath(p *framework.Path) string {
+	lit, _, hasCapture := strings.Cut(strings.TrimPrefix(p.Pattern, "^"), "(")
+	lit = strings.TrimSuffix(strings.TrimSuffix(lit, "$"), "?")
+	if hasCapture {
+		lit += "x"
+	}
+	return lit
+}
+
+// badValues are values that some field type refuses, each carrying a
+// secret-shaped marker that no answer may repeat.
+var badValues = []any{
+	map[string]any{"a": map[string]any{"b": leakMarker}},
+	[]any{leakMarker, "oops"},
+	leakMarker,
+}
+
+// goSyntax is what an answer meant for a person must not show.
+var goSyntax = regexp.MustCompile(`%!|&logical\.|\*framework|map\[|\[\]|interface \{|json\.Number|'`)
+
+// Every operation of every path, given an unknown field or a value of the
+// wrong type for any of its fields, answers one 400 line that names the
+// field, shows no Go syntax and repeats no value, and stores nothing.
+func TestRequest_EveryPathBadInputShape(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("x", map[string]any{"scopes": "deployments:write"})
+	check := func(t *testing.T, req *logical.Request, field string) {
+		t.Helper()
+		e.storage.reset()
+		if req.Operation == logical.UpdateOperation || req.Operation == logical.CreateOperation {
+			if _, _, err := e.b.HandleExistenceCheck(context.Background(), req); err != nil {
+				t.Fatalf("existence check: %v", err)
+			}
+		}
+		resp, err := e.handle(req)
+		mustUserError(t, resp, err, field+": ")
+		if resp == nil {
+			return
+		}
+		msg := resp.Error().Error()
+		if !strings.HasPrefix(msg, field+": ") || strings.Contains(msg, "\n") || goSyntax.MatchString(msg) || strings.Contains(msg, "LEAKMARKER") {
+			t.Errorf("%s %s: message %q", req.Operation, req.Path, msg)
+		}
+		if n := e.storage.puts.Load() + e.storage.deletes.Load(); n != 0 {
+			t.Errorf("%s %s: %d storage writes", req.Operation, req.Path, n)
+		}
+	}
+	ops := 0
+	for _, p := range e.b.Paths {
+		path := samplePath(p)
+		if r, _ := matchRoute(e.b.routes, path); r == nil || r.path != p {
+			t.Fatalf("sample path %q does not match %q: teach samplePath this pattern", path, p.Pattern)
+		}
+		for op := range p.Operations {
+			ops++
+			t.Run(string(op)+" "+path, func(t *testing.T) {
+				check(t, e.request(op, path, map[string]any{"no_such_field": leakMarker}), "no_such_field")
+				for name, schema := range p.Fields {
+					if strings.Contains(p.Pattern, "<"+name+">") {
+						continue // a capture: the path's value wins
+					}
+					for _, v := range badValues {
+						if !fieldConverts(name, v, schema) {
+							check(t, e.request(op, path, map[string]any{name: v}), name)
+							break
+						}
+					}
+				}
+			})
+		}
+	}
+	if ops < 11 {
+		t.Errorf("walked %d operations", ops)
+	}
+}
+
+// The request layer routes as the SDK does: anchored patterns, first match
+// wins, and no route for what the SDK does not route.
+func TestRequest_RoutesLikeTheSDK(t *testing.T) {
+	e := getTestBackend(t)
+	for _, path := range []string{"config", "xconfig", "config/x", "roles/", "roles", "roles/x", "roles/x/y", "creds/x", "creds/",
+		"rotate-root", "tidy", "tidy/status", "tidy/x", "", "other"} {
+		r, _ := matchRoute(e.b.routes, path)
+		want := e.b.Route(path)
+		if (r == nil) != (want == nil) || (r != nil && r.path != want) {
+			t.Errorf("%q: request layer routes to %v, the SDK to %v", path, r, want)
+		}
+	}
+	// An unknown path is the SDK's to answer (unsupported path), fields or not.
+	_, err := e.handle(e.request(logical.UpdateOperation, "xconfig", map[string]any{"x": 1}))
+	if err != logical.ErrUnsupportedPath {
+		t.Errorf("unknown path: %v", err)
+	}
+}
+
+func TestRequest_ClosestField(t *testing.T) {
+	fields := []string{"max_ttl", "metadata", "scopes", "ttl"}
+	for in, want := range map[string]string{
+		"tll": "ttl", "ttl2": "ttl", "scope": "scopes", "max-ttl": "max_ttl", "colour": "", "": "",
+		strings.Repeat("a", 100): "",
+	} {
+		if got := closestField(in, fields); got != want {
+			t.Errorf("closestField(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRequest_HumanDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Hour: "1h", 90 * time.Minute: "1h30m", 30 * time.Minute: "30m", 10 * time.Second: "10s",
+		time.Hour + time.Second: "1h0m1s", 768 * time.Hour: "768h", 0: "0s",
+	} {
+		if got := humanDuration(d); got != want {
+			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package tooken
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
+)
+
+// How a static role takes custody of a token: the checks made before
+// anything is stored (a field at fault gets a 400 naming it), and the import
+// itself, with or without a rotation.
+
+// staticClaimProblem tells why role name cannot take token tokenID: another
+// static role manages it, or the mount has the maximum of static roles. ""
+// when it can. An owner record whose role is gone or manages another token
+// (a write that died half-way) is stale and ignored.
+func staticClaimProblem(ctx context.Context, s logical.Storage, name, tokenID string) (string, error) {
+	owner, err := readStaticTokenOwner(ctx, s, tokenID)
+	if err != nil {
+		return "", err
+	}
+	if owner != nil && owner.Role != name {
+		other, err := readStaticRole(ctx, s, owner.Role)
+		if err != nil {
+			return "", err
+		}
+		if other != nil && other.TokenID == tokenID {
+			return fmt.Sprintf("token_id: %s is already managed by static role %q (two roles rotating one token would lock each other out); delete that role first", tokenID, owner.Role), nil
+		}
+	}
+	names, err := listStaticRoles(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	if len(names) >= maxStaticRoles {
+		return fmt.Sprintf("name: this mount has the maximum of %d static roles; delete one first, or use another mount", maxStaticRoles), nil
+	}
+	return "", nil
+}
+
+// verifyStaticToken reads the token to manage, as the root, and checks that
+// the root can rotate it (tokens:write and every scope of the token). A
+// caller's problem comes back as a message naming the field; an upstream
+// failure as an error.
+func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage, cfg *tookenConfig, tokenID string) (*tookenapi.Token, string, error) {
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+	defer cancel()
+	tok, err := auth.GetToken(ctx, tokenID)
+	switch {
+	case errors.Is(err, tookenapi.ErrNotFound):
+		return nil, fmt.Sprintf("token_id: Tooken has no token %s (404 not_found): it does not exist, or was revoked or expired; check the id", tokenID), nil
+	case errors.Is(err, tookenapi.ErrForbidden):
+		return nil, fmt.Sprintf("token_id: the root token may not read %s (%v): rotating it needs tokens:write and every scope of the token", tokenID, err), nil
+	case errors.Is(err, tookenapi.ErrUnauthorized):
+		return nil, "Tooken rejects the engine's root secret (401 unauthorized): write a working one to config first", nil
+	case err != nil:
+		return nil, "", upstreamError("reading token "+tokenID+" from Tooken", err)
+	}
+	rootScopes, rootID := cfg.Scopes, cfg.TokenID
+	if rootID == "" {
+		// A config stored without verification: ask.
+		self, err := auth.Self(ctx)
+		if err != nil {
+			return nil, "", upstreamError("reading the root token from Tooken", err)
+		}
+		rootScopes, rootID = self.Scopes, self.ID
+	}
+	if tok.ID == rootID {
+		return nil, fmt.Sprintf("token_id: %s is the engine's root token: config and rotate-root manage it, not a static role", tokenID), nil
+	}
+	if missing := missingScopes(rootScopes, append([]string{"tokens:write"}, tok.Scopes...)); len(missing) > 0 {
+		return nil, fmt.Sprintf("token_id: the root token cannot rotate %s: it lacks %s (rotating another token needs tokens:write and every scope of that token); give the root those scopes at Tooken", tokenID, strings.Join(missing, ", ")), nil
+	}
+	return tok, "", nil
+}
+
+// verifyImportSecret checks with GET /tokens/self, at the config's url, that
+// secret works and belongs to tokenID. The messages never quote the secret.
+func (b *tookenBackend) verifyImportSecret(ctx context.Context, s logical.Storage, cfg *tookenConfig, tokenID, secret string) (string, error) {
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+	defer cancel()
+	self, err := auth.WithSecret(secret).Self(ctx)
+	switch {
+	case errors.Is(err, tookenapi.ErrUnauthorized):
+		return "token: Tooken rejects it (401 unauthorized): it is not a working secret (give the token's current secret, or leave skip_import_rotation false to let the engine rotate it)", nil
+	case err != nil:
+		return "", upstreamError("checking the token's secret (GET /tokens/self)", err)
+	case self.ID != tokenID:
+		return fmt.Sprintf("token: it is a secret of token %s, not of token_id %s; give the current secret of %s", self.ID, tokenID, tokenID), nil
+	}
+	return "", nil
+}
+
+// importSecretProblem checks the token field against skip_import_rotation on
+// create: required with true, refused with false.
+func importSecretProblem(skip bool, secret string, given bool) error {
+	switch {
+	case skip && secret == "":
+		return errors.New("token: required with skip_import_rotation=true (the token's current secret; token=- reads it from stdin)")
+	case !skip && given:
+		return errors.New("token: only with skip_import_rotation=true (otherwise the engine rotates the token at once and never needs its current secret)")
+	case skip && !secretRegex.MatchString(secret):
+		// Never echo the value.
+		return errors.New("token: not a Tooken secret (expected tok_live_ or tok_test_ followed by at least 20 letters or digits)")
+	}
+	return nil
+}
+
+// updateSecretProblem checks the token field on update: the engine holds
+// the token's secret; giving it again (the same import written twice) is
+// fine, another one is refused.
+func updateSecretProblem(stored *staticRoleEntry, secret string, given bool) error {
+	if !given {
+		return nil
+	}
+	if stored.SkipImportRotation && subtle.ConstantTimeCompare([]byte(secret), []byte(stored.Secret)) == 1 {
+		return nil
+	}
+	return errors.New("token: the engine holds the token's secret since the role was created and does not take another (rotate-role/<name> gives the token a new one)")
+}
+
+// importStatic stores the new role r of t with the secret it was given, or,
+// without one, stores it and rotates the token at once so that only Vault
+// knows its secret. The caller holds t's lock. A refused rotation stores
+// nothing (the role is removed again); one whose outcome is unknown leaves
+// the role without a secret, which the rollback gives it. It returns a
+// response for the caller when the import did not complete.
+func (b *tookenBackend) importStatic(ctx context.Context, s logical.Storage, t *staticTarget, r *staticRoleEntry) (*logical.Response, error) {
+	if err := putStaticTokenOwner(ctx, s, r.TokenID, t.name); err != nil {
+		return nil, err
+	}
+	if err := putStaticRole(ctx, s, t.name, r); err != nil {
+		return nil, err
+	}
+	t.role = r
+	if r.Secret != "" {
+		return nil, nil
+	}
+	_, err := b.rotateLocked(ctx, s, t, "import")
+	var re *rotationError
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.Is(err, errRotationPending) && errors.As(err, &re):
+		b.Logger().Error("static role import rotation is not finished", "role", t.name, "error", err)
+		t.recordFailure(ctx, s, err.Error())
+		return nil, logical.CodedError(re.status, re.msg+"; static-creds answers once it is finished")
+	}
+	// Nothing changed upstream: store nothing.
+	if derr := errors.Join(deleteStaticRole(ctx, s, t.name), deleteStaticTokenOwner(ctx, s, r.TokenID)); derr != nil {
+		return nil, fmt.Errorf("%w; and removing the role again failed: %w", err, derr)
+	}
+	t.role = nil
+	switch {
+	case errors.Is(err, tookenapi.ErrNotFound), errors.Is(err, tookenapi.ErrForbidden):
+		return logical.ErrorResponse("token_id: Tooken refuses to rotate %s: %v; nothing was stored", r.TokenID, errors.Unwrap(err)), nil
+	case errors.As(err, &re):
+		return nil, logical.CodedError(re.status, re.msg+"; nothing was stored")
+	}
+	return nil, err
+}
+
+// staticRotationResponse maps a rotate-role error onto the caller's answer.
+func staticRotationResponse(err error) (*logical.Response, error) {
+	var re *rotationError
+	var changed *staticDestinationError
+	switch {
+	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed):
+		return logical.ErrorResponse(err.Error()), nil
+	case errors.Is(err, tookenapi.ErrNotFound):
+		return logical.ErrorResponse("token_id: Tooken no longer knows the token (404 not_found: it was revoked or expired); delete this static role"), nil
+	case errors.As(err, &re):
+		return nil, logical.CodedError(re.status, re.msg)
+	}
+	return nil, err
+}
+
+// errStaticBusy is rotate-role's answer while the role is locked.
+func errStaticBusy(name string) error {
+	return logical.CodedError(http.StatusConflict, fmt.Sprintf("a rotation of static role %q (or a write of it) is running: retry in a moment", name))
+}
