@@ -61,6 +61,11 @@ type tookenBackend struct {
 	tidy   *tidyState       // tidy.go
 	static *staticRoles     // static_schedule.go
 
+	// tokenLocks is one lock per Tooken token id, held from the custody
+	// checks of a static import or a config write to the claim they store
+	// (custody_mark.go).
+	tokenLocks roleLocks
+
 	periodicMu sync.Mutex // one periodic run at a time
 
 	// stop ends background work (a sweep started early, issuance_rollback.go)
@@ -93,6 +98,8 @@ func backend() *tookenBackend {
 		queue:  newRevokeQueue(),
 		tidy:   newTidyState(),
 		static: newStaticRoles(),
+
+		tokenLocks: roleLocks{m: make(map[string]*roleLock)},
 	}
 	b.stop, b.stopWork = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{

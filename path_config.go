@@ -117,12 +117,7 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	if err != nil {
 		return nil, err
 	}
-	cfg := newDefaultConfig()
-	if stored != nil {
-		cfg = new(tookenConfig)
-		*cfg = *stored
-		cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
-	}
+	cfg := configToWrite(stored)
 	_, tokenGiven := d.GetOk("token")
 	if !tokenGiven && stored == nil {
 		return logical.ErrorResponse("token: required when creating the config"), nil
@@ -142,8 +137,17 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	if stored == nil || cfg.Token != stored.Token {
 		cfg.secretChanged(b.now())
 	}
-	if msg := b.learnRoot(ctx, req.Storage, cfg, stored, resp); msg != "" {
+	self, msg := b.learnRoot(ctx, req.Storage, cfg, stored, resp)
+	if msg != "" {
 		return logical.ErrorResponse(msg), nil
+	}
+	if self != nil {
+		// The root's custody changes: not while a static import of the
+		// same token checks it (custody_mark.go).
+		defer b.lockToken(self.ID)()
+		if msg, err := b.takeRootCustody(ctx, req.Storage, cfg, stored, self, resp); msg != "" || err != nil {
+			return errorResponseOr(msg, err)
+		}
 	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
@@ -155,29 +159,87 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	return resp, nil
 }
 
+// configToWrite is the config a write starts from: a copy of the stored
+// one, or the defaults.
+func configToWrite(stored *tookenConfig) *tookenConfig {
+	if stored == nil {
+		return newDefaultConfig()
+	}
+	cfg := new(tookenConfig)
+	*cfg = *stored
+	cfg.RotationGrace = stored.grace() // stored explicitly from now on (a legacy config keeps its 1h)
+	return cfg
+}
+
 // learnRoot records in cfg what the root token is (token_id, scopes,
-// expires_at): from GET /tokens/self when verify_connection is on, otherwise
-// it forgets what no longer applies to a changed connection. It returns a
-// message for the caller when the verification fails, and adds warnings to
-// resp.
-func (b *tookenBackend) learnRoot(ctx context.Context, s logical.Storage, cfg, stored *tookenConfig, resp *logical.Response) string {
+// expires_at): from GET /tokens/self when verify_connection is on (the
+// token, as Tooken answered, is returned), otherwise it forgets what no
+// longer applies to a changed connection. It returns a message for the
+// caller when the verification fails, and adds warnings to resp.
+func (b *tookenBackend) learnRoot(ctx context.Context, s logical.Storage, cfg, stored *tookenConfig, resp *logical.Response) (*tookenapi.Token, string) {
 	if cfg.VerifyConnection {
 		self, err := b.verifyConnection(ctx, s, cfg)
 		if err != nil {
-			return err.Error()
+			return nil, err.Error()
 		}
 		cfg.TokenID, cfg.Scopes, cfg.ExpiresAt = self.ID, self.Scopes, self.ExpiresAt
 		if !holdsScope(self.Scopes, "tokens:write") {
 			resp.AddWarning("the token does not hold tokens:write: creds reads will fail until it does")
 		}
-		return ""
+		return self, ""
 	}
 	if stored == nil || cfg.URL != stored.URL || cfg.Token != stored.Token || cfg.CACert != stored.CACert {
 		// What we knew about the old root no longer applies.
 		cfg.TokenID, cfg.Scopes, cfg.ExpiresAt = "", nil, nil
-		resp.AddWarning("connection not verified: token_id and scopes are unknown, and role scopes are not checked against the root's")
+		resp.AddWarning("connection not verified: token_id and scopes are unknown, role scopes are not checked against the root's, and the root's custody is checked at its first rotation only")
 	}
-	return ""
+	return nil, ""
+}
+
+// takeRootCustody checks that no other custody holds the verified root
+// token self (custody_mark.go: a creds lease, a static role of any mount,
+// another mount's root): the next rotation of either would kill the other's
+// secret. A new secret is refused with a message for the caller; the secret
+// already stored (a write of other fields) only gets a warning, since
+// refusing would not undo it, and its rotations are refused
+// (checkRootCustody). A root that no other custody holds is marked as this
+// mount's. The caller holds the token's lock.
+func (b *tookenBackend) takeRootCustody(ctx context.Context, s logical.Storage, cfg, stored *tookenConfig, self *tookenapi.Token, resp *logical.Response) (string, error) {
+	conflict, err := b.custodyHolder(ctx, s, self, "", rootCustody(b.mountUUID))
+	switch {
+	case err != nil:
+		return "", err
+	case conflict == nil:
+		b.markRoot(ctx, s, cfg, self, resp)
+	case stored == nil || cfg.Token != stored.Token:
+		return conflict.configMessage(self.ID), nil
+	default:
+		resp.AddWarning(conflict.configMessage(self.ID) + "; until then the engine refuses to rotate it")
+	}
+	return "", nil
+}
+
+// markRoot marks the verified root token self as this mount's (custody
+// mark), before the config is stored (a mark left by a failed store names
+// this mount, which ignores it: its config does not confirm it); the caller
+// checked that no other custody holds it. Nothing is sent when it carries
+// the mark already. A failure is a warning: the root works, only other
+// mounts cannot tell.
+func (b *tookenBackend) markRoot(ctx context.Context, s logical.Storage, cfg *tookenConfig, self *tookenapi.Token, resp *logical.Response) {
+	if self.Metadata[metaCustody] == rootCustody(b.mountUUID).value() {
+		return
+	}
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+		_, err = claimCustody(cctx, auth, self, rootCustody(b.mountUUID))
+		cancel()
+		done()
+	}
+	if err != nil {
+		b.Logger().Warn("could not mark the root token as this mount's", "token_id", self.ID, "error", err)
+		resp.AddWarning(fmt.Sprintf("the root token %s could not be marked as this mount's (its %s metadata: %v): the config is stored, but another mount of this engine cannot tell that this mount holds it; the next config write or rotation tries again", self.ID, metaCustody, err))
+	}
 }
 
 // verifyConnection checks url, ca_cert and token with GET /tokens/self: the
@@ -246,7 +308,10 @@ Write fields: url (default https://api.tooken.io/v1; never a link-local
 address), token (the root secret, tok_live_ or tok_test_ followed by at least
 20 letters or digits; surrounding whitespace is trimmed; required when
 creating the config, and again whenever url or ca_cert changes: the stored
-secret is only ever sent to the URL it was stored for; write-only), ca_cert
+secret is only ever sent to the URL it was stored for; never a token in
+another custody: a static role's, a creds token, another mount's root; the
+verified root is marked as this mount's with vault_custody metadata;
+write-only), ca_cert
 (PEM, optional), request_timeout (per HTTP attempt, default 30s), max_retries
 (0 to 10, default 3), verify_connection (default true: GET /tokens/self must
 answer a Tooken token object, otherwise the write is rejected and nothing is

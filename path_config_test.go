@@ -299,3 +299,60 @@ func TestConfig_WarnsWithoutTokensWrite(t *testing.T) {
 		t.Errorf("want a tokens:write warning, got %v", resp)
 	}
 }
+
+// "Rotation never locks Vault out for any accepted config": a config write
+// refuses as root a token that another custody holds. A static role's token
+// (read from static-creds) would lose its secret at the role's next rotation
+// (grace 0 here); a creds token dies with its lease; another mount's root
+// is rotated by that mount. The stored config is unchanged and keeps
+// working; rotate-role/ops afterwards leaves creds working.
+func TestConfig_RootHeldByAnotherCustody(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	e.writeRole("admin", map[string]any{"scopes": "tokens:write,deployments:write", "allow_token_management": true})
+	ops := operatorToken(t, srv, tookenapi.CreateTokenRequest{Name: "ops", Scopes: []string{"tokens:write", "deployments:write"}})
+	must(t)(e.write(staticRolesPath+"ops", map[string]any{"token_id": ops.ID, "rotation_period": "1h", "rotation_grace": 0}))
+	opsSecret := must(t)(e.read(staticCredsPath + "ops")).Data["token"].(string)
+	creds := must(t)(e.read("creds/admin"))
+	bRoot := operatorToken(t, srv, tookenapi.CreateTokenRequest{Name: "mount-b-root", Scopes: []string{"tokens:write", "deployments:write"}})
+	secondMount(t, srv, bRoot.Secret)
+
+	for name, tc := range map[string]struct {
+		secret string
+		want   []string
+	}{
+		"a static role's token": {opsSecret, []string{"token: its token " + ops.ID, `is already managed by static role "ops" of this mount`}},
+		"a creds token":         {creds.Data["token"].(string), []string{"token: its token " + creds.Data["token_id"].(string), `was issued by creds of role "admin"`}},
+		"another mount's root":  {bRoot.Secret, []string{"token: its token " + bRoot.ID, "the root token of another mount", otherMountUUID, "PATCH /tokens/" + bRoot.ID}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, err := e.write(configPath, map[string]any{"token": tc.secret})
+			if err == nil && resp != nil && !resp.IsError() {
+				must(t)(e.write(rotateRolePath+"ops", nil))
+				stored, _ := readConfig(context.Background(), e.storage)
+				t.Fatalf("config accepted %s as root; after rotate-role/ops the stored root works: %v; creds read: %s",
+					name, works(srv, stored.Token), outcome(e.read("creds/r")))
+			}
+			mustUserError(t, resp, err, append(tc.want, "give this mount a root token of its own")...)
+			if stored, _ := readConfig(context.Background(), e.storage); stored.Token != srv.RootSecret() {
+				t.Fatal("the refused write changed the stored root")
+			}
+		})
+	}
+	must(t)(e.write(rotateRolePath+"ops", nil))
+	must(t)(e.read("creds/r"))
+
+	// A root stored without the check (verify_connection=false) only gets
+	// a warning when a later write verifies it: refusing would not undo it.
+	opsSecret = must(t)(e.read(staticCredsPath + "ops")).Data["token"].(string) // rotated above
+	must(t)(e.write(configPath, map[string]any{"token": opsSecret, "verify_connection": false}))
+	resp := must(t)(e.write(configPath, map[string]any{"verify_connection": true}))
+	if resp == nil || !containsAll(strings.Join(resp.Warnings, "\n"), ops.ID, `static role "ops"`, "refuses to rotate it") {
+		t.Fatalf("verifying a stored root that a static role holds: %v", resp)
+	}
+	if got := markOf(t, srv, ops.ID); got != "static:"+testMountUUID+":ops" {
+		t.Fatalf("the static role's mark became %q", got)
+	}
+}

@@ -76,6 +76,10 @@ func (b *tookenBackend) narrowCreds(d *framework.FieldData, roleName string, rol
 	if cr.maxTTL < minTokenLifetime {
 		return cr, fmt.Sprintf("max_ttl: tokens of role %q would live %s (its max_ttl capped by the mount's max lease TTL), less than the %s a token needs; raise the mount's max lease TTL (vault secrets tune -max-lease-ttl)", roleName, humanDuration(cr.maxTTL), humanDuration(minTokenLifetime))
 	}
+	if err := role.entry.tokenManagementError(); err != nil {
+		// A role stored by an earlier version, which did not ask.
+		return cr, fmt.Sprintf("%v; role %q was written by an earlier version of the engine, which did not ask: write the role again with allow_token_management=true to keep issuing these creds", err, roleName)
+	}
 	var problems []string
 	if v, ok := d.GetOk("ttl"); ok {
 		switch ttl := time.Duration(v.(int)) * time.Second; {

@@ -67,6 +67,56 @@ type roleEntry struct {
 	// MaxLiveTokens caps the role's tokens alive at once; 0 = no limit
 	// (issuance_count.go).
 	MaxLiveTokens int `json:"max_live_tokens,omitempty"`
+	// AllowTokenManagement is the operator's explicit consent to scopes on
+	// Tooken's tokens resource (tokenManagementError).
+	AllowTokenManagement bool `json:"allow_token_management,omitempty"`
+}
+
+// tokensResource is the scope resource of Tooken's own token API.
+const tokensResource = "tokens:"
+
+// tokenScopes are the scopes among scopes on the tokens resource.
+func tokenScopes(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if strings.HasPrefix(s, tokensResource) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// tokenPowers says what a holder of the token scopes ts can do at Tooken.
+func tokenPowers(ts []string) string {
+	switch {
+	case holdsScope(ts, "tokens:write"):
+		return "create tokens of their own that outlive the lease (up to 366 days, unseen by tidy), revoke any token of the Tooken account (this mount's root included, which locks the engine out) and rotate or change every token whose scopes they hold"
+	case holdsScope(ts, "tokens:read"):
+		return "list and read every token of the Tooken account (names, scopes, metadata, not their secrets)"
+	}
+	return "act on the tokens of the Tooken account"
+}
+
+// tokenManagementError refuses tokens:* scopes that the role does not opt
+// in to with allow_token_management: they make the creds holder an
+// administrator of the Tooken account, not a user of it.
+func (r *roleEntry) tokenManagementError() error {
+	ts := tokenScopes(r.Scopes)
+	if len(ts) == 0 || r.AllowTokenManagement {
+		return nil
+	}
+	shown := ts[:min(len(ts), maxReportedScopes)]
+	return fmt.Errorf("scopes: %s would let whoever reads these creds %s; set allow_token_management=true to grant it anyway, or leave the tokens:* scopes out", strings.Join(shown, ", "), tokenPowers(ts))
+}
+
+// tokenManagementWarning is the warning of a role that grants tokens:*
+// scopes with allow_token_management; "" when it grants none.
+func (r *roleEntry) tokenManagementWarning() string {
+	ts := tokenScopes(r.Scopes)
+	if len(ts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("allow_token_management: with %s, whoever reads these creds can %s", strings.Join(ts[:min(len(ts), maxReportedScopes)], ", "), tokenPowers(ts))
 }
 
 // maxMaxLiveTokens bounds max_live_tokens.
@@ -94,6 +144,8 @@ func (r *roleEntry) toResponseData() map[string]any {
 		"identity_metadata": idmd,
 		"description":       r.Description,
 		"max_live_tokens":   int64(r.MaxLiveTokens),
+
+		"allow_token_management": r.AllowTokenManagement,
 	}
 }
 
@@ -117,6 +169,9 @@ func (r *roleEntry) validate(name string) error {
 	}
 	if r.MaxLiveTokens < 0 || r.MaxLiveTokens > maxMaxLiveTokens {
 		errs = append(errs, fmt.Errorf("max_live_tokens: must be 0 (no limit) to %d", maxMaxLiveTokens))
+	}
+	if err := r.tokenManagementError(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, validateMetadata(r.Metadata)...)
 	errs = append(errs, validateIdentityMetadata(r.IdentityMetadata, r.Metadata)...)
@@ -292,6 +347,11 @@ func roleFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: fmt.Sprintf("Free-form description of the role, at most %d characters.", maxDescriptionLen),
 		},
+		"allow_token_management": {
+			Type:        framework.TypeBool,
+			Description: "Allow scopes on Tooken's tokens resource (tokens:read, tokens:write). Whoever reads creds of such a role administers the Tooken account: with tokens:write they can create tokens that outlive their lease (unseen by tidy) and revoke any token, the engine's root included. Default false: such scopes are refused.",
+			Default:     false,
+		},
 		"identity_metadata": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: fmt.Sprintf("Identity metadata keys copied into each token's metadata from the requester's Vault entity: its aliases' metadata (where the jwt auth method's claim_mappings land) first, then the entity's. A key the requester lacks is left out; values are cut to %d characters. Together with metadata at most %d keys.", maxMetadataValueLen, maxMetadataKeys-numPluginMetadataKey),
@@ -397,7 +457,12 @@ func (b *tookenBackend) pathRolesRead(ctx context.Context, req *logical.Request,
 	if role == nil {
 		return nil, nil
 	}
-	return &logical.Response{Data: role.toResponseData()}, nil
+	resp := &logical.Response{Data: role.toResponseData()}
+	if err := role.tokenManagementError(); err != nil {
+		// Stored by an earlier version, which did not ask: creds refuse it.
+		resp.AddWarning(err.Error() + "; creds of this role are refused until then")
+	}
+	return resp, nil
 }
 
 func (b *tookenBackend) pathRolesWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -464,6 +529,9 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 	if v, ok := d.GetOk("description"); ok {
 		role.Description = v.(string)
 	}
+	if v, ok := d.GetOk("allow_token_management"); ok {
+		role.AllowTokenManagement = v.(bool)
+	}
 	if v, ok := d.GetOk("identity_metadata"); ok {
 		role.IdentityMetadata = trimmedUnique(v.([]string))
 		if len(role.IdentityMetadata) == 0 {
@@ -491,6 +559,9 @@ func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []strin
 	}
 	if cfg != nil && cfg.TokenID == "" {
 		out = append(out, "the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
+	}
+	if w := role.tokenManagementWarning(); w != "" {
+		out = append(out, w)
 	}
 	return out
 }
@@ -524,7 +595,12 @@ vault_issue_key: metadata=team=platform,env=dev, or metadata=team=platform
 metadata=env=dev, or a JSON object), identity_metadata (identity metadata
 keys of the requester copied into each token's metadata), description (at
 most 1000 characters), max_live_tokens (most tokens of the role alive at
-once; a creds read beyond it answers 429 and creates nothing; 0 = no limit).
+once; a creds read beyond it answers 429 and creates nothing; 0 = no limit),
+allow_token_management (default false: scopes on
+tokens, tokens:read or tokens:write, are refused; true grants them, with a
+warning: the creds holder then administers the Tooken account, and with
+tokens:write can revoke the engine's root and create tokens that outlive
+their lease).
 
 An update changes only the fields it names; metadata is replaced as a whole.
 A field the path does not take is refused. Deleting a role does not revoke

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
@@ -25,6 +27,8 @@ func TestRoles_CRUD(t *testing.T) {
 
 		"identity_metadata": []string{},
 		"max_live_tokens":   int64(0),
+
+		"allow_token_management": false,
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("minimal role:\n got %#v\nwant %#v", resp.Data, want)
@@ -54,6 +58,8 @@ func TestRoles_CRUD(t *testing.T) {
 
 		"identity_metadata": []string{"repository", "run_id"}, // trimmed, de-duplicated
 		"max_live_tokens":   int64(5),
+
+		"allow_token_management": false,
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("full role:\n got %#v\nwant %#v", resp.Data, want)
@@ -67,6 +73,7 @@ func TestRoles_CRUD(t *testing.T) {
 	}{
 		{"ttl", "30m", int64(1800)},
 		{"max_ttl", "48h", int64(172800)},
+		{"allow_token_management", true, true},
 		{"scopes", "tokens:read", []string{"tokens:read"}},
 		{"name_template", "", defaultNameTemplate},
 		{"metadata", map[string]any{"a": "b"}, map[string]string{"a": "b"}},
@@ -216,7 +223,7 @@ func TestRoles_ScopesHeldByRoot(t *testing.T) {
 
 	for _, ok := range []string{"deployments:write", "deployments:read", "tokens:read", "billing:read", "tokens:write,billing:read"} {
 		t.Run("held "+ok, func(t *testing.T) {
-			e.writeRole("ok", map[string]any{"scopes": ok})
+			e.writeRole("ok", map[string]any{"scopes": ok, "allow_token_management": true})
 		})
 	}
 	t.Run("not held", func(t *testing.T) {
@@ -368,4 +375,54 @@ func BenchmarkRoleWriteScopes(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/scope")
 		})
 	}
+}
+
+// "Nobody but Vault knows the root" and "every token dies with its lease":
+// a role with tokens:* scopes makes the creds holder an administrator of
+// the Tooken account (with tokens:write it can revoke the root, which locks
+// the engine out, and create tokens that outlive its lease). Such a role is
+// refused unless allow_token_management=true, which stores it with a
+// warning saying so; creds may then ask for those scopes. A role stored by
+// an earlier version with tokens:* and no opt-in gets a warning on read,
+// and its creds are refused, creating nothing.
+func TestRoles_TokenManagementNeedsOptIn(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	for _, scopes := range []string{"tokens:write", "tokens:read,deployments:write"} {
+		resp, err := e.write("roles/admin", map[string]any{"scopes": scopes, "ttl": "10m", "max_ttl": "1h"})
+		mustUserError(t, resp, err, "scopes: tokens:", "allow_token_management=true")
+		if r, _ := readRole(t.Context(), e.storage, "admin"); r != nil {
+			t.Fatalf("scopes %s without allow_token_management: role stored", scopes)
+		}
+	}
+
+	resp := must(t)(e.write("roles/admin", map[string]any{"scopes": "tokens:write,deployments:write", "allow_token_management": true, "ttl": "10m", "max_ttl": "1h"}))
+	if resp == nil || !containsAll(strings.Join(resp.Warnings, "\n"), "allow_token_management", "tokens:write", "revoke any token", "root", "outlive the lease") {
+		t.Fatalf("role with tokens:write: warnings %v", resp)
+	}
+	if got := must(t)(e.read("roles/admin")).Data["allow_token_management"]; got != true {
+		t.Fatalf("allow_token_management reads %v", got)
+	}
+	creds := must(t)(e.handle(e.request(logical.ReadOperation, "creds/admin", map[string]any{"scopes": "tokens:write"})))
+	if fmt.Sprint(creds.Data["scopes"]) != "[tokens:write]" {
+		t.Fatalf("creds scopes %v", creds.Data["scopes"])
+	}
+
+	// As an earlier version stored it.
+	if err := putRole(t.Context(), e.storage, "legacy", &roleEntry{Scopes: []string{"tokens:write"}}); err != nil {
+		t.Fatal(err)
+	}
+	read := must(t)(e.read("roles/legacy"))
+	if !containsAll(strings.Join(read.Warnings, "\n"), "allow_token_management=true", "creds of this role are refused") {
+		t.Fatalf("read of a legacy tokens:write role: warnings %v", read.Warnings)
+	}
+	created := srv.Counters()["created"]
+	r, err := e.read("creds/legacy")
+	mustUserError(t, r, err, "scopes: tokens:write", `role "legacy" was written by an earlier version`, "allow_token_management=true")
+	if n := srv.Counters()["created"]; n != created {
+		t.Fatalf("a refused creds read created %d tokens", n-created)
+	}
+	must(t)(e.write("roles/legacy", map[string]any{"allow_token_management": true}))
+	must(t)(e.read("creds/legacy"))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -53,6 +54,12 @@ func (b *tookenBackend) pathStaticCredsRead(ctx context.Context, req *logical.Re
 		return logical.ErrorResponse("name: unknown static role %q", name), nil
 	case r.GoneAt != nil:
 		return logical.ErrorResponse("static role %q: %s", name, staticGoneMessage(r.TokenID)), nil
+	case r.CustodyLostAt != nil:
+		return logical.ErrorResponse("static role %q: %s", name, r.LastRotationError), nil
+	case r.ExpiresAt != nil && !b.now().Before(*r.ExpiresAt):
+		// Known dead: its expiry passed (the next check marks it gone).
+		return logical.ErrorResponse("static role %q: token %s expired upstream at %s: the engine no longer serves its secret; delete this static role (and import a new token)",
+			name, r.TokenID, r.ExpiresAt.UTC().Format(time.RFC3339)), nil
 	case r.Secret == "":
 		return nil, logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
 			"static role %q has no secret yet: the rotation that imports its token is not finished (the engine finishes it within about %s; last error: %q)",
@@ -96,7 +103,8 @@ ttl seconds later, right after the rotation; the previous secret keeps
 working for the role's rotation_grace, so a consumer that re-reads within it
 never sees a 401.
 
-A token revoked or expired upstream answers an error instead of a dead
-secret. Reads are served from storage by any node, performance standbys
+A token revoked or expired upstream (or past its recorded expires_at), or
+taken by another custody, answers an error instead of a dead secret; ttl
+never points past the token's expiry. Reads are served from storage by any node, performance standbys
 included.
 `

@@ -121,6 +121,8 @@ func (b *tookenBackend) pathStaticRolesRead(ctx context.Context, req *logical.Re
 // rotate the role now.
 func addStaticManagementWarning(resp *logical.Response, name string, r *staticRoleEntry, config secretDestination) {
 	switch {
+	case r.CustodyLostAt != nil:
+		resp.AddWarning(r.LastRotationError)
 	case r.GoneAt != nil || r.Secret == "":
 	case config == secretDestination{}:
 		resp.AddWarning(errNotConfigured.Error() + ": the engine neither rotates nor checks this role's token meanwhile")
@@ -189,10 +191,21 @@ func (b *tookenBackend) createStaticRole(ctx context.Context, s logical.Storage,
 	if cfg == nil {
 		return logical.ErrorResponse(errNotConfigured.Error()), nil
 	}
-	if msg, err := staticClaimProblem(ctx, s, t.name, r.TokenID); msg != "" || err != nil {
+	if msg, err := staticLimitProblem(ctx, s); msg != "" || err != nil {
 		return errorResponseOr(msg, err)
 	}
-	tok, msg, err := b.verifyStaticToken(ctx, s, cfg, r.TokenID)
+	return b.takeStaticToken(ctx, s, cfg, t, r, secret)
+}
+
+// takeStaticToken takes custody of the new role r's token (custody_mark.go)
+// and imports it. It holds the token's lock from the custody checks to the
+// owner record, so that a concurrent import of the same token (under
+// another name) or a config write taking it as root finds this one's claim
+// and is refused. Nothing is stored, and the token keeps no mark, when the
+// import is refused.
+func (b *tookenBackend) takeStaticToken(ctx context.Context, s logical.Storage, cfg *tookenConfig, t *staticTarget, r *staticRoleEntry, secret string) (*logical.Response, error) {
+	defer b.lockToken(r.TokenID)()
+	tok, msg, err := b.verifyStaticToken(ctx, s, cfg, r.TokenID, t.name)
 	if msg != "" || err != nil {
 		return errorResponseOr(msg, err)
 	}
@@ -203,16 +216,25 @@ func (b *tookenBackend) createStaticRole(ctx context.Context, s logical.Storage,
 		r.Secret = secret
 		r.LastRotated = tok.RotatedAt
 	}
+	if tok, msg, err = b.claimStatic(ctx, s, cfg, tok, t.name); msg != "" || err != nil {
+		return errorResponseOr(msg, err)
+	}
 	r.Dest = cfg.destination()
 	r.learn(tok)
 	r.PeriodFrom = b.now().UTC()
-	return b.importStatic(ctx, s, t, r)
+	resp, err := b.importStatic(ctx, s, t, r)
+	if t.role == nil {
+		// Not stored: the mark goes too (releaseStatic logs a failure).
+		_ = b.releaseStatic(ctx, s, t.name, r)
+	}
+	return resp, err
 }
 
 // updateStaticRole changes the fields given. token_id and the import fields
 // cannot change. When the config points elsewhere since the role was written,
-// or its token was found gone, the token is checked upstream again (at the
-// new url) before the role is stored for it. The role stored is t.role.
+// or its token was found gone or in another custody, the token is checked
+// upstream again (at the new url) and claimed before the role is stored for
+// it. The role stored is t.role.
 func (b *tookenBackend) updateStaticRole(ctx context.Context, s logical.Storage, d *framework.FieldData, t *staticTarget, stored *staticRoleEntry) (*logical.Response, error) {
 	var errs []error
 	if v, ok := d.GetOk("token_id"); ok && strings.TrimSpace(v.(string)) != stored.TokenID {
@@ -232,13 +254,18 @@ func (b *tookenBackend) updateStaticRole(ctx context.Context, s logical.Storage,
 	if err != nil {
 		return nil, err
 	}
-	if cfg != nil && (!r.Dest.sameAs(cfg.destination()) || r.GoneAt != nil) {
-		tok, msg, err := b.verifyStaticToken(ctx, s, cfg, r.TokenID)
+	if cfg != nil && (!r.Dest.sameAs(cfg.destination()) || r.GoneAt != nil || r.CustodyLostAt != nil) {
+		defer b.lockToken(r.TokenID)()
+		tok, msg, err := b.verifyStaticToken(ctx, s, cfg, r.TokenID, t.name)
 		if msg != "" || err != nil {
+			return errorResponseOr(msg, err)
+		}
+		if tok, msg, err = b.claimStatic(ctx, s, cfg, tok, t.name); msg != "" || err != nil {
 			return errorResponseOr(msg, err)
 		}
 		r.Dest = cfg.destination()
 		r.learn(tok)
+		r.CustodyLostAt = nil
 	}
 	if err := putStaticRole(ctx, s, t.name, &r); err != nil {
 		return nil, err
@@ -269,6 +296,8 @@ func (b *tookenBackend) pathStaticRolesDelete(ctx context.Context, req *logical.
 		return nil, err
 	}
 	b.static.changed(name, nil, b.now())
+	// The token's custody changes: not while an import of it checks.
+	defer b.lockToken(r.TokenID)()
 	owner, err := readStaticTokenOwner(ctx, req.Storage, r.TokenID)
 	if err == nil && owner != nil && owner.Role == name {
 		err = deleteStaticTokenOwner(ctx, req.Storage, r.TokenID)
@@ -279,6 +308,13 @@ func (b *tookenBackend) pathStaticRolesDelete(ctx context.Context, req *logical.
 	}
 	resp := &logical.Response{}
 	resp.AddWarning(fmt.Sprintf("Vault no longer manages token %s: it stays live upstream with its current secret, which the engine no longer holds (revoke it in Tooken if nothing uses it)", r.TokenID))
+	if r.GoneAt == nil {
+		// Another mount may take the token now (a stale mark would only
+		// stop other mounts: this one ignores it).
+		if w := b.releaseStatic(ctx, req.Storage, name, r); w != "" {
+			resp.AddWarning(w)
+		}
+	}
 	return resp, nil
 }
 
@@ -315,7 +351,9 @@ static-creds/<name>, without a lease.
 
 Fields: token_id (required on create, tkn_...; cannot change afterwards; the
 root token must be able to rotate it: tokens:write and every scope of the
-token), rotation_period (at least 1m) or rotation_schedule (standard 5-field
+token; never a token in another custody: the root, another static role's
+token, a token creds issued, another mount's root or static role, as its
+vault_custody metadata says), rotation_period (at least 1m) or rotation_schedule (standard 5-field
 cron spec, UTC): exactly one of them; rotation_window (daily UTC "HH:MM-HH:MM":
 scheduled rotations run only inside it), rotation_grace (how long the previous
 secret keeps working after each rotation, 0 to 24h, default 5m),
@@ -333,8 +371,11 @@ minutes: a token rotated outside Vault is rotated again (recorded in
 last_rotation_error), a token revoked or expired is shown, and no longer
 served by static-creds.
 
-Deleting a static role stops Vault's management: the token stays live
-upstream with its current secret, which the engine no longer holds.
+The engine marks the token it takes (vault_custody=static:<mount uuid>:<name>
+metadata, merged into the token's own); a token another custody marks since
+is no longer managed. Deleting a static role stops Vault's management and
+removes that mark: the token stays live upstream with its current secret,
+which the engine no longer holds.
 `
 
 const pathStaticRolesListHelpSyn = `List the static roles.`

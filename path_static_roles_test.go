@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -369,4 +371,97 @@ func TestStaticCreds_Errors(t *testing.T) {
 	if n := e.rotationsOf(id); n != 1 {
 		t.Fatalf("rotations = %d, want 1", n)
 	}
+}
+
+// "One token, one static role: two would each kill the other's secret".
+// Two creates of different names for one token at once (300 ms of latency
+// on the token's GET widens the window between the check and the claim):
+// the token's lock makes them run one after the other, so one imports and
+// the other is refused naming the first, and the token is rotated once.
+func TestStaticRoles_ConcurrentCreatesOfOneToken(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	tok := operatorToken(t, srv, tookenapi.CreateTokenRequest{Name: "shared", Scopes: []string{"deployments:write"}})
+	srv.AddFault(tookentest.Fault{Method: http.MethodGet, Path: "/v1/tokens/" + tok.ID, Latency: 300 * time.Millisecond})
+
+	var wg sync.WaitGroup
+	names := []string{"a", "b"}
+	resps := make([]*logical.Response, 2)
+	errs := make([]error, 2)
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resps[i], errs[i] = e.write(staticRolesPath+name, map[string]any{"token_id": tok.ID, "rotation_period": "1h"})
+		}()
+	}
+	wg.Wait()
+	imported := -1
+	for i := range names {
+		if errs[i] == nil && resps[i] != nil && !resps[i].IsError() {
+			if imported >= 0 {
+				a, _ := readStaticRole(context.Background(), e.storage, "a")
+				b, _ := readStaticRole(context.Background(), e.storage, "b")
+				t.Fatalf("two static roles manage token %s; Tooken rotated it %d times; static-creds/a works: %v, static-creds/b works: %v",
+					tok.ID, rotationsAt(srv, tok.ID), works(srv, a.Secret), works(srv, b.Secret))
+			}
+			imported = i
+		}
+	}
+	if imported < 0 {
+		t.Fatalf("neither create imported the token: %s; %s", outcome(resps[0], errs[0]), outcome(resps[1], errs[1]))
+	}
+	winner, loser := names[imported], names[1-imported]
+	mustUserError(t, resps[1-imported], errs[1-imported], "token_id: "+tok.ID, fmt.Sprintf("is already managed by static role %q", winner), "delete that role first")
+	if r, _ := readStaticRole(context.Background(), e.storage, loser); r != nil {
+		t.Fatalf("the refused create stored role %s", loser)
+	}
+	if owner, _ := readStaticTokenOwner(context.Background(), e.storage, tok.ID); owner == nil || owner.Role != winner {
+		t.Fatalf("owner record %+v, want %s", owner, winner)
+	}
+	if n := rotationsAt(srv, tok.ID); n != 1 {
+		t.Fatalf("Tooken rotated the token %d times, want 1", n)
+	}
+	if got := markOf(t, srv, tok.ID); got != "static:"+testMountUUID+":"+winner {
+		t.Fatalf("mark %q", got)
+	}
+	secret := dataString(must(t)(e.read(staticCredsPath+winner)), "token")
+	if rec, ok := srv.Authenticate(secret); !ok || rec.ID != tok.ID {
+		t.Fatalf("static-creds/%s does not work", winner)
+	}
+}
+
+// description is counted in characters, as the README says: 1024 of
+// several bytes each fit; 1025 are refused, naming the field and the count.
+func TestStaticRoles_DescriptionInCharacters(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	id, _ := e.appToken("app")
+	long := strings.Repeat("é", maxStaticDescriptionLen)
+	e.mustImport("app", id, map[string]any{"description": long})
+	if got := dataString(must(t)(e.read(staticRolesPath+"app")), "description"); got != long {
+		t.Fatalf("description read back: %d characters", len([]rune(got)))
+	}
+	resp, err := e.write(staticRolesPath+"app", map[string]any{"description": long + "é"})
+	mustUserError(t, resp, err, "description: at most 1024 characters, got 1025")
+}
+
+// static-creds does not serve the secret of a token whose known expires_at
+// has passed (it is dead upstream; the next check marks it gone), and its
+// ttl never points past that expiry, so that Vault Agent reads again then.
+func TestStaticCreds_ExpiredToken(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	exp := e.emuTime.now().Add(30 * time.Minute).UTC().Truncate(time.Second)
+	tok, err := e.client().CreateToken(context.Background(), tookenapi.CreateTokenRequest{Name: "app", Scopes: []string{"deployments:write"}, ExpiresAt: &exp}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mustImport("app", tok.ID, map[string]any{"rotation_period": "1h"})
+	resp := must(t)(e.read(staticCredsPath + "app"))
+	if ttl := resp.Data["ttl"].(int64); ttl > int64(30*time.Minute/time.Second) || ttl < int64(29*time.Minute/time.Second) {
+		t.Fatalf("ttl %d, want about the 30 minutes left before the token expires", ttl)
+	}
+	e.emuTime.advance(31 * time.Minute)
+	r, err := e.read(staticCredsPath + "app")
+	mustUserError(t, r, err, `static role "app"`, "token "+tok.ID+" expired upstream at "+exp.Format(time.RFC3339), "no longer serves its secret")
 }

@@ -3,6 +3,8 @@ package tooken
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -104,6 +106,11 @@ func (t *rootTarget) recordFailure(ctx context.Context, s logical.Storage, msg s
 // caller holds configMu. A failure is logged and recorded in the config.
 func (b *tookenBackend) rotateRoot(ctx context.Context, s logical.Storage, trigger string) (*tookenConfig, error) {
 	t := b.rootRotation()
+	if err := b.checkRootCustody(ctx, s); err != nil {
+		b.Logger().Error(trigger+" root rotation refused", "error", err)
+		t.recordFailure(ctx, s, err.Error())
+		return nil, err
+	}
 	if _, err := b.rotateLocked(ctx, s, t, trigger); err != nil {
 		if !errors.Is(err, errNotConfigured) {
 			b.Logger().Error(trigger+" root rotation failed", "error", err)
@@ -138,4 +145,45 @@ func rootRotationDue(cfg *tookenConfig, now time.Time) bool {
 	}
 	w, _ := parseWindow(cfg.RotationWindow)
 	return !now.Before(cfg.nextRotation(now)) && w.contains(now)
+}
+
+// checkRootCustody is a root rotation's first step: it reads the root token
+// (GET /tokens/self) and refuses the rotation when another custody holds it
+// (custody_mark.go: a creds lease, a static role, another mount's root),
+// since rotating it would kill that custody's secret, or that custody's
+// rotations the root's. This also covers a config stored without
+// verification, and a root configured by an earlier version, which it marks
+// as this mount's when it carries no mark. The caller holds configMu. When
+// the root cannot be read, it lets the rotation go on (and report its own
+// failure): the check never stops a rotation it cannot judge.
+func (b *tookenBackend) checkRootCustody(ctx context.Context, s logical.Storage) error {
+	cfg, err := b.getConfig(ctx, s) // the cache is current under configMu
+	if err != nil || cfg == nil {
+		return err
+	}
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
+	cctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+	defer cancel()
+	self, err := auth.Self(cctx)
+	if err != nil {
+		return nil
+	}
+	want := rootCustody(b.mountUUID)
+	conflict, err := b.custodyHolder(ctx, s, self, "", want)
+	switch {
+	case err != nil:
+		return err
+	case conflict != nil:
+		return rotationFailed(http.StatusConflict, "%s", conflict.withHint(fmt.Sprintf(
+			"root rotation refused: the root token %s %s: rotating it would kill that custody's secret (two custodies of one token lock each other out); nothing was changed: write a root token of this mount's own to config (vault write <mount>/config token=...)",
+			self.ID, conflict.holder)))
+	}
+	if _, err := claimCustody(cctx, auth, self, want); err != nil {
+		b.Logger().Warn("could not mark the root token as this mount's (its "+metaCustody+" metadata): another mount of this engine cannot tell that it holds it", "token_id", self.ID, "error", err)
+	}
+	return nil
 }

@@ -70,7 +70,7 @@ func parseWindow(s string) (dailyWindow, error) {
 	if s == "" {
 		return dailyWindow{}, nil
 	}
-	bad := fmt.Errorf(`rotation_window: %q is not a daily UTC window "HH:MM-HH:MM"`, s)
+	bad := fmt.Errorf(`rotation_window: %s is not a daily UTC window "HH:MM-HH:MM"`, quoteShort(s))
 	a, b, ok := strings.Cut(s, "-")
 	if !ok {
 		return dailyWindow{}, bad
@@ -82,7 +82,7 @@ func parseWindow(s string) (dailyWindow, error) {
 	}
 	w := dailyWindow{set: true, start: start, end: end}
 	if w.length() < minWindowLength {
-		return dailyWindow{}, fmt.Errorf("rotation_window: %q must be at least %s long", s, minWindowLength)
+		return dailyWindow{}, fmt.Errorf("rotation_window: %s must be at least %s long", quoteShort(s), minWindowLength)
 	}
 	return w, nil
 }

@@ -53,10 +53,16 @@ func TestParseWindow(t *testing.T) {
 		{"02:00", "not a daily UTC window"},
 		{"2am-3am", "not a daily UTC window"},
 		{"25:00-03:00", "not a daily UTC window"},
+		// A caller's value is quoted shortened, whatever its length.
+		{strings.Repeat("x", 100000), `"` + strings.Repeat("x", 40) + `..." is not a daily UTC window`},
+		{"02:00-02:04" + strings.Repeat(" ", 100000), "at least 5m0s long"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.in, func(t *testing.T) {
+		t.Run(tc.in[:min(len(tc.in), 20)], func(t *testing.T) {
 			_, err := parseWindow(tc.in)
+			if err != nil && len(err.Error()) > 200 {
+				t.Fatalf("parseWindow(%q): an error of %d bytes", tc.in, len(err.Error()))
+			}
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Fatalf("parseWindow(%q): %v", tc.in, err)

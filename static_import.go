@@ -17,24 +17,9 @@ import (
 // anything is stored (a field at fault gets a 400 naming it), and the import
 // itself, with or without a rotation.
 
-// staticClaimProblem tells why role name cannot take token tokenID: another
-// static role manages it, or the mount has the maximum of static roles. ""
-// when it can. An owner record whose role is gone or manages another token
-// (a write that died half-way) is stale and ignored.
-func staticClaimProblem(ctx context.Context, s logical.Storage, name, tokenID string) (string, error) {
-	owner, err := readStaticTokenOwner(ctx, s, tokenID)
-	if err != nil {
-		return "", err
-	}
-	if owner != nil && owner.Role != name {
-		other, err := readStaticRole(ctx, s, owner.Role)
-		if err != nil {
-			return "", err
-		}
-		if other != nil && other.TokenID == tokenID {
-			return fmt.Sprintf("token_id: %s is already managed by static role %q (two roles rotating one token would lock each other out); delete that role first", tokenID, owner.Role), nil
-		}
-	}
+// staticLimitProblem tells why the mount cannot take another static role:
+// it has the maximum. "" when it can.
+func staticLimitProblem(ctx context.Context, s logical.Storage) (string, error) {
 	names, err := listStaticRoles(ctx, s)
 	if err != nil {
 		return "", err
@@ -45,11 +30,12 @@ func staticClaimProblem(ctx context.Context, s logical.Storage, name, tokenID st
 	return "", nil
 }
 
-// verifyStaticToken reads the token to manage, as the root, and checks that
-// the root can rotate it (tokens:write and every scope of the token). A
-// caller's problem comes back as a message naming the field; an upstream
-// failure as an error.
-func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage, cfg *tookenConfig, tokenID string) (*tookenapi.Token, string, error) {
+// verifyStaticToken reads the token that static role name is to manage, as
+// the root, and checks that no other custody holds it (custody_mark.go) and
+// that the root can rotate it (tokens:write and every scope of the token).
+// A caller's problem comes back as a message naming the field; an upstream
+// failure as an error. The caller holds the token's lock.
+func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage, cfg *tookenConfig, tokenID, name string) (*tookenapi.Token, string, error) {
 	auth, done, err := b.connect(ctx, s, cfg)
 	if err != nil {
 		return nil, "", err
@@ -77,13 +63,62 @@ func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage
 		}
 		rootScopes, rootID = self.Scopes, self.ID
 	}
-	if tok.ID == rootID {
-		return nil, fmt.Sprintf("token_id: %s is the engine's root token: config and rotate-root manage it, not a static role", tokenID), nil
+	conflict, err := b.custodyHolder(ctx, s, tok, rootID, staticCustody(b.mountUUID, name))
+	switch {
+	case err != nil:
+		return nil, "", err
+	case conflict != nil:
+		return nil, conflict.staticImportMessage(tokenID), nil
 	}
 	if missing := missingScopes(rootScopes, append([]string{"tokens:write"}, tok.Scopes...)); len(missing) > 0 {
 		return nil, fmt.Sprintf("token_id: the root token cannot rotate %s: it lacks %s (rotating another token needs tokens:write and every scope of that token); give the root those scopes at Tooken", tokenID, strings.Join(missing, ", ")), nil
 	}
 	return tok, "", nil
+}
+
+// claimStatic marks tok as static role name's (custody_mark.go), as the root,
+// and returns the token as Tooken then describes it. A caller's problem
+// comes back as a message naming the field; an upstream failure as an error.
+func (b *tookenBackend) claimStatic(ctx context.Context, s logical.Storage, cfg *tookenConfig, tok *tookenapi.Token, name string) (*tookenapi.Token, string, error) {
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+	defer cancel()
+	marked, err := claimCustody(ctx, auth, tok, staticCustody(b.mountUUID, name))
+	switch {
+	case errors.Is(err, errMetadataFull):
+		return nil, fmt.Sprintf("token_id: %s: %v as in this static role's custody; remove one of its metadata keys at Tooken and write again", tok.ID, err), nil
+	case errors.Is(err, tookenapi.ErrForbidden), errors.Is(err, tookenapi.ErrScopeNotHeld):
+		return nil, fmt.Sprintf("token_id: the root token may not update %s (%v): marking it as in this static role's custody needs tokens:write and every scope of the token", tok.ID, err), nil
+	case err != nil:
+		return nil, "", upstreamError("marking token "+tok.ID+" as in this static role's custody (PATCH /tokens/{id})", err)
+	}
+	return marked, "", nil
+}
+
+// releaseStatic removes static role name's mark from token tokenID, as the
+// root, when the config still points to the Tooken r was written for. Best
+// effort: it returns a warning for the caller when the mark may be left.
+func (b *tookenBackend) releaseStatic(ctx context.Context, s logical.Storage, name string, r *staticRoleEntry) string {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil || cfg == nil || !r.Dest.sameAs(cfg.destination()) {
+		return ""
+	}
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+		err = releaseCustody(cctx, auth, r.TokenID, staticCustody(b.mountUUID, name))
+		cancel()
+		done()
+	}
+	if err == nil {
+		return ""
+	}
+	b.Logger().Warn("static role: removing its custody mark from the token failed", "role", name, "token_id", r.TokenID, "error", err)
+	return fmt.Sprintf("token %s keeps its %s metadata naming this role (removing it failed: %v): another mount of this engine refuses the token until it is removed at Tooken", r.TokenID, metaCustody, err)
 }
 
 // verifyImportSecret checks with GET /tokens/self, at the config's url, that
@@ -163,7 +198,8 @@ func (b *tookenBackend) importStatic(ctx context.Context, s logical.Storage, t *
 		t.recordFailure(ctx, s, err.Error())
 		return nil, logical.CodedError(re.status, re.msg+"; static-creds answers once it is finished")
 	}
-	// Nothing changed upstream: store nothing.
+	// Nothing changed upstream: store nothing (and createStaticRole removes
+	// the custody mark again).
 	if derr := errors.Join(deleteStaticRole(ctx, s, t.name), deleteStaticTokenOwner(ctx, s, r.TokenID)); derr != nil {
 		return nil, fmt.Errorf("%w; and removing the role again failed: %w", err, derr)
 	}
@@ -182,7 +218,7 @@ func staticRotationResponse(err error) (*logical.Response, error) {
 	var re *rotationError
 	var changed *staticDestinationError
 	switch {
-	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed):
+	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed), errors.Is(err, errStaticCustodyLost):
 		return logical.ErrorResponse(err.Error()), nil
 	case errors.Is(err, tookenapi.ErrNotFound):
 		return logical.ErrorResponse("token_id: Tooken no longer knows the token (404 not_found: it was revoked or expired); delete this static role"), nil

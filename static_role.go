@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 )
@@ -57,6 +58,9 @@ type staticRoleEntry struct {
 	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
 	UpstreamRotatedAt *time.Time `json:"upstream_rotated_at,omitempty"` // its rotated_at: another value upstream is a change made outside Vault
 	GoneAt            *time.Time `json:"gone_at,omitempty"`             // when Tooken answered 404 for it: revoked or expired
+	// CustodyLostAt is when a check found the token in another custody
+	// (custody_mark.go): the engine no longer rotates, checks or serves it.
+	CustodyLostAt *time.Time `json:"custody_lost_at,omitempty"`
 
 	// PeriodFrom is what the schedule counts from (rotationSchedule.anchor).
 	PeriodFrom              time.Time  `json:"period_from"`
@@ -74,17 +78,23 @@ func (r *staticRoleEntry) schedule() rotationSchedule {
 }
 
 // managed tells whether the engine rotates and checks the role now: it has a
-// secret, its token exists upstream, and the config (whose destination is
-// config; the zero value when there is none) still points to the Tooken the
-// role was written for.
+// secret, its token exists upstream and is in the role's custody, and the
+// config (whose destination is config; the zero value when there is none)
+// still points to the Tooken the role was written for.
 func (r *staticRoleEntry) managed(config secretDestination) bool {
-	return r.Secret != "" && r.GoneAt == nil && r.Dest.sameAs(config)
+	return r.held() && r.Dest.sameAs(config)
+}
+
+// held tells whether the role holds its token: it has its secret, the token
+// exists upstream, and no other custody took it.
+func (r *staticRoleEntry) held() bool {
+	return r.Secret != "" && r.GoneAt == nil && r.CustodyLostAt == nil
 }
 
 // nextRotation is when the schedule rotates the token next; zero when the
-// role has no secret yet or its token is gone.
+// role does not hold its token (no secret yet, gone, another custody's).
 func (r *staticRoleEntry) nextRotation() time.Time {
-	if r.Secret == "" || r.GoneAt != nil {
+	if !r.held() {
 		return time.Time{}
 	}
 	return r.schedule().next(r.PeriodFrom, r.RotationRetryAt)
@@ -106,8 +116,8 @@ func (r *staticRoleEntry) validate(name string) error {
 	if r.RotationGrace < 0 || r.RotationGrace > maxRotationGrace {
 		errs = append(errs, fmt.Errorf("rotation_grace: must be between 0s and %s", maxRotationGrace))
 	}
-	if len(r.Description) > maxStaticDescriptionLen {
-		errs = append(errs, fmt.Errorf("description: at most %d characters", maxStaticDescriptionLen))
+	if n := utf8.RuneCountInString(r.Description); n > maxStaticDescriptionLen {
+		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxStaticDescriptionLen, n))
 	}
 	return errors.Join(errs...)
 }
@@ -217,6 +227,10 @@ func (r *staticRoleEntry) credsData(now time.Time, config secretDestination) map
 		ttl = next.Sub(now)
 	default:
 		ttl = staticCredsOverdueTTL
+	}
+	if r.ExpiresAt != nil {
+		// The token dies then: Agent reads again, and gets the error.
+		ttl = min(ttl, r.ExpiresAt.Sub(now))
 	}
 	return map[string]any{
 		"token":                      r.Secret,

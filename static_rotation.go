@@ -179,7 +179,9 @@ func (t *staticTarget) recordFailure(ctx context.Context, s logical.Storage, msg
 	t.b.static.changed(t.name, r, t.b.now()) // the backoff moves the next rotation
 }
 
-// rotateStatic rotates the role's token now; the caller holds t's lock. A
+// rotateStatic rotates the role's token now; the caller holds t's lock and
+// has checked that the role holds its token (a token in another custody is
+// never rotated: its schedule and checks stop, rotate-role refuses it). A
 // failure is logged and recorded in the role; Tooken answering 404 (the
 // token was revoked or expired) marks the role's token gone.
 func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *staticTarget, trigger string) error {
@@ -236,21 +238,85 @@ func (b *tookenBackend) checkStatic(ctx context.Context, s logical.Storage, t *s
 	if err != nil {
 		return err
 	}
+	defer done()
 	cctx, cancel := context.WithTimeout(ctx, defaultUpstreamCallTimeout)
 	tok, err := auth.GetToken(cctx, role.TokenID)
 	cancel()
-	done()
 	switch {
 	case errors.Is(err, tookenapi.ErrNotFound):
 		b.markStaticGone(ctx, s, t)
 	case err != nil:
 		b.Logger().Debug("static role: checking its token upstream failed; the next check comes later", "role", t.name, "token_id", role.TokenID, "error", err)
+	case b.staticCustodyLost(ctx, s, t, cfg, auth, tok):
 	case !sameTime(tok.RotatedAt, role.UpstreamRotatedAt):
 		b.repairStatic(ctx, s, t, tok)
 	default:
 		return b.learnStatic(ctx, s, t.name, role, tok)
 	}
 	return nil
+}
+
+// staticCustodyLost checks, at a check, that the role's token is still in
+// the role's custody (custody_mark.go). Another custody's mark (a mount that
+// marked it since, or a race of two mounts' imports: the last mark wins)
+// ends the role's management of the token, and it reports true. A token
+// without the role's mark (imported by an earlier version) gets it, under
+// the background rate limit; a failure is logged and retried at the next
+// check.
+func (b *tookenBackend) staticCustodyLost(ctx context.Context, s logical.Storage, t *staticTarget, cfg *tookenConfig, auth *tookenapi.Client, tok *tookenapi.Token) bool {
+	want := staticCustody(b.mountUUID, t.name)
+	conflict, err := b.custodyHolder(ctx, s, tok, cfg.TokenID, want)
+	switch {
+	case err != nil:
+		b.Logger().Warn("static role: checking its token's custody failed; the next check comes later", "role", t.name, "error", err)
+		return false
+	case conflict != nil:
+		b.markStaticLost(ctx, s, t, conflict)
+		return true
+	case tok.Metadata[metaCustody] == want.value() || b.static.limiter.Wait(ctx) != nil:
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, defaultUpstreamCallTimeout)
+	defer cancel()
+	if _, err := claimCustody(cctx, auth, tok, want); err != nil {
+		b.Logger().Warn("static role: marking its token as in the role's custody failed; the next check tries again", "role", t.name, "token_id", tok.ID, "error", err)
+	}
+	return false
+}
+
+// markStaticLost records that another custody holds the role's token: the
+// engine stops rotating and checking it and static-creds answers an error,
+// until the role is deleted, or written again once that custody let go.
+func (b *tookenBackend) markStaticLost(ctx context.Context, s logical.Storage, t *staticTarget, conflict *custodyConflict) {
+	r, err := readStaticRole(ctx, s, t.name)
+	if err != nil || r == nil || r.CustodyLostAt != nil {
+		return
+	}
+	now := b.now().UTC()
+	r.CustodyLostAt = &now
+	r.LastRotationError = conflict.withHint(fmt.Sprintf("token %s %s since %s: the engine stopped rotating and checking it, and static-creds answers an error (two custodies of one token lock each other out); delete this static role, or write it again once that custody has let the token go",
+		r.TokenID, conflict.holder, now.Format(time.RFC3339)))
+	r.LastRotationErrorAt = &now
+	r.RotationRetryAt = nil
+	if err := putStaticRole(ctx, s, t.name, r); err != nil {
+		b.Logger().Warn("could not store that a static role's token is in another custody", "role", t.name, "error", err)
+		return
+	}
+	b.static.changed(t.name, r, now) // out of the schedule
+	b.Logger().Error("static role: its token is in another custody now; the engine stopped managing it", "role", t.name, "token_id", r.TokenID)
+}
+
+// errStaticCustodyLost matches the error of a rotation refused because
+// another custody holds the role's token.
+var errStaticCustodyLost = errors.New("another custody holds the token")
+
+// staticCustodyLostError is the error of rotating role r (nil: unknown)
+// while another custody holds its token; nil when none does.
+func staticCustodyLostError(name string, r *staticRoleEntry) error {
+	if r == nil || r.CustodyLostAt == nil {
+		return nil
+	}
+	return fmt.Errorf("static role %q: %w: %s", name, errStaticCustodyLost, r.LastRotationError)
 }
 
 // learnStatic stores what Tooken says of the role's token when it differs

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/time/rate"
 
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
@@ -26,10 +27,11 @@ func TestRotateRole_Basic(t *testing.T) {
 	old := e.staticCreds("app", id)
 	e.storage.reset()
 	resp := must(t)(e.rotateRole("app"))
-	// list WAL + read role, put WAL, put role, delete WAL; the read of the
-	// role to plan its work again.
-	if g, p, d, l := e.storage.gets.Load(), e.storage.puts.Load(), e.storage.deletes.Load(), e.storage.lists.Load(); g != 2 || p != 2 || d != 1 || l != 1 {
-		t.Errorf("storage round trips of a rotation: %d gets, %d puts, %d deletes, %d lists; want 2, 2, 1, 1", g, p, d, l)
+	// The read of the role that checks it holds its token; list WAL + read
+	// role, put WAL, put role, delete WAL; the read of the role to plan its
+	// work again.
+	if g, p, d, l := e.storage.gets.Load(), e.storage.puts.Load(), e.storage.deletes.Load(), e.storage.lists.Load(); g != 3 || p != 2 || d != 1 || l != 1 {
+		t.Errorf("storage round trips of a rotation: %d gets, %d puts, %d deletes, %d lists; want 3, 2, 1, 1", g, p, d, l)
 	}
 	for _, k := range []string{"token", "secret"} {
 		if _, ok := resp.Data[k]; ok {
@@ -301,5 +303,29 @@ func TestStaticCreds_OtherNode(t *testing.T) {
 	other.InvalidateKey(context.Background(), staticRolePrefix+"app")
 	if after := readOther(); after == before || after != e.staticCreds("app", id) {
 		t.Fatal("the other node does not serve the new secret")
+	}
+}
+
+// rotate-role is under the static roles' rate limit of Tooken calls (the
+// root's, shared with the schedule): a loop of it cannot spend the root's
+// budget at Tooken. Past the limit it answers 429 at once and calls nothing.
+func TestRotateRole_RateLimited(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	id, _ := e.appToken("app")
+	e.mustImport("app", id, nil)
+	e.b.static.limiter = rate.NewLimiter(rate.Every(time.Hour), 1)
+	must(t)(e.rotateRole("app"))
+	rotations := e.rotationsOf(id)
+	start := time.Now()
+	resp, err := e.rotateRole("app")
+	var coded logical.HTTPCodedError
+	if err == nil || !errors.As(err, &coded) || coded.Code() != 429 || !strings.Contains(err.Error(), "retry in a few seconds") {
+		t.Fatalf("rotate-role past the rate limit: %v %v", resp, err)
+	}
+	if waited := time.Since(start); waited > staticManualRateWait {
+		t.Fatalf("waited %s for an answer", waited)
+	}
+	if n := e.rotationsOf(id); n != rotations {
+		t.Fatalf("%d rotations past the limit", n-rotations)
 	}
 }

@@ -233,3 +233,60 @@ func TestRevokeQueueDrainsAMinuteAfterLongRetryAfter(t *testing.T) {
 	waitRevoked(t, e, c, 100*time.Second)
 	t.Logf("queue drained %s after Tooken stopped answering 429 (it had asked for 300s)", time.Since(cleared).Round(time.Second))
 }
+
+// TestStaticRoleCannotTakeAnotherMountsRoot: "after set-up nobody but Vault knows the root Tooken
+// secret", through a real Vault. Two mounts share one Tooken account, each with its own root, and
+// other/ has rotated its root (only Vault knows it). A delegated operator whose policy allows only
+// static roles and static-creds on tooken/ tries to import other/'s root token as a static role
+// with rotation_grace=0 (the root of tooken/ could rotate it: tokens:write and every scope of
+// it). The import is refused with a 400 naming token_id and the custody that holds the token (its
+// vault_custody metadata, set by other/'s config write); no role is stored, the token is not
+// rotated, and other/ keeps working.
+func TestStaticRoleCannotTakeAnotherMountsRoot(t *testing.T) {
+	t.Parallel()
+	e, v := startTooken(t, VaultOptions{})
+	otherRoot := createToken(t, e, "other-mount-root", "tokens:write", "deployments:write")
+	v.EnableTooken(t, "other")
+	if out, errOut, err := v.Run(t, Run{Stdin: otherRoot.Secret}, "write", "other/config", "url="+e.URL, "token=-"); err != nil {
+		t.Fatalf("configuring other/: %v\n%s%s", err, out, errOut)
+	}
+	v.MustRun(t, "write", "-f", "other/rotate-root")
+	v.WriteRole(t, "other", "r", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
+	v.ReadWorkingCreds(t, e, "other", "r", "", "other/ before the import")
+	otherUUID, _ := readData(t, v, "other/config")["mount_uuid"].(string)
+	if rec, _ := e.Token(t, otherRoot.ID); rec.Metadata["vault_custody"] != "root:"+otherUUID {
+		t.Fatalf("other/'s root carries vault_custody %q, want root:%s", rec.Metadata["vault_custody"], otherUUID)
+	}
+	rotations := rotationsOf(t, e, otherRoot.ID)
+
+	policy := `path "tooken/static-roles/*" { capabilities = ["create", "update", "read"] }
+path "tooken/static-creds/*" { capabilities = ["read"] }
+`
+	if out, errOut, err := v.Run(t, Run{Stdin: policy}, "policy", "write", "static-ops", "-"); err != nil {
+		t.Fatalf("policy write: %v\n%s%s", err, out, errOut)
+	}
+	ops := strings.TrimSpace(v.MustRun(t, "token", "create", "-policy=static-ops", "-field=token"))
+
+	out, errOut, err := v.Run(t, Run{Token: ops}, "write", "tooken/static-roles/steal",
+		"token_id="+otherRoot.ID, "rotation_period=1h", "rotation_grace=0")
+	if err == nil {
+		stolen := v.readStaticCreds(t, "steal", ops).Data.Token
+		_, otherErr, otherFailed := v.Run(t, Run{}, "read", "other/creds/r")
+		t.Fatalf("an operator with only static-roles and static-creds on tooken/ holds other/'s root secret: Tooken takes it for %s "+
+			"(other/'s root is %s); other/'s creds read afterwards failed=%v: %s (import answered %s)",
+			e.TokenIDOf(t, stolen), otherRoot.ID, otherFailed != nil, oneLine(otherErr), oneLine(out))
+	}
+	said := oneLine(errOut)
+	for _, want := range []string{"Code: 400", "token_id: " + otherRoot.ID, "the root token of another mount", otherUUID, "a static role cannot take it"} {
+		if !strings.Contains(said, want) {
+			t.Errorf("the refusal %q does not say %q", said, want)
+		}
+	}
+	if out, _, err := v.Run(t, Run{Token: ops}, "read", "tooken/static-roles/steal"); err == nil && strings.TrimSpace(out) != "" {
+		t.Errorf("the refused import stored a role: %s", oneLine(out))
+	}
+	if n := rotationsOf(t, e, otherRoot.ID); n != rotations {
+		t.Errorf("the refused import rotated other/'s root (%d rotations, %d before)", n, rotations)
+	}
+	v.ReadWorkingCreds(t, e, "other", "r", "", "other/ after the refused import")
+}

@@ -31,7 +31,7 @@ type apiToken struct {
 
 // tookenAPI calls the emulator's Tooken API as its root token, the way an operator does with
 // curl, and decodes a 2xx answer into out (if not nil). It returns the HTTP status.
-func tookenAPI(t *testing.T, e *Emulator, method, path string, body, out any) int {
+func tookenAPI(t testing.TB, e *Emulator, method, path string, body, out any) int {
 	t.Helper()
 	var rd *bytes.Reader
 	if body != nil {
@@ -63,7 +63,7 @@ func tookenAPI(t *testing.T, e *Emulator, method, path string, body, out any) in
 }
 
 // createToken makes a token at the emulator, as an operator did before Vault managed it.
-func createToken(t *testing.T, e *Emulator, name string, scopes ...string) apiToken {
+func createToken(t testing.TB, e *Emulator, name string, scopes ...string) apiToken {
 	t.Helper()
 	var tok apiToken
 	if st := tookenAPI(t, e, http.MethodPost, "/tokens", map[string]any{"name": name, "scopes": scopes}, &tok); st != http.StatusCreated {

@@ -292,6 +292,14 @@ func TestClient_ListUpdateRotate(t *testing.T) {
 	if err != nil || tok.ExpiresAt == nil || !tok.ExpiresAt.Equal(exp) || tok.Metadata["a"] != "b" {
 		t.Fatalf("update: %v %v", tok, err)
 	}
+	// Metadata merges: a key set, another removed, the rest kept.
+	if _, err := c.UpdateToken(ctx, id, UpdateTokenRequest{Metadata: map[string]string{"c": "d"}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err = c.UpdateToken(ctx, id, UpdateTokenRequest{Metadata: map[string]string{"e": "f"}, RemoveMetadata: []string{"a"}})
+	if err != nil || len(tok.Metadata) != 2 || tok.Metadata["c"] != "d" || tok.Metadata["e"] != "f" {
+		t.Fatalf("merged update: %v %v", tok.Metadata, err)
+	}
 
 	key := NewIdempotencyKey()
 	rot, err := c.RotateToken(ctx, srv.RootTokenID(), time.Minute, key)

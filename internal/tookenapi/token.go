@@ -1,6 +1,7 @@
 package tookenapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -81,10 +82,32 @@ type CreateTokenRequest struct {
 	Metadata  map[string]string `json:"metadata,omitempty"`
 }
 
-// UpdateTokenRequest is the body of PATCH /tokens/{id}.
+// UpdateTokenRequest is the body of PATCH /tokens/{id}. Metadata merges
+// into the token's (the keys listed are set, the others kept);
+// RemoveMetadata lists keys to delete (sent as null).
 type UpdateTokenRequest struct {
-	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
-	Metadata  map[string]string `json:"metadata,omitempty"`
+	ExpiresAt      *time.Time
+	Metadata       map[string]string
+	RemoveMetadata []string
+}
+
+// MarshalJSON is the PATCH body: expires_at when set, and metadata with the
+// keys to set and the keys to remove (null) when there are any.
+func (r UpdateTokenRequest) MarshalJSON() ([]byte, error) {
+	body := struct {
+		ExpiresAt *time.Time         `json:"expires_at,omitempty"`
+		Metadata  map[string]*string `json:"metadata,omitempty"`
+	}{ExpiresAt: r.ExpiresAt}
+	if len(r.Metadata)+len(r.RemoveMetadata) > 0 {
+		body.Metadata = make(map[string]*string, len(r.Metadata)+len(r.RemoveMetadata))
+		for _, k := range r.RemoveMetadata {
+			body.Metadata[k] = nil
+		}
+		for k, v := range r.Metadata {
+			body.Metadata[k] = &v
+		}
+	}
+	return json.Marshal(body)
 }
 
 // ListOptions are the query parameters of GET /tokens.

@@ -1,0 +1,276 @@
+package tooken
+
+// Findings of an adversarial review, each a test that fails on the engine as
+// it stands. Every test says, in its comment, the promise it holds the
+// engine to; the message of a failure says what happened instead.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
+)
+
+// Promise: "revoke (or expiry) of the lease calls DELETE /tokens/{id}";
+// a token "already gone upstream (404) counts as revoked". After the config
+// points to another Tooken (url and token written together, as the custody
+// rule asks), the revoke of a lease issued at the first one goes to the
+// second, whose proven 404 makes it "done": the lease and its record go, and
+// the token lives on at the Tooken that issued it until its expires_at,
+// invisible to tidy (which lists the new Tooken). The lease should carry
+// the destination it was issued at, and a revoke elsewhere should not count.
+func TestReview_RevokeAfterURLChangeGoesToTheWrongTooken(t *testing.T) {
+	first := newEmulator(t, tookentest.Options{RateLimit: -1})
+	second := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(first, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	resp := must(t)(e.read("creds/r"))
+	secret := resp.Data["token"].(string)
+
+	must(t)(e.write(configPath, map[string]any{"url": second.URL(), "token": second.RootSecret()}))
+	must(t)(e.revoke(lease(resp)))
+	if works(first, secret) && len(e.queueIDs()) == 0 {
+		t.Fatalf("the lease revoke succeeded and queued nothing, but its token still works at the Tooken that issued it (%s); "+
+			"the DELETE went to %s, whose 404 counted as revoked", first.URL(), second.URL())
+	}
+}
+
+// tamperingFront is a proxy in front of the emulator whose edit rewrites
+// the answer of the requests it matches.
+func tamperingFront(t *testing.T, srv *tookentest.Server, match func(*http.Request) bool, editReq func(map[string]any), editResp func(map[string]any)) *httptest.Server {
+	t.Helper()
+	api := srv.Handler()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !match(r) {
+			api.ServeHTTP(w, r)
+			return
+		}
+		if editReq != nil {
+			body, _ := io.ReadAll(r.Body)
+			var m map[string]any
+			if json.Unmarshal(body, &m) == nil {
+				editReq(m)
+				body, _ = json.Marshal(m)
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		}
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, r)
+		out := rec.Body.Bytes()
+		var m map[string]any
+		if editResp != nil && rec.Code < 300 && json.Unmarshal(out, &m) == nil {
+			editResp(m)
+			out, _ = json.Marshal(m)
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(front.Close)
+	return front
+}
+
+// Promise: "rotation never locks Vault out" ... "whatever fails
+// mid-rotation". The first answer to a root rotation is stored as the root
+// secret without a check (the replay path checks the replayed secret with
+// GET /tokens/self; the direct path does not): one answer whose secret does
+// not work (a broken Tooken or proxy) makes the engine drop the previous
+// secret, which still works for the grace. Creds fail at once, and once the
+// grace is over nothing can recover.
+func TestReview_RotateRootStoresAnUncheckedSecret(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	front := tamperingFront(t, srv,
+		func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/rotate") },
+		nil,
+		func(m map[string]any) { m["secret"] = "tok_test_" + strings.Repeat("X", 32) })
+	e := getTestBackend(t)
+	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	rotResp, rotErr := e.write(rotateRootPath, nil)
+	stored, _ := readConfig(context.Background(), e.storage)
+	if !works(srv, stored.Token) {
+		t.Fatalf("rotate-root answered (resp=%v err=%v) and stored a root secret Tooken does not accept; Tooken rotated the root %d time(s), "+
+			"so the only working secret is the previous one, alive for the grace only (until %v)",
+			rotResp, rotErr, srv.Counters()["rotated"], stored.PreviousSecretExpiresAt)
+	}
+}
+
+// Promise: "every Tooken token the plugin creates carries an upstream
+// expiry no later than its lease's max TTL" ("expires_at is the hard
+// limit, whatever path made the token"). The create answer's expires_at is
+// only used when it is earlier than asked: a Tooken (or a proxy) that drops
+// the expiry gives a token that never expires, and the engine hands it out
+// under a lease (whose queued revoke is later dropped at the expiry it
+// asked for, while the token lives on).
+func TestReview_CredsAcceptATokenWithoutTheAskedExpiry(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	front := tamperingFront(t, srv,
+		func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
+		func(m map[string]any) { delete(m, "expires_at") },
+		nil)
+	e := getTestBackend(t)
+	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+	resp, err := e.read("creds/r")
+	if err != nil || resp == nil || resp.IsError() {
+		return // refused: the promise holds
+	}
+	rec, _ := srv.Token(resp.Data["token_id"].(string))
+	t.Fatalf("creds handed out token %s under a lease of max TTL 1h; its upstream expires_at is %v (the engine asked for %v)",
+		rec.ID, rec.ExpiresAt, resp.Data["expires_at"])
+}
+
+// Promise (as issue-9's fix put it): a revoke counts as done only when the
+// engine knows its base URL is a Tooken API. A 404 from an unproven URL is
+// queued, but any 2xx to DELETE counts as revoked, from any server: a URL
+// behind a catch-all front (an SPA or gateway that answers 200 to every
+// path, here a 200 text/html) makes every revoke "succeed" while the tokens
+// live upstream.
+func TestReview_2xxFromAnUnprovenURLCountsAsRevoked(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	catchAll := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, "<html>welcome</html>")
+	}))
+	t.Cleanup(catchAll.Close)
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	resp := must(t)(e.read("creds/r"))
+	secret := resp.Data["token"].(string)
+
+	must(t)(e.write(configPath, map[string]any{"url": catchAll.URL + "/v1", "token": srv.RootSecret(), "verify_connection": false}))
+	must(t)(e.revoke(lease(resp)))
+	if works(srv, secret) && len(e.queueIDs()) == 0 {
+		t.Fatal("the lease revoke counted a 200 text/html from an unproven URL as done: nothing queued, the token lives upstream")
+	}
+}
+
+// Promise: the root is the token the operator wrote ("writing token ...
+// restarts the schedule"). An interrupted root rotation leaves a WAL entry;
+// a config write with another root token and verify_connection=false clears
+// token_id, so the rollback no longer sees that the entry is another
+// token's: it replays the old root's rotation authenticated by the new
+// root (another caller, so Tooken rotates the old root again instead of
+// replaying), and stores the old root's new secret over the operator's new
+// root. The operator, who then revokes the old root at Tooken, locks the
+// engine out.
+func TestReview_RollbackReinstatesTheOldRoot(t *testing.T) {
+	e := newRotEnv(t, nil)
+	drop := e.srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + e.rootID + "/rotate", Drop: true})
+	if resp, err := e.rotate(); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatalf("rotation with every answer dropped succeeded: %v", resp)
+	}
+	e.srv.RemoveFault(drop)
+	if len(e.rotateWALs()) == 0 {
+		t.Fatal("no WAL entry left by the interrupted rotation: the test proves nothing")
+	}
+	newRoot := rootCreate(t, e.srv, "new-root", "tokens:write", "deployments:write", "billing:read")
+	must(t)(e.write(configPath, map[string]any{"token": newRoot.Secret, "verify_connection": false}))
+	e.ageWALs(2 * time.Minute)
+	rotated := e.rotations()
+	e.rollback(false)
+	stored := e.storedConfig()
+	rec, _ := e.srv.Authenticate(stored.Token)
+	if rec.ID != newRoot.ID {
+		t.Fatalf("after the rollback the stored root is %s (token_id %q), not the %s the operator wrote; Tooken rotated the old root %d more time(s)",
+			rec.ID, stored.TokenID, newRoot.ID, e.rotations()-rotated)
+	}
+}
+
+// Promise: an error "never repeats the value", "a secret never appears in
+// an error message or an audit entry", and "every loop over user-controlled
+// input has a bound". The request layer reports every field name it does
+// not know, each quoted as given (unbounded, unredacted) and each followed
+// by the list of the path's fields, all joined into one answer (and so into
+// the audit log's error field, which Vault does not HMAC): a secret pasted
+// as a field name is repeated, a name of a megabyte is repeated whole, and
+// a body of many short unknown keys comes back some 20 times larger (a
+// creds read's query string does the same for a caller who may only read
+// creds).
+func TestReview_UnknownFieldNamesEchoed(t *testing.T) {
+	e := getTestBackend(t)
+	t.Run("secret-shaped and huge names", func(t *testing.T) {
+		secret := "tok_test_" + strings.Repeat("S", 30)
+		huge := strings.Repeat("k", 1<<20)
+		resp, err := e.write(configPath, map[string]any{secret: "x", huge: "y"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := resp.Error().Error()
+		if strings.Contains(msg, secret) || len(msg) > 64<<10 {
+			t.Fatalf("the answer (%d bytes) repeats the unknown field names: contains the secret-shaped name: %v", len(msg), strings.Contains(msg, secret))
+		}
+	})
+	t.Run("many unknown fields", func(t *testing.T) {
+		data, in := map[string]any{}, 0
+		for i := range 50000 {
+			k := "f" + strconv.Itoa(i)
+			data[k] = ""
+			in += len(k) + 4 // "k":"" plus a comma, as JSON
+		}
+		resp, err := e.handle(e.request(logical.ReadOperation, "creds/r", data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := len(resp.Error().Error()); out > 64<<10 {
+			t.Fatalf("a creds read with %d unknown query fields (%d KiB) answered an error of %d KiB", len(data), in>>10, out>>10)
+		}
+	})
+}
+
+// Promise: "each function takes and returns at most 1024 bytes and a render
+// at most 16 KiB, so a render is bounded whatever the requester". print and
+// printf check their result only after fmt has built it, and their
+// arguments may be the whole data or its maps: {{ print . . . ... }} formats
+// the data (with the requester's entity and alias metadata) some 2,000
+// times before the 1024-byte check fails. Behind {{ if .EntityName }} the
+// write-time render (sample data without identity) never takes that
+// branch. With an entity of 64 metadata keys of 512 bytes (Vault's own
+// limits), one creds read allocates gigabytes in the one process that
+// serves every mount (the project's own bound for a render is 64 MiB).
+func TestReview_NameTemplatePrintAllocatesWithoutBound(t *testing.T) {
+	md := map[string]string{}
+	for i := range 64 {
+		md[fmt.Sprintf("k%03d", i)] = strings.Repeat("v", 512)
+	}
+	entity := &logical.Entity{ID: "ent-big", Name: "big", Metadata: md,
+		Aliases: []*logical.Alias{{MountAccessor: "auth_jwt_1", Name: "big", Metadata: md}}}
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t, withEntity(&entitySystemView{entity: entity}))
+	e.configure(srv, nil)
+	head, tail := "{{ if .EntityName }}{{ print", " }}{{ end }}x"
+	tmpl := head + strings.Repeat(" .", (maxNameTemplateLen-len(head)-len(tail))/2) + tail
+	resp, err := e.write("roles/big", map[string]any{"scopes": "deployments:write", "name_template": tmpl})
+	if err != nil || (resp != nil && resp.IsError()) {
+		return // refused at write: the promise holds
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	cresp, cerr := e.readCredsAs("big", entity.ID, nil)
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Fatalf("a role with a %d-byte name_template was stored; one creds read by an entity with Vault-sized metadata allocated %d MiB in %s (answer: %s)",
+			len(tmpl), alloc>>20, elapsed.Round(time.Millisecond), outcome(cresp, cerr)[:min(120, len(outcome(cresp, cerr)))])
+	}
+}
