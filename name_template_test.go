@@ -440,3 +440,48 @@ func TestNameTemplate_ErrorMessages(t *testing.T) {
 		}
 	}
 }
+
+// sanitizeName does what the regexp it replaces did, on every kind of input.
+func TestSanitizeName_AsTheRegexp(t *testing.T) {
+	re := regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+	for _, s := range []string{
+		"", "token", "userpass-alice", "a b", "  lead", "trail  ", "é", "aéb", "a\u00e9\u00e8b", "日本語-x",
+		"a/b\\c", "x\x00y", "bad\xffutf8\xfe", "\xff", "a..b__c--d", "!!!", "tab\tnew\nline", strings.Repeat("é ", 40),
+	} {
+		if got, want := sanitizeName(s), re.ReplaceAllString(s, "-"); got != want {
+			t.Errorf("sanitizeName(%q) = %q, the regexp gives %q", s, got, want)
+		}
+	}
+}
+
+// The default template rendered by hand gives what the template engine
+// gives, the random part aside.
+func TestBuiltinNameTemplate_AsTheEngine(t *testing.T) {
+	fast, err := parseNameTemplate(builtinNameTemplate)
+	if err != nil || !fast.builtin {
+		t.Fatalf("builtin template: %v, builtin %v", err, fast != nil && fast.builtin)
+	}
+	if def, _ := parseNameTemplate(""); def.builtin != (defaultNameTemplate == builtinNameTemplate) {
+		t.Errorf("the default template's shortcut is %v", def.builtin)
+	}
+	engine := *fast
+	engine.builtin = false
+	long := strings.Repeat("abcdefghij", 7)
+	for _, c := range [][2]string{{"r", "token"}, {"ci-deploy", ""}, {long, long}, {"r", "userpass-alice"}, {"a..b", "x_y"}, {"é r", "a b"}} {
+		data := newNameTemplateData(c[0], c[1])
+		want, err := engine.generate(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fast.generate(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || got[:len(got)-8] != want[:len(want)-8] {
+			t.Errorf("%q/%q: by hand %q, engine %q", c[0], c[1], got, want)
+		}
+		if suffix := got[len(got)-8:]; !regexp.MustCompile(`^[A-Za-z0-9]{8}$`).MatchString(suffix) {
+			t.Errorf("random part %q", suffix)
+		}
+	}
+}

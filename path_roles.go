@@ -64,6 +64,9 @@ type roleEntry struct {
 	// IdentityMetadata lists the requester's identity metadata keys copied
 	// into each token's metadata (identity.go).
 	IdentityMetadata []string `json:"identity_metadata,omitempty"`
+	// MaxLiveTokens caps the role's tokens alive at once; 0 = no limit
+	// (issuance_count.go).
+	MaxLiveTokens int `json:"max_live_tokens,omitempty"`
 	// AllowTokenManagement is the operator's explicit consent to scopes on
 	// Tooken's tokens resource (tokenManagementError).
 	AllowTokenManagement bool `json:"allow_token_management,omitempty"`
@@ -116,6 +119,9 @@ func (r *roleEntry) tokenManagementWarning() string {
 	return fmt.Sprintf("allow_token_management: with %s, whoever reads these creds can %s", strings.Join(ts[:min(len(ts), maxReportedScopes)], ", "), tokenPowers(ts))
 }
 
+// maxMaxLiveTokens bounds max_live_tokens.
+const maxMaxLiveTokens = 1000000
+
 func (r *roleEntry) toResponseData() map[string]any {
 	tmpl := r.NameTemplate
 	if tmpl == "" {
@@ -137,6 +143,7 @@ func (r *roleEntry) toResponseData() map[string]any {
 		"metadata":          md,
 		"identity_metadata": idmd,
 		"description":       r.Description,
+		"max_live_tokens":   int64(r.MaxLiveTokens),
 
 		"allow_token_management": r.AllowTokenManagement,
 	}
@@ -159,6 +166,9 @@ func (r *roleEntry) validate(name string) error {
 	}
 	if n := utf8.RuneCountInString(r.Description); n > maxDescriptionLen {
 		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxDescriptionLen, n))
+	}
+	if r.MaxLiveTokens < 0 || r.MaxLiveTokens > maxMaxLiveTokens {
+		errs = append(errs, fmt.Errorf("max_live_tokens: must be 0 (no limit) to %d", maxMaxLiveTokens))
 	}
 	if err := r.tokenManagementError(); err != nil {
 		errs = append(errs, err)
@@ -396,6 +406,10 @@ func roleFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeCommaStringSlice,
 			Description: fmt.Sprintf("Identity metadata keys copied into each token's metadata from the requester's Vault entity: its aliases' metadata (where the jwt auth method's claim_mappings land) first, then the entity's. A key the requester lacks is left out; values are cut to %d characters. Together with metadata at most %d keys.", maxMetadataValueLen, maxMetadataKeys-numPluginMetadataKey),
 		},
+		"max_live_tokens": {
+			Type:        framework.TypeInt,
+			Description: "Most tokens of this role alive at once (leased, or from a creds read still being finished); a creds read beyond it is refused with 429 and creates nothing. 0 (the default) = no limit.",
+		},
 	}
 }
 
@@ -567,6 +581,9 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 			role.IdentityMetadata = nil
 		}
 	}
+	if v, ok := d.GetOk("max_live_tokens"); ok {
+		role.MaxLiveTokens = v.(int)
+	}
 }
 
 // roleWarnings are the caps a valid role runs into, and the scope check that
@@ -623,7 +640,9 @@ each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
 vault_issue_key: metadata=team=platform,env=dev, or metadata=team=platform
 metadata=env=dev, or a JSON object), identity_metadata (identity metadata
 keys of the requester copied into each token's metadata), description (at
-most 1000 characters), allow_token_management (default false: scopes on
+most 1000 characters), max_live_tokens (most tokens of the role alive at
+once; a creds read beyond it answers 429 and creates nothing; 0 = no limit),
+allow_token_management (default false: scopes on
 tokens, tokens:read or tokens:write, are refused; true grants them, with a
 warning: the creds holder then administers the Tooken account, and with
 tokens:write can revoke the engine's root and create tokens that outlive

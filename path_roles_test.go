@@ -26,6 +26,7 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "",
 
 		"identity_metadata": []string{},
+		"max_live_tokens":   int64(0),
 
 		"allow_token_management": false,
 	}
@@ -43,6 +44,7 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "CI deploys",
 
 		"identity_metadata": "repository, run_id,repository",
+		"max_live_tokens":   5,
 	}
 	e.writeRole("full", full)
 	resp = must(t)(e.read("roles/full"))
@@ -55,6 +57,7 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "CI deploys",
 
 		"identity_metadata": []string{"repository", "run_id"}, // trimmed, de-duplicated
+		"max_live_tokens":   int64(5),
 
 		"allow_token_management": false,
 	}
@@ -78,6 +81,7 @@ func TestRoles_CRUD(t *testing.T) {
 		{"description", "changed", "changed"},
 		{"identity_metadata", []string{"workflow"}, []string{"workflow"}},
 		{"identity_metadata", "", []string{}},
+		{"max_live_tokens", 0, int64(0)},
 	}
 	for _, u := range updates {
 		t.Run("update "+u.field, func(t *testing.T) {
@@ -170,6 +174,8 @@ func TestRoles_BadInput(t *testing.T) {
 		{"metadata key too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{strings.Repeat("k", 41): "v"}}, []string{"metadata: key", "longer than 40"}},
 		{"metadata value too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"k": strings.Repeat("v", 501)}}, []string{"metadata: value", "longer than 500"}},
 		{"metadata reserved key", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"vault_role": "x"}}, []string{"metadata: key \"vault_role\"", "reserved"}},
+		{"negative max_live_tokens", nil, map[string]any{"scopes": "a:read", "max_live_tokens": -1}, []string{"max_live_tokens: must be 0 (no limit) to 1000000"}},
+		{"max_live_tokens too large", nil, map[string]any{"scopes": "a:read", "max_live_tokens": 1000001}, []string{"max_live_tokens:"}},
 		{"role name too long", nil, map[string]any{"scopes": "a:read"}, []string{"name: at most 500"}},
 		{"max_ttl 1s", nil, map[string]any{"scopes": "a:read", "max_ttl": "1s"}, []string{"max_ttl: at least 10s"}},
 		{"max_ttl 2s", nil, map[string]any{"scopes": "a:read", "max_ttl": "2"}, []string{"max_ttl: at least 10s"}},

@@ -33,7 +33,7 @@ func TestRequest_UnknownFieldsRefused(t *testing.T) {
 		data map[string]any
 		want []string
 	}{
-		"role typo":        {logical.UpdateOperation, "roles/ci", map[string]any{"tll": "2h"}, []string{"tll: unknown field (did you mean ttl?); roles/ci takes allow_token_management, description, identity_metadata, max_ttl, metadata, name_template, scopes, ttl"}},
+		"role typo":        {logical.UpdateOperation, "roles/ci", map[string]any{"tll": "2h"}, []string{"tll: unknown field (did you mean ttl?); roles/ci takes allow_token_management, description, identity_metadata, max_live_tokens, max_ttl, metadata, name_template, scopes, ttl"}},
 		"two unknown":      {logical.UpdateOperation, "roles/ci", map[string]any{"zzz": "1", "ttl": "2h", "aaa": "2"}, []string{"aaa: unknown field; roles/ci takes", "zzz: unknown field; roles/ci takes"}},
 		"creds":            {logical.ReadOperation, "creds/ci", map[string]any{"foo": "1"}, []string{"foo: unknown field"}},
 		"rotate-root":      {logical.UpdateOperation, "rotate-root", map[string]any{"now": "true"}, []string{"now: unknown field; rotate-root takes no fields (with the CLI, write it with -f)"}},
