@@ -143,7 +143,7 @@ func parseNameTemplate(raw string) (*nameTemplate, error) {
 	const name = "name_template"
 	trees, err := parse.Parse(name, raw, "", "", templateFuncs(), goBuiltinNames())
 	if err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "template: "))
+		return nil, templateError(err)
 	}
 	tree := trees[name]
 	if len(trees) != 1 || tree == nil {
@@ -485,7 +485,7 @@ func (t *nameTemplate) generate(data nameTemplateData) (string, error) {
 	}
 	w := &cappedWriter{limit: maxTemplateOutput}
 	if err := t.tmpl.Execute(w, data); err != nil {
-		return "", errors.New(strings.TrimPrefix(err.Error(), "template: "))
+		return "", templateError(err)
 	}
 	return w.String(), nil
 }

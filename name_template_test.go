@@ -222,7 +222,7 @@ func TestNameTemplate_Refused(t *testing.T) {
 		{"println", "{{ println .RoleName }}", `function "println" is not allowed`},
 		{"function in a nested pipeline", "x{{ (.RoleName | html) | truncate 3 }}", `function "html" is not allowed`},
 		{"function in an else branch", "x{{ if .DisplayName }}a{{ else }}{{ js .RoleName }}{{ end }}", `function "js" is not allowed`},
-		{"unknown function", "{{ explode }}", `function "explode" not defined`},
+		{"unknown function", "{{ explode }}", `does not parse at line 1: function "explode" is not allowed (allowed: and, base64,`},
 		{"unknown field", "{{ .Nope }}", ".Nope is not a field"},
 		{"unknown field behind a branch", `{{ if eq .DisplayName "x" }}{{ .Nope }}{{ end }}y`, ".Nope is not a field"},
 		{"unknown field through $", "{{ with .DisplayName }}{{ $.Nope }}{{ end }}y", ".Nope is not a field"},
@@ -416,6 +416,28 @@ func TestNameTemplate_IdentityData(t *testing.T) {
 	name, err = tmpl.render(newNameTemplateData("ci", "jwt-x").withIdentity(callerIdentity{}))
 	if err != nil || name != "gh----" {
 		t.Errorf("no identity: %q %v", name, err)
+	}
+}
+
+// The role write's message for a template that does not parse or render
+// says where and what, names the field once, and keeps Go's internal
+// template name and "executing" wording out.
+func TestNameTemplate_ErrorMessages(t *testing.T) {
+	for tmpl, want := range map[string]string{
+		"x{{":                           "name_template: does not parse at line 1: unclosed action: a {{ has no matching }}",
+		"a\nb{{ nope }}":                `name_template: does not parse at line 2: function "nope" is not allowed (allowed: `,
+		"{{ if .DisplayName }}x":        "name_template: does not parse at line 1: the template ends inside an {{ if }} or {{ with }}: close it with {{ end }}",
+		"{{ random 100 }}":              "name_template: at 1:3, in {{ random 100 }}: random: length 100 out of range 1..64",
+		"x-{{ truncate -1 .RoleName }}": "name_template: at 1:5, in {{ truncate -1 .RoleName }}: truncate: negative length -1",
+	} {
+		err := validateNameTemplate(tmpl, "r")
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: error %v, want it to start with %q", tmpl, err, want)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "name_template:1") || strings.Contains(msg, "executing") || strings.Contains(msg, "error calling") {
+			t.Errorf("%q: %q passes Go's text through", tmpl, msg)
+		}
 	}
 }
 

@@ -187,7 +187,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse(err.Error()), nil
 	case errors.Is(err, tookenapi.ErrScopeNotHeld):
-		return logical.ErrorResponse("scopes: the root token does not hold the scopes of role %q: %v", name, err), nil
+		return logical.ErrorResponse("scopes: the root token does not hold the scopes of role %q (Tooken answered %s); give the root those scopes at Tooken, or change the role's scopes", name, upstreamAnswer(err)), nil
 	default:
 		return nil, err
 	}
@@ -374,7 +374,7 @@ func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expires
 		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
+		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, humanDuration(maxTTL))
 	}
 	return &issuedToken{token: tok, expiresAt: expiresAt, ttl: ttl}, nil
 }

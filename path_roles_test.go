@@ -140,8 +140,8 @@ func TestRoles_BadInput(t *testing.T) {
 		want     []string
 	}{
 		{"no scopes on create", nil, map[string]any{"ttl": "1h"}, []string{"scopes: required"}},
-		{"empty scopes", nil, map[string]any{"scopes": ""}, []string{"scopes: at least one"}},
-		{"empty scopes on update", map[string]any{"scopes": "a:read"}, map[string]any{"scopes": []string{}}, []string{"scopes: at least one"}},
+		{"empty scopes", nil, map[string]any{"scopes": ""}, []string{"scopes: required, at least one scope"}},
+		{"empty scopes on update", map[string]any{"scopes": "a:read"}, map[string]any{"scopes": []string{}}, []string{"scopes: required, at least one scope"}},
 		{"scope without action", nil, map[string]any{"scopes": "deployments"}, []string{"scopes: invalid scope", `"deployments"`}},
 		{"scope upper case", nil, map[string]any{"scopes": "Deployments:write"}, []string{"scopes: invalid scope", `"Deployments:write"`}},
 		{"scope three parts", nil, map[string]any{"scopes": "a:b:c"}, []string{"scopes: invalid scope"}},
@@ -234,11 +234,29 @@ func TestRoles_ScopesHeldByRoot(t *testing.T) {
 		}
 	})
 
+	// The root's scopes are checked with every other field: one write
+	// reports every problem.
+	t.Run("with other problems", func(t *testing.T) {
+		resp, err := e.write("roles/new2", map[string]any{"scopes": "billing:write,nope:read", "ttl": "2h", "max_ttl": "1h", "metadata": "vault_a=1"})
+		mustUserError(t, resp, err, "ttl: 2h cannot exceed max_ttl 1h", "scopes: the root token does not hold billing:write, nope:read", `metadata: key "vault_a" uses the prefix "vault_"`)
+	})
+	t.Run("a typo gets the closest scope the root holds", func(t *testing.T) {
+		resp, err := e.write("roles/typo", map[string]any{"scopes": "deployment:wrte,billing:red"})
+		mustUserError(t, resp, err, "does not hold deployment:wrte, billing:red (did you mean deployments:write for deployment:wrte, billing:read for billing:red?)",
+			"it holds tokens:write, deployments:write, billing:read (R:write implies R:read)")
+	})
+
 	// Without a verified root, scopes cannot be checked: accepted with a warning.
 	must(t)(e.write(configPath, map[string]any{"verify_connection": false, "token": "tok_test_abcdefghijklmnopqrstuvwxyz"}))
 	resp := must(t)(e.write("roles/unchecked", map[string]any{"scopes": "admin:write"}))
 	if resp == nil || len(resp.Warnings) == 0 {
 		t.Error("no warning for unchecked scopes")
+	}
+
+	// Nor on a mount without a config.
+	resp = must(t)(getTestBackend(t).write("roles/early", map[string]any{"scopes": "admin:write"}))
+	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "the mount has no config yet, so scopes are not checked") {
+		t.Errorf("warnings %v, want one saying the scopes are not checked", resp)
 	}
 }
 

@@ -311,5 +311,8 @@ revoked, records collected), kept in memory since the plugin started, plus
 the current revoke queue length, the pending, abandoned and confirmed
 issuance records, and what the last periodic rollback and queue drain did.
 A non-zero abandoned_records or a queue that does not shrink needs an
-operator: see the README, "Guarantees: no orphaned token".
+operator: make Tooken reachable and the root secret valid (vault read
+<mount>/config shows last_rotation_error), then run tidy with
+revoke_orphans=true. More in "Guarantees: no orphaned token" of
+https://github.com/tooken/vault-plugin-secrets-tooken#guarantees-no-orphaned-token
 `

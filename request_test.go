@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -232,17 +231,6 @@ func TestRequest_ClosestField(t *testing.T) {
 	} {
 		if got := closestField(in, fields); got != want {
 			t.Errorf("closestField(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestRequest_HumanDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		time.Hour: "1h", 90 * time.Minute: "1h30m", 30 * time.Minute: "30m", 10 * time.Second: "10s",
-		time.Hour + time.Second: "1h0m1s", 768 * time.Hour: "768h", 0: "0s",
-	} {
-		if got := humanDuration(d); got != want {
-			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }

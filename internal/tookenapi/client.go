@@ -166,9 +166,14 @@ func (c *Client) WithSecret(secret string) *Client {
 // link-local address, and nothing that could carry a secret (user info,
 // query, fragment).
 func ParseBaseURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		// url.Parse reads host:port/v1 as an invalid scheme, or host/v1
+		// as a path: say what is missing.
+		return nil, errors.New("has no scheme: start it with https:// (or http:// for a local emulator), e.g. https://api.tooken.io/v1")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, errors.New("not a valid URL")
+		return nil, errors.New("not a valid URL: write it as https://HOST[:PORT]/v1")
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
