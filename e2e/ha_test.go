@@ -213,6 +213,25 @@ func haRenew(t *testing.T, n *Vault, leaseID string) time.Duration {
 }
 
 // haRevoke revokes a lease through node n and waits until the token is dead upstream.
+// haRefusedByLimit reads creds of role on n and expects max_live_tokens to refuse it (429 naming
+// the role and the limit) with nothing created upstream.
+func haRefusedByLimit(t *testing.T, e *Emulator, n *Vault, role string, limit int) {
+	t.Helper()
+	created := e.Counter(t, "created")
+	c, err := n.Client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(n.RootToken)
+	c.SetMaxRetries(0)
+	if _, err := c.Logical().Read("tooken/creds/" + role); !refusedByLimit(err, role, limit) {
+		t.Fatalf("%s: creds/%s with %d tokens live: %v, want 429 max_live_tokens", n.Name, role, limit, err)
+	}
+	if d := e.Counter(t, "created") - created; d != 0 {
+		t.Fatalf("%s: a refused creds read created %d tokens upstream", n.Name, d)
+	}
+}
+
 func haRevoke(t *testing.T, e *Emulator, n *Vault, c Creds) {
 	t.Helper()
 	n.MustRun(t, "lease", "revoke", c.LeaseID)
@@ -263,7 +282,7 @@ func haCheckState(t *testing.T, c *haCluster, e *Emulator, lastRotated any) {
 			t.Errorf("%s: role ha scopes = %v", n.Name, role["scopes"])
 		}
 		s, err := n.Client.Logical().List("tooken/roles")
-		if err != nil || s == nil || fmt.Sprint(s.Data["keys"]) != "[ha]" {
+		if err != nil || s == nil || fmt.Sprint(s.Data["keys"]) != "[capped ha]" {
 			t.Errorf("%s: list tooken/roles = %v, %v", n.Name, s, err)
 		}
 	}
@@ -296,6 +315,7 @@ func TestHACluster(t *testing.T) {
 		t.Fatalf("%s: vault write tooken/config rotation_grace=2m45s: %v\n%s%s", sb[1].Name, err, out, errOut)
 	}
 	sb[1].WriteRole(t, "tooken", "ha", "scopes=deployments:write", "ttl=10m", "max_ttl=1h")
+	sb[1].WriteRole(t, "tooken", "capped", "scopes=deployments:write", "ttl=10m", "max_ttl=1h", "max_live_tokens=2")
 	haCheckState(t, c, e, nil)
 	for _, n := range c.nodes {
 		var mounts map[string]map[string]any
@@ -317,6 +337,13 @@ func TestHACluster(t *testing.T) {
 		t.Errorf("counter created grew by %d for %d creds reads", d, len(before))
 	}
 	haCheckPlugins(t, c, active)
+
+	// max_live_tokens holds through the standbys (forwarded reads all count on the active node).
+	capped := []Creds{haCreds(t, e, sb[0], "capped", rootID), haCreds(t, e, sb[1], "capped", rootID)}
+	for _, cr := range capped {
+		secrets = append(secrets, cr.Data.Token)
+	}
+	haRefusedByLimit(t, e, sb[0], "capped", 2)
 
 	// rotate-root through a standby: forwarded; the old root secret dies after the grace and
 	// every node keeps issuing creds.
@@ -370,6 +397,16 @@ func TestHACluster(t *testing.T) {
 	}
 	haCheckState(t, c, e, lastRotated)
 	haCheckPlugins(t, c, newActive)
+	// The new active node counts the capped role's live tokens from storage: still full, and a
+	// revoke frees a slot.
+	haRefusedByLimit(t, e, rest, "capped", 2)
+	haRevoke(t, e, rest, capped[0])
+	capped[0] = haCreds(t, e, rest, "capped", rootID)
+	secrets = append(secrets, capped[0].Data.Token)
+	haRefusedByLimit(t, e, newActive, "capped", 2)
+	for _, cr := range capped {
+		haRevoke(t, e, newActive, cr)
+	}
 
 	// The stopped node comes back: it rejoins as a standby and serves creds.
 	rejoin := time.Now()
@@ -390,11 +427,11 @@ func TestHACluster(t *testing.T) {
 	haCheckState(t, c, e, lastRotated)
 
 	// Exactly one upstream token per creds read, and no leftover: live = root + unrevoked leases.
-	reads := len(before) + len(c.nodes) + 2 + 1
+	reads := len(before) + len(c.nodes) + 2 + 1 + 3 // the capped role's 3 reads are revoked
 	if d := e.Counter(t, "created") - createdBefore; d != int64(reads) {
 		t.Errorf("counter created grew by %d for %d creds reads", d, reads)
 	}
-	if live, want := len(e.LiveTokens(t)), 1+reads-3; live != want {
+	if live, want := len(e.LiveTokens(t)), 1+reads-3-3; live != want {
 		t.Errorf("live tokens upstream: %d, want %d (root + leases not revoked)", live, want)
 	}
 	t.Logf("TestHACluster took %s", time.Since(start).Round(100*time.Millisecond))
