@@ -324,10 +324,16 @@ func (b *tookenBackend) createBody(req *logical.Request, cr *credsRequest, name,
 // leaseFor checks Tooken's answer to a create and works out the lease: the
 // upstream expiry (the one asked for, or Tooken's if earlier) and the first
 // lease TTL (the ttl asked for, else the role's), which ends before it. An
-// error means the token cannot be handed out.
+// error means the token cannot be handed out (the caller revokes it).
 func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expiresAt time.Time) (*issuedToken, error) {
 	roleName, maxTTL := cr.roleName, cr.maxTTL
-	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
+	if tok.Secret == "" || tok.ID == "" {
+		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
+	}
+	if err := checkAnsweredExpiry(tok.ExpiresAt, expiresAt); err != nil {
+		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: %v; the engine revokes the token and hands out none", roleName, err))
+	}
+	if tok.ExpiresAt.Before(expiresAt) {
 		expiresAt = tok.ExpiresAt.UTC()
 	}
 	limit := min(maxTTL, leaseRemaining(expiresAt, time.Now()))
@@ -335,13 +341,26 @@ func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expires
 	if cr.ttl == 0 {
 		ttl = b.leaseTTL(cr.role.entry, limit)
 	}
-	if tok.Secret == "" || tok.ID == "" {
-		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
-	}
 	if ttl <= 0 {
 		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
 	}
 	return &issuedToken{token: tok, expiresAt: expiresAt, ttl: ttl}, nil
+}
+
+// checkAnsweredExpiry checks the expires_at of a create answer (answered)
+// against the one the engine asked for: every token it hands out must end
+// upstream no later than its lease's max TTL, and the answer is the only
+// word of it. An answer without expires_at (a Tooken or proxy that drops
+// it: the token may never expire) or with a later one does not keep that
+// promise; its token must not be handed out.
+func checkAnsweredExpiry(answered *time.Time, asked time.Time) error {
+	switch {
+	case answered == nil || answered.IsZero():
+		return fmt.Errorf("Tooken's answer has no expires_at (asked for %s), so the token may outlive its lease", asked.UTC().Format(time.RFC3339))
+	case answered.After(asked):
+		return fmt.Errorf("Tooken's answer has expires_at %s, later than the %s asked for, so the token would outlive its lease", answered.UTC().Format(time.RFC3339), asked.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // leaseTTL is the role's ttl, the mount's default lease TTL when unset, at

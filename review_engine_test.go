@@ -6,7 +6,6 @@ package tooken
 
 import (
 	"fmt"
-	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
@@ -41,31 +40,6 @@ func TestReview_RevokeAfterURLChangeGoesToTheWrongTooken(t *testing.T) {
 		t.Fatalf("the lease revoke succeeded and queued nothing, but its token still works at the Tooken that issued it (%s); "+
 			"the DELETE went to %s, whose 404 counted as revoked", first.URL(), second.URL())
 	}
-}
-
-// Promise: "every Tooken token the plugin creates carries an upstream
-// expiry no later than its lease's max TTL" ("expires_at is the hard
-// limit, whatever path made the token"). The create answer's expires_at is
-// only used when it is earlier than asked: a Tooken (or a proxy) that drops
-// the expiry gives a token that never expires, and the engine hands it out
-// under a lease (whose queued revoke is later dropped at the expiry it
-// asked for, while the token lives on).
-func TestReview_CredsAcceptATokenWithoutTheAskedExpiry(t *testing.T) {
-	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
-	front := tamperingFront(t, srv,
-		func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
-		func(m map[string]any) { delete(m, "expires_at") },
-		nil)
-	e := getTestBackend(t)
-	must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
-	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
-	resp, err := e.read("creds/r")
-	if err != nil || resp == nil || resp.IsError() {
-		return // refused: the promise holds
-	}
-	rec, _ := srv.Token(resp.Data["token_id"].(string))
-	t.Fatalf("creds handed out token %s under a lease of max TTL 1h; its upstream expires_at is %v (the engine asked for %v)",
-		rec.ID, rec.ExpiresAt, resp.Data["expires_at"])
 }
 
 // Promise: an error "never repeats the value", "a secret never appears in

@@ -304,7 +304,32 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 	}
 	b.Logger().Info("rotated the "+t.what()+" token", "token_id", tokenID, "trigger", trigger,
 		"previous_secret_expires_at", fmtTimeOrNil(tok.PreviousSecretExpiresAt))
+	b.warnPreviousSecretOverstays(t, tok, w)
 	return tok, nil
+}
+
+// warnPreviousSecretOverstays logs a warning when the rotate answer tok does
+// not say that the previous secret stops working within the grace asked for
+// (w): previous_secret_expires_at missing, or later than the grace after the
+// answer's rotated_at (Tooken's clock, as the expiry; the engine's clock
+// when the answer has none).
+// The rotation is kept all the same: the new secret passed its check, and
+// refusing it would leave the engine holding the previous secret, the very
+// one that may live on; nothing the engine can do shortens it, short of
+// revoking the token. The operator learns that the old secret may outlive
+// the grace (rotate again, or revoke the token, if it leaked).
+func (b *tookenBackend) warnPreviousSecretOverstays(t rotationTarget, tok *tookenapi.Token, w rotationWAL) {
+	from := b.now()
+	if tok.RotatedAt != nil && !tok.RotatedAt.IsZero() {
+		from = *tok.RotatedAt
+	}
+	limit := from.Add(w.grace() + time.Second)
+	pe := tok.PreviousSecretExpiresAt
+	if pe != nil && !pe.IsZero() && !pe.After(limit) {
+		return
+	}
+	b.Logger().Warn("Tooken's rotate answer does not say that the previous "+t.what()+" secret stops working within the grace asked for: it may keep working longer",
+		"token_id", w.TokenID, "rotation_grace", w.grace().String(), "previous_secret_expires_at", fmtTimeOrNil(pe))
 }
 
 // checkRotatedSecret checks that the secret of a rotate answer works before
@@ -563,6 +588,7 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 			}
 			b.pending.drop(w.IdempotencyKey)
 			log.Info("finished an interrupted "+t.what()+" rotation", "previous_secret_expires_at", fmtTimeOrNil(res.tok.PreviousSecretExpiresAt))
+			b.warnPreviousSecretOverstays(t, res.tok, w)
 			return nil
 		}
 		lastErr = res.err

@@ -583,6 +583,40 @@ func TestRotateRoot_ChecksTheNewSecret(t *testing.T) {
 	}
 }
 
+// A rotate answer that does not say the previous secret ends within the
+// grace asked for (previous_secret_expires_at dropped, or later) still
+// rotates: the new secret passed its check, and refusing it would keep the
+// very secret that may live on. The engine warns that the previous secret
+// may outlive the grace.
+func TestRotateRoot_WarnsWhenThePreviousSecretMayOverstay(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"no previous_secret_expires_at": func(m map[string]any) { delete(m, "previous_secret_expires_at") },
+		"a later one": func(m map[string]any) {
+			m["previous_secret_expires_at"] = time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newRotEnv(t, nil)
+			front := tamperingFront(e.t, e.srv, func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/rotate") }, nil, edit)
+			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": e.root}))
+			must(t)(e.rotate())
+			if secret := e.mustWork(); secret == e.root {
+				t.Fatal("the rotation kept the previous secret")
+			}
+			if !strings.Contains(e.logs.String(), "may keep working longer") {
+				t.Fatal("no warning that the previous root secret may outlive the grace")
+			}
+		})
+	}
+	t.Run("the asked grace", func(t *testing.T) {
+		e := newRotEnv(t, nil)
+		must(t)(e.rotate())
+		if strings.Contains(e.logs.String(), "may keep working longer") {
+			t.Fatal("a warning for an answer that keeps the grace")
+		}
+	})
+}
+
 // The root is the token the operator wrote. An interrupted root rotation
 // leaves a WAL entry; a config write of another root token with
 // verify_connection=false leaves token_id unknown. The rollback reads the
