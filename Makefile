@@ -4,7 +4,9 @@
 #   make test   gofmt check + go vet + unit tests (-race) + end-to-end tests against a real Vault 1.14.1
 #               (one e2e test: make test-e2e GOTESTFLAGS=-run=TestCLIWorkflow)
 #   make release VERSION=v1.2.3
-#               the plugin for linux and darwin on amd64 and arm64 in dist/, with SHA256SUMS
+#               the plugin for linux and darwin on amd64 and arm64 in dist/, with that version's
+#               dist/vault-plugin-secrets-tooken_v1.2.3_SHA256SUMS; other versions' files stay
+#   make clean  stops a make dev playground, removes bin/, dist/ (every version), .dev/, coverage*
 #
 # A Vault binary comes from scripts/vault.sh (VAULT_BIN, else `vault` 1.14.x on PATH, else a one-time
 # build of v1.14.1 into ~/.cache/vault-plugin-secrets-tooken/; ~5 minutes the first time).
@@ -48,27 +50,34 @@ dev-stop:
 
 # One static binary per OS/arch, named vault-plugin-secrets-tooken_<version>_<os>_<arch> (the file
 # name is the -command of `vault plugin register`, so versions sit side by side in one
-# plugin_directory), and dist/SHA256SUMS (the -sha256 of each). The version is stamped into the
-# binary (Vault shows it as the mount's running_plugin_version); scripts/stampedversion reads it
-# back from each binary, and the recipe fails unless it is $(VERSION) and SHA256SUMS verifies.
-# -w drops DWARF; the symbol table stays (stampedversion needs it).
+# plugin_directory), and the version's checksums, vault-plugin-secrets-tooken_<version>_SHA256SUMS
+# (the -sha256 of each; one file per version, as HashiCorp's releases name them). Only this
+# version's files are replaced: the binaries and sums of other versions stay in dist/, as an upgrade
+# and a roll-back need both. The version is stamped into the binary (Vault shows it as the mount's
+# running_plugin_version); scripts/stampedversion reads it back from each binary, and the recipe
+# fails unless it is $(VERSION) and the sums verify. -w drops DWARF; the symbol table stays
+# (stampedversion needs it).
+SUMS := $(PLUGIN)_$(VERSION)_SHA256SUMS
+
 release:
 	@[[ '$(VERSION)' =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$$ ]] || \
 		{ echo "release: VERSION=$(VERSION) is not a semantic version like v1.2.3"; exit 1; }
 	$(GO) build -o '$(BIN_DIR)/stampedversion' ./scripts/stampedversion
-	rm -rf '$(DIST_DIR)'
 	@mkdir -p '$(DIST_DIR)'
-	@for p in $(PLATFORMS); do \
-		out='$(DIST_DIR)/$(PLUGIN)_$(VERSION)_'$${p%/*}_$${p#*/}; \
+	rm -f '$(DIST_DIR)/$(PLUGIN)_$(VERSION)_'*
+	@files=(); for p in $(PLATFORMS); do \
+		name='$(PLUGIN)_$(VERSION)_'$${p%/*}_$${p#*/}; out='$(DIST_DIR)/'$$name; \
 		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -ldflags '-w $(LDFLAGS)' \
 			-o "$$out" ./cmd/$(PLUGIN); \
 		got=$$('$(BIN_DIR)/stampedversion' "$$out"); \
-		[[ $$got == '$(VERSION)' ]] || { echo "release: $${out#$(CURDIR)/} carries version '$$got', want $(VERSION)"; exit 1; }; \
-		echo "release: $${out#$(CURDIR)/} (version $$got)"; \
-	done
-	@cd '$(DIST_DIR)' && if command -v sha256sum >/dev/null; then sum='sha256sum'; else sum='shasum -a 256'; fi && \
-		$$sum $(PLUGIN)_* >SHA256SUMS && $$sum -c --quiet SHA256SUMS && \
-		echo "release: dist/SHA256SUMS verifies:" && cat SHA256SUMS
+		[[ $$got == '$(VERSION)' ]] || { echo "release: dist/$$name carries version '$$got', want $(VERSION)"; exit 1; }; \
+		echo "release: dist/$$name (version $$got)"; files+=("$$name"); \
+	done; \
+	cd '$(DIST_DIR)' && if command -v sha256sum >/dev/null; then sum='sha256sum'; else sum='shasum -a 256'; fi && \
+		$$sum "$${files[@]}" >'$(SUMS)' && $$sum -c --quiet '$(SUMS)' && \
+		echo "release: dist/$(SUMS) verifies:" && cat '$(SUMS)'
+	@others=$$(cd '$(DIST_DIR)' && ls | grep -v '^$(PLUGIN)_$(VERSION)_' || true); \
+		[[ -z $$others ]] || echo "release: kept in dist/ (other versions):" $$others
 
 test: fmt-check vet test-unit test-e2e
 
@@ -101,6 +110,9 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# Stops a make dev playground (saying what it stopped), then removes every output: bin/ (builds),
+# dist/ (the release binaries and sums of every version), .dev/ (the playground's logs and state).
 clean:
-	@scripts/dev.sh stop >/dev/null 2>&1 || true
-	rm -rf $(BIN_DIR) $(DIST_DIR) .dev coverage*
+	@scripts/dev.sh stop || true
+	@echo "clean: removing bin/ (builds), dist/ (release binaries and sums, every version), .dev/ (make dev logs and state), coverage*"
+	@rm -rf $(BIN_DIR) $(DIST_DIR) .dev coverage*

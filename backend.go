@@ -68,6 +68,11 @@ type tookenBackend struct {
 
 	periodicMu sync.Mutex // one periodic run at a time
 
+	// stop ends background work (a sweep started early, issuance_rollback.go)
+	// when the backend is cleaned up.
+	stop     context.Context
+	stopWork context.CancelFunc
+
 	routes []route // the Paths with their compiled patterns (request.go)
 }
 
@@ -77,7 +82,9 @@ var _ logical.Factory = Factory
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := backend()
 	b.mountUUID = conf.BackendUUID
-	if err := b.Setup(ctx, conf); err != nil {
+	c := *conf
+	c.System = newCachedSystemView(conf.System) // system_view.go
+	if err := b.Setup(ctx, &c); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -94,6 +101,7 @@ func backend() *tookenBackend {
 
 		tokenLocks: roleLocks{m: make(map[string]*roleLock)},
 	}
+	b.stop, b.stopWork = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -142,6 +150,7 @@ func (b *tookenBackend) invalidate(_ context.Context, key string) {
 
 // clean runs when the mount is unmounted or the plugin stops.
 func (b *tookenBackend) clean(_ context.Context) {
+	b.stopWork()
 	b.installConfig(nil)
 }
 

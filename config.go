@@ -102,33 +102,29 @@ func (c *tookenConfig) minRotationGrace() time.Duration {
 
 // validateGrace checks rotation_grace against what recovering an
 // interrupted rotation needs with this config's request_timeout and
-// max_retries.
+// max_retries. That minimum is computed only from valid values of those: an
+// invalid one is reported by its own check, and the minimum checked once it
+// is fixed.
 func (c *tookenConfig) validateGrace() error {
-	g, least := c.grace(), c.minRotationGrace()
-	switch {
-	case g > maxRotationGrace:
-		return fmt.Errorf("rotation_grace: %s is longer than %s, Tooken's limit of previous_secret_ttl", shortDuration(g), shortDuration(maxRotationGrace))
-	case g < least:
-		return fmt.Errorf("rotation_grace: %s is shorter than the %s that recovering an interrupted rotation needs with request_timeout=%s and max_retries=%d "+
-			"(the rotation is replayed with the previous secret: %s WAL minimum age + %s Vault rollback interval + %s for the rotate call + %s margin); "+
-			"raise rotation_grace, or lower request_timeout or max_retries",
-			shortDuration(g), shortDuration(least), shortDuration(c.RequestTimeout), c.MaxRetries,
-			shortDuration(walRollbackMinAge), shortDuration(vaultRollbackInterval), shortDuration(c.rotationCallBudget()), shortDuration(rotationRecoveryMargin))
+	g := c.grace()
+	if g > maxRotationGrace {
+		return fmt.Errorf("rotation_grace: %s is longer than %s (Tooken's limit of previous_secret_ttl); give at most %s", humanDuration(g), humanDuration(maxRotationGrace), humanDuration(maxRotationGrace))
+	}
+	if !c.callSettingsValid() {
+		return nil
+	}
+	if least := c.minRotationGrace(); g < least {
+		return fmt.Errorf("rotation_grace: %s is shorter than the %s that recovering an interrupted rotation needs with request_timeout=%s and max_retries=%d; "+
+			"raise rotation_grace to at least %s, or lower request_timeout or max_retries",
+			humanDuration(g), humanDuration(least), humanDuration(c.RequestTimeout), c.MaxRetries, humanDuration(least))
 	}
 	return nil
 }
 
-// shortDuration is d as Go writes it, without the zero units it ends with
-// ("5m", "1h", "3m30s", "45s").
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
+// callSettingsValid tells whether request_timeout and max_retries are valid
+// (validate reports them otherwise).
+func (c *tookenConfig) callSettingsValid() bool {
+	return c.RequestTimeout > 0 && c.MaxRetries >= 0 && c.MaxRetries <= maxMaxRetries
 }
 
 // effectiveRollbackMinAge is rollback_min_age with its default.
@@ -168,7 +164,7 @@ func (c *tookenConfig) validate() error {
 		errs = append(errs, fmt.Errorf("url: %w", err))
 	}
 	if c.Token == "" {
-		errs = append(errs, errors.New("token: required"))
+		errs = append(errs, errors.New("token: required when creating the config: the root Tooken secret (token=- reads it from stdin)"))
 	} else if !secretRegex.MatchString(c.Token) {
 		// Never echo the value.
 		errs = append(errs, errors.New("token: not a Tooken secret (expected tok_live_ or tok_test_ followed by at least 20 letters or digits)"))
@@ -179,10 +175,10 @@ func (c *tookenConfig) validate() error {
 		}
 	}
 	if c.RequestTimeout <= 0 {
-		errs = append(errs, errors.New("request_timeout: must be greater than zero"))
+		errs = append(errs, errors.New("request_timeout: must be greater than zero, e.g. 30s"))
 	}
 	if c.RollbackMinAge < 0 || c.RollbackMinAge > maxRollbackMinAge {
-		errs = append(errs, fmt.Errorf("rollback_min_age: must be between 1s and %s (0 = default %s)", maxRollbackMinAge, defaultRollbackMinAge))
+		errs = append(errs, fmt.Errorf("rollback_min_age: must be between 1s and %s (0 = the default, %s)", humanDuration(maxRollbackMinAge), humanDuration(defaultRollbackMinAge)))
 	}
 	if c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
 		errs = append(errs, fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries))
@@ -252,12 +248,12 @@ func configFields() map[string]*framework.FieldSchema {
 		},
 		"max_retries": {
 			Type:        framework.TypeInt,
-			Description: fmt.Sprintf("How many times a failed Tooken call (connection error, 5xx, 429) is retried, 0 to %d.", maxMaxRetries),
+			Description: fmt.Sprintf("How many times a failed Tooken call is retried, 0 to %d: after a connection error, a 5xx other than 501, a 429 or 503 (after its Retry-After, waited for up to %s), or a 409 telling that a POST with the same Idempotency-Key is still in flight. Backoff: exponential with jitter.", maxMaxRetries, humanDuration(tookenapi.MaxRetryWait)),
 			Default:     tookenapi.DefaultMaxRetries,
 		},
 		"rollback_min_age": {
 			Type:        framework.TypeDurationSecond,
-			Description: "Age after which the periodic rollback finishes a creds request that left a pending issuance record (replays its create and revokes the token). 0 = default (2m).",
+			Description: fmt.Sprintf("Age after which the periodic rollback finishes a creds request that left a pending issuance record (replays its create and revokes the token), 1s to %s. 0 = the default, %s.", humanDuration(maxRollbackMinAge), humanDuration(defaultRollbackMinAge)),
 		},
 		"verify_connection": {
 			Type:        framework.TypeBool,
@@ -339,7 +335,7 @@ func rotationFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"rotation_period": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("Rotate the root secret this long after it was last set (by rotation or by a config write). 0 (default) turns the schedule off; otherwise at least %s.", minRotationPeriod),
+			Description: fmt.Sprintf("Rotate the root secret this long after it was last set (by rotation or by a config write). 0 (default) turns the schedule off; otherwise at least %s.", humanDuration(minRotationPeriod)),
 		},
 		"rotation_window": {
 			Type:        framework.TypeString,
@@ -348,7 +344,7 @@ func rotationFields() map[string]*framework.FieldSchema {
 		"rotation_grace": {
 			Type: framework.TypeDurationSecond,
 			Description: fmt.Sprintf("How long the previous root secret keeps working after a rotation (previous_secret_ttl), at most %s. At least what recovering an interrupted rotation needs: %s with the default request_timeout and max_retries (%s + the rotate call's budget, which grows with request_timeout and max_retries up to %s).",
-				shortDuration(maxRotationGrace), shortDuration(newDefaultConfig().minRotationGrace()), shortDuration(minRotationGrace(0)), shortDuration(maxRotationCallBudget)),
+				humanDuration(maxRotationGrace), humanDuration(newDefaultConfig().minRotationGrace()), humanDuration(minRotationGrace(0)), humanDuration(maxRotationCallBudget)),
 			Default: int(defaultRotationGrace / time.Second),
 		},
 	}

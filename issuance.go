@@ -2,8 +2,8 @@ package tooken
 
 import (
 	"context"
-	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -11,21 +11,32 @@ import (
 	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
-// Issuance records: issued/<issue_key>. The key is also the POST's
-// Idempotency-Key and the token's vault_issue_key metadata.
+// Issuance records guard every creds read, in two records kept apart in the
+// key space (storage.go), so that periodic work costs what is pending, never
+// what is live:
 //
-// A creds read writes the record "pending" (with the exact create body)
-// before the POST and "confirmed" (with the token id) after the answer: two
-// storage writes and nothing else. The lease revoke deletes it. A pending
-// record that outlives a request (crash, lost answer, failed confirm) is
-// finished by rollbackIssuance: replay the POST with the same key and body,
-// revoke what it names, delete the record (undoCreate).
+//	issued/pending/<key>       written before the POST: role and exact create body
+//	issued/live/<role>/<key>   written once the token exists: its id and expiry
+//
+// The key is also the POST's Idempotency-Key and the token's vault_issue_key
+// metadata. A creds read costs these two writes and nothing else; the lease
+// revoke deletes the live record (one delete; the lease's internal data names
+// it). The pending record of a read that was confirmed is deleted by the next
+// periodic run (sweepConfirmed), off the request path: this node keeps the
+// keys it confirmed until then, a list bounded by the read rate over one
+// period (and by maxUnswept), not by the number of leases. A pending record that was never
+// confirmed (crash, lost answer, failed write) is finished by the rollback
+// (issuance_rollback.go): replay the POST with the same key and body, revoke
+// what it names, delete the record. Per-role counts of live tokens for
+// max_live_tokens are in issuance_count.go; the start-up pass that learns
+// what is pending and moves the previous version's records is in
+// issuance_prepare.go.
 const (
 	issueStatePending   = "pending"
-	issueStateConfirmed = "confirmed"
-	// abandoned: rollback gave up (bounded attempts). Kept for tidy, which
-	// reports (and may revoke) the token and collects the record once its
-	// expires_at has passed.
+	issueStateConfirmed = "confirmed" // the previous layout only: live records have no state
+	// abandoned: rollback gave up (bounded attempts). The record stays where
+	// it is, for tidy, which reports (and may revoke) the token; it is deleted
+	// once its expires_at has passed.
 	issueStateAbandoned = "abandoned"
 )
 
@@ -42,7 +53,9 @@ const (
 	defaultRollbackBudget = 15 * time.Second
 )
 
-// issuanceRecord is stored at issuedPrefix + Key. It never holds a secret.
+// issuanceRecord is a pending record, stored at issuedPendingPrefix + Key
+// (and the previous version's record at issuedPrefix + Key, whose State went
+// pending -> confirmed in place). It never holds a secret.
 type issuanceRecord struct {
 	Key        string                       `json:"key"`
 	State      string                       `json:"state"`
@@ -67,49 +80,102 @@ func (r *issuanceRecord) expiresAt() time.Time {
 
 // expired tells whether any token of this record is dead upstream by now.
 func (r *issuanceRecord) expired(now time.Time) bool {
-	exp := r.expiresAt()
-	return !exp.IsZero() && !now.Before(exp)
+	return expiredAt(r.expiresAt(), now)
 }
 
-// issuanceRecords is what this node knows of the mount's issuance records,
-// so that the periodic rollback reads storage only for records it does not
-// know as confirmed, and never touches a record a request is working on.
+func expiredAt(exp, now time.Time) bool { return !exp.IsZero() && !now.Before(exp) }
+
+// liveRecord is stored at issuedLivePrefix + role/key once the token of a
+// creds read exists; role and key are in its storage key. It is all tidy
+// needs (which token the key made, and until when), so the create body is
+// encoded once, in the pending record, not twice.
+type liveRecord struct {
+	TokenID   string    `json:"token_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+	IssuedAt  time.Time `json:"issued_at"`
+}
+
+// issuanceRecords is what this node knows of the mount's issuance records:
+// the pending records it knows of (in flight, or left for the rollback), the
+// keys of the reads it confirmed whose pending record waits for the sweep,
+// and the per-role live counts. Nothing in it grows with the number of live
+// leases.
 type issuanceRecords struct {
-	mu        sync.Mutex
-	inFlight  map[string]struct{}  // issue keys of creds requests running on this node
-	claimed   map[string]struct{}  // issue keys being rolled back now
-	confirmed map[string]time.Time // issue keys known confirmed -> expires_at
-	scanned   bool                 // one full read of issued/ done since start
-	last      rollbackReport       // the last rollback pass
+	mu       sync.Mutex
+	pending  map[string]*pendingKey // by issue key; each holds a slot of its role's count
+	toSweep  []string               // keys of confirmed reads whose pending record is still stored
+	sweeping bool                   // a sweep started by maxUnswept is running
+	roles    map[string]*roleCount  // by role (issuance_count.go)
+	gen      uint64                 // bumped at each listing of the pending records
+	claims   map[string]struct{}    // live record ids (role/key) being deleted by tidy or a late revoke
+	last     rollbackReport         // the last rollback pass
+
+	prepareMu sync.Mutex  // one start-up pass at a time
+	prepared  atomic.Bool // the start-up pass is done (issuance_prepare.go)
 
 	// Settings (tests shorten them).
 	maxAttempts int           // rollback attempts before a record is abandoned
+	maxUnswept  int           // keys waiting for the sweep before one starts at once
 	retry       retryPolicy   // backoff between attempts
 	callTimeout time.Duration // of each upstream call of a rollback
 	passBudget  time.Duration // of one rollback pass
 }
 
+// defaultMaxUnswept bounds toSweep: past it a sweep starts at once rather
+// than at the next periodic run (about 64 bytes a key; reached only above
+// ~1,700 reads a second).
+const defaultMaxUnswept = 100000
+
+// pendingKey is one pending record this node knows of, not confirmed.
+type pendingKey struct {
+	role      string    // "" until known
+	inFlight  bool      // a creds request of this node holds it
+	claimed   bool      // the rollback (or tidy) works on it now
+	abandoned bool      // the rollback gave up on it
+	due       time.Time // the rollback looks at it again from then on (zero: at once)
+	settled   uint64    // gen when it last stopped being in flight, or was learned
+}
+
 func newIssuanceRecords() *issuanceRecords {
 	return &issuanceRecords{
-		inFlight:    make(map[string]struct{}),
-		claimed:     make(map[string]struct{}),
-		confirmed:   make(map[string]time.Time),
+		pending:     make(map[string]*pendingKey),
+		roles:       make(map[string]*roleCount),
+		claims:      make(map[string]struct{}),
 		maxAttempts: defaultMaxRollbackAttempts,
+		maxUnswept:  defaultMaxUnswept,
 		retry:       retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		callTimeout: defaultUpstreamCallTimeout,
 		passBudget:  defaultRollbackBudget,
 	}
 }
 
-// begin marks a creds request's key in flight on this node: rollback leaves
-// it alone until the request calls end.
+// begin marks a creds request's key in flight on this node: the rollback
+// leaves it alone until the request calls end.
 func (r *issuanceRecords) begin(key string) (end func()) {
 	r.mu.Lock()
-	r.inFlight[key] = struct{}{}
+	p := r.holdLocked(key)
 	r.mu.Unlock()
+	return r.ender(p)
+}
+
+// holdLocked is the entry of key, made if needed, marked in flight (r.mu
+// held).
+func (r *issuanceRecords) holdLocked(key string) *pendingKey {
+	p := r.pending[key]
+	if p == nil {
+		p = &pendingKey{}
+		r.pending[key] = p
+	}
+	p.inFlight = true
+	return p
+}
+
+// ender is the end of a request that holds p.
+func (r *issuanceRecords) ender(p *pendingKey) func() {
 	return func() {
 		r.mu.Lock()
-		delete(r.inFlight, key)
+		p.inFlight = false
+		p.settled = r.gen
 		r.mu.Unlock()
 	}
 }
@@ -117,48 +183,61 @@ func (r *issuanceRecords) begin(key string) (end func()) {
 func (r *issuanceRecords) isInFlight(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.inFlight[key]
-	return ok
+	p := r.pending[key]
+	return p != nil && p.inFlight
 }
 
-// claim reserves a key for rollback; false while a request (or another
-// rollback) holds it.
+// claim reserves a pending key for the rollback (or tidy); false while a
+// request (or another claim) holds it.
 func (r *issuanceRecords) claim(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.inFlight[key]; ok {
+	p := r.pending[key]
+	if p == nil {
+		p = &pendingKey{settled: r.gen}
+		r.pending[key] = p
+	}
+	if p.inFlight || p.claimed {
 		return false
 	}
-	if _, ok := r.claimed[key]; ok {
-		return false
-	}
-	r.claimed[key] = struct{}{}
+	p.claimed = true
 	return true
 }
 
 func (r *issuanceRecords) release(key string) {
 	r.mu.Lock()
-	delete(r.claimed, key)
+	if p := r.pending[key]; p != nil {
+		p.claimed = false
+	}
 	r.mu.Unlock()
 }
 
-func (r *issuanceRecords) markConfirmed(key string, expiresAt time.Time) {
+// setDue notes when the rollback must look at a pending key next.
+func (r *issuanceRecords) setDue(key string, due time.Time, abandoned bool) {
 	r.mu.Lock()
-	r.confirmed[key] = expiresAt
+	if p := r.pending[key]; p != nil {
+		p.due, p.abandoned = due, abandoned
+	}
 	r.mu.Unlock()
 }
 
-func (r *issuanceRecords) forget(key string) {
-	r.mu.Lock()
-	delete(r.confirmed, key)
-	r.mu.Unlock()
-}
-
-func (r *issuanceRecords) isConfirmed(key string) bool {
+// claimLive reserves a live record for a deletion whose caller must first
+// check that it still exists (tidy's collection, a revoke after expiry), so
+// that the record's slot is released once.
+func (r *issuanceRecords) claimLive(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.confirmed[key]
-	return ok
+	if _, ok := r.claims[id]; ok {
+		return false
+	}
+	r.claims[id] = struct{}{}
+	return true
+}
+
+func (r *issuanceRecords) releaseLive(id string) {
+	r.mu.Lock()
+	delete(r.claims, id)
+	r.mu.Unlock()
 }
 
 // lastReport is what the last rollback pass did.
@@ -168,206 +247,124 @@ func (r *issuanceRecords) lastReport() rollbackReport {
 	return r.last
 }
 
-// dropIssuance deletes a record whose token is dead (or was never created).
-// Best effort: a record left behind is finished by rollback or collected by
-// tidy once expired.
-func (b *tookenBackend) dropIssuance(ctx context.Context, s logical.Storage, key string) {
-	if key == "" {
+// confirmIssuance stores the live record of a creds read whose token exists
+// (its second storage write): the read's slot passes to it, and its pending
+// record now only waits for the sweep. Past maxUnswept keys waiting, a sweep
+// starts at once, in the background.
+func (b *tookenBackend) confirmIssuance(ctx context.Context, s logical.Storage, role, key string, rec *liveRecord) error {
+	r := b.issued
+	done := r.changing(role)
+	defer done()
+	if err := putLive(ctx, s, role, key, rec); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.pending, key)
+	r.toSweep = append(r.toSweep, key)
+	start := len(r.toSweep) >= r.maxUnswept && !r.sweeping
+	r.sweeping = r.sweeping || start
+	r.mu.Unlock()
+	if start {
+		go b.sweepNow(s)
+	}
+	return nil
+}
+
+// dropPending deletes the pending record of a creds read whose token is dead
+// or was never created, and frees its slot. Best effort: a record left
+// behind is finished by the rollback.
+func (b *tookenBackend) dropPending(ctx context.Context, s logical.Storage, role, key string) {
+	r := b.issued
+	done := r.changing(role)
+	defer done()
+	if err := deleteIssuance(ctx, s, key); err != nil {
+		b.Logger().Warn("could not delete a pending issuance record; the rollback will", "issue_key", key, "error", err)
 		return
 	}
-	b.issued.forget(key)
-	if err := deleteIssuance(ctx, s, key); err != nil {
-		b.Logger().Warn("could not delete an issuance record; rollback or tidy will", "issue_key", key, "error", err)
-	}
-}
-
-// rollbackReport counts what one rollback pass did.
-type rollbackReport struct {
-	Pending   int `json:"pending"`   // pending records seen
-	Finished  int `json:"finished"`  // pending records finished (token revoked or never created)
-	Failed    int `json:"failed"`    // attempts that failed (retried later)
-	Abandoned int `json:"abandoned"` // records given up on (total abandoned seen)
-	Collected int `json:"collected"` // expired records deleted
-}
-
-// rollbackIssuance is the periodic rollback: it finishes the pending
-// records older than the min age that no request on this node holds. It
-// reads every record once after start and then only the records it does not
-// know as confirmed. What it did is kept for tidy/status.
-func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage) (rep rollbackReport, err error) {
-	r := b.issued
-	defer func() {
-		r.mu.Lock()
-		r.last = rep
-		r.mu.Unlock()
-	}()
-	cfg, err := b.getConfig(ctx, s)
-	if err != nil || cfg == nil {
-		return rep, err
-	}
-	keys, err := listIssuance(ctx, s)
-	if err != nil {
-		return rep, err
-	}
 	r.mu.Lock()
-	full := !r.scanned
-	r.mu.Unlock()
-
-	p := &rollbackPass{now: b.now(), minAge: cfg.effectiveRollbackMinAge(), full: full, deadline: time.Now().Add(r.passBudget)}
-	for _, key := range keys {
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		if err := b.rollbackKey(ctx, s, p, key, &rep); err != nil {
-			return rep, err
-		}
-	}
-	if full {
-		r.mu.Lock()
-		r.scanned = true
-		r.mu.Unlock()
-	}
-	rep.Collected += b.collectConfirmed(ctx, s, keys, p.now)
-	return rep, nil
-}
-
-// rollbackPass is the state of one rollback pass.
-type rollbackPass struct {
-	now    time.Time
-	minAge time.Duration
-	full   bool              // read every record, even those known confirmed
-	client *tookenapi.Client // built when first needed
-	// deadline: no record's upstream work starts after it (each call has
-	// its own timeout); the records left wait for the next pass.
-	deadline time.Time
-}
-
-// rollbackKey handles one issuance record: it learns a confirmed one,
-// collects an expired abandoned one, and finishes a pending one that is due.
-// Only storage and client-building failures are returned.
-func (b *tookenBackend) rollbackKey(ctx context.Context, s logical.Storage, p *rollbackPass, key string, rep *rollbackReport) error {
-	r := b.issued
-	if (!p.full && r.isConfirmed(key)) || r.isInFlight(key) {
-		return nil
-	}
-	rec, err := getIssuance(ctx, s, key)
-	if err != nil || rec == nil {
-		return err
-	}
-	switch rec.State {
-	case issueStateConfirmed:
-		r.markConfirmed(key, rec.expiresAt())
-		return nil
-	case issueStateAbandoned:
-		rep.Abandoned++
-		if rec.expired(p.now) {
-			b.dropIssuance(ctx, s, key)
-			rep.Collected++
-		}
-		return nil
-	}
-	rep.Pending++
-	if p.now.Sub(rec.CreatedAt) < p.minAge || p.now.Before(rec.NextAttempt) || time.Now().After(p.deadline) {
-		return nil
-	}
-	if p.client == nil {
-		if p.client, err = b.getClient(ctx, s); err != nil {
-			return err
-		}
-	}
-	done, err := b.rollbackRecord(ctx, s, p.client, key)
-	switch {
-	case err != nil:
-		return err
-	case done:
-		rep.Finished++
-	default:
-		rep.Failed++
-	}
-	return nil
-}
-
-// collectConfirmed deletes the records known confirmed whose token has
-// expired upstream (their lease is gone: it never outlives the token), and
-// forgets the keys no longer listed (deleted elsewhere). It returns how many
-// records it deleted.
-func (b *tookenBackend) collectConfirmed(ctx context.Context, s logical.Storage, listed []string, now time.Time) int {
-	present := make(map[string]struct{}, len(listed))
-	for _, key := range listed {
-		present[key] = struct{}{}
-	}
-	r := b.issued
-	var expired []string
-	r.mu.Lock()
-	for key, exp := range r.confirmed {
-		if _, ok := present[key]; !ok {
-			delete(r.confirmed, key)
-			continue
-		}
-		if !exp.IsZero() && now.After(exp) {
-			expired = append(expired, key)
-		}
+	if p := r.pending[key]; p != nil {
+		r.adjustLocked(p.role, -1)
+		delete(r.pending, key)
 	}
 	r.mu.Unlock()
-	for _, key := range expired {
-		b.dropIssuance(ctx, s, key)
-	}
-	return len(expired)
 }
 
-// rollbackRecord finishes one pending record with undoCreate and deletes it.
-// It reports done when the record is gone; a failed attempt is recorded with
-// its backoff, and the record is abandoned after maxAttempts. Only a storage
-// failure is returned as an error.
-func (b *tookenBackend) rollbackRecord(ctx context.Context, s logical.Storage, client *tookenapi.Client, key string) (bool, error) {
+// dropLive deletes the live record of a token that is dead, and frees its
+// slot. Best effort: a record left behind is collected by tidy once its
+// token has expired.
+func (b *tookenBackend) dropLive(ctx context.Context, s logical.Storage, role, key string) {
 	r := b.issued
-	if !r.claim(key) {
-		return false, nil
+	done := r.changing(role)
+	defer done()
+	if err := deleteLive(ctx, s, role, key); err != nil {
+		b.Logger().Warn("could not delete an issuance record; tidy will once its token has expired", "role", role, "issue_key", key, "error", err)
+		return
 	}
-	defer r.release(key)
-	// Read again under the claim: the request may have confirmed it meanwhile.
-	rec, err := getIssuance(ctx, s, key)
+	r.mu.Lock()
+	r.adjustLocked(role, -1)
+	r.mu.Unlock()
+}
+
+// dropLiveIfPresent is dropLive for a record that may be gone already (its
+// token has expired, so tidy may have collected it): it reads the record
+// first, under a claim, so that its slot is freed once.
+func (b *tookenBackend) dropLiveIfPresent(ctx context.Context, s logical.Storage, role, key string) bool {
+	r := b.issued
+	id := liveID(role, key)
+	if !r.claimLive(id) {
+		return false // another deletion of it is under way
+	}
+	defer r.releaseLive(id)
+	rec, err := getLive(ctx, s, role, key)
 	if err != nil || rec == nil {
-		return rec == nil && err == nil, err
+		return false
 	}
-	if rec.State != issueStatePending {
-		if rec.State == issueStateConfirmed {
-			r.markConfirmed(key, rec.expiresAt())
-		}
-		return false, nil
-	}
-	now := b.now()
-	if rec.expired(now) {
-		// Whatever this key created is dead upstream already.
-		b.dropIssuance(ctx, s, key)
-		return true, nil
-	}
-	tokenID, err := undoCreate(ctx, client, rec.Body, key, r.callTimeout)
-	if err == nil {
-		b.Logger().Info("rollback finished an unfinished creds request: its token is revoked, or was never created", "role", rec.Role, "token_id", tokenID, "issue_key", key)
-		b.dropIssuance(ctx, s, key)
-		return true, nil
-	}
-	if tokenID != "" {
-		rec.TokenID = tokenID
-	}
-	return false, b.recordRollbackFailure(ctx, s, rec, err, now)
+	b.dropLive(ctx, s, role, key)
+	return true
 }
 
-// recordRollbackFailure stores a failed rollback attempt with its backoff,
-// and abandons the record after maxAttempts.
-func (b *tookenBackend) recordRollbackFailure(ctx context.Context, s logical.Storage, rec *issuanceRecord, err error, now time.Time) error {
-	r := b.issued
-	r.retry.recordFailure(&rec.retryState, err, now)
-	if rec.Attempts >= r.maxAttempts {
-		rec.State = issueStateAbandoned
-		b.Logger().Error("rollback gives up on an unfinished creds request: a token may live upstream until its expiry; tidy reports it",
-			"role", rec.Role, "issue_key", rec.Key, "token_id", rec.TokenID, "expires_at", rec.expiresAt().Format(time.RFC3339), "attempts", rec.Attempts, "error", err)
-	} else {
-		b.Logger().Warn("rollback of an unfinished creds request failed; will retry", "role", rec.Role, "issue_key", rec.Key, "attempts", rec.Attempts, "error", err)
+// issuanceRef names the issuance record of an issued token: the live record
+// of role/key, or, for a lease or queue entry of the previous version, its
+// flat record (which the start-up pass may have moved to the live one).
+type issuanceRef struct {
+	role, key string
+	legacy    bool
+}
+
+// recordKey is the storage key of the live record, as leases and queue
+// entries carry it.
+func (ref issuanceRef) recordKey() string {
+	if ref.legacy || ref.key == "" {
+		return ""
 	}
-	if perr := putIssuance(ctx, s, rec); perr != nil {
-		return fmt.Errorf("recording a rollback attempt: %w", perr)
+	return issuedLivePrefix + liveID(ref.role, ref.key)
+}
+
+// refFor names the record of a lease or queue entry from its role, issue key
+// and record key ("" when written by the previous version).
+func refFor(role, key, record string) issuanceRef {
+	ref := issuanceRef{role: role, key: key}
+	ref.legacy = record == "" || record != ref.recordKey()
+	return ref
+}
+
+// dropRecord deletes the issuance record of a token that is dead (lease
+// revoke, queue drain). A record of the previous version is at its flat key
+// until the start-up pass moves it: both are deleted, flat first (see
+// moveLegacy for why that order). expired says that the token's expires_at
+// has passed: tidy may have collected the record already.
+func (b *tookenBackend) dropRecord(ctx context.Context, s logical.Storage, ref issuanceRef, expired bool) {
+	if ref.key == "" {
+		return
 	}
-	return nil
+	if ref.legacy && !b.issued.prepared.Load() {
+		if err := deleteLegacy(ctx, s, ref.key); err != nil {
+			b.Logger().Warn("could not delete an issuance record; tidy will once its token has expired", "issue_key", ref.key, "error", err)
+		}
+	}
+	if expired {
+		b.dropLiveIfPresent(ctx, s, ref.role, ref.key)
+		return
+	}
+	b.dropLive(ctx, s, ref.role, ref.key)
 }

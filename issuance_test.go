@@ -3,8 +3,11 @@ package tooken
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,11 +116,16 @@ func (e *testEnv) issuance(key string) *issuanceRecord {
 	return rec
 }
 
+// issuanceKeys lists every issuance record in storage, whatever its layout,
+// by its key under issued/.
 func (e *testEnv) issuanceKeys() []string {
 	e.t.Helper()
-	keys, err := e.storage.Storage.List(context.Background(), issuedPrefix)
+	keys, err := logical.CollectKeysWithPrefix(context.Background(), e.storage.Storage, issuedPrefix)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	for i, k := range keys {
+		keys[i] = strings.TrimPrefix(k, issuedPrefix)
 	}
 	return keys
 }
@@ -161,31 +169,54 @@ func TestIssuance_Lifecycle(t *testing.T) {
 	e := getTestBackend(t)
 	e.configure(srv, nil)
 	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+	ctx := context.Background()
 
 	resp := must(t)(e.read("creds/r"))
 	key := issueKeyOf(resp)
-	rec := e.issuance(key)
-	if rec == nil || rec.State != issueStateConfirmed || rec.TokenID != resp.Data["token_id"] {
-		t.Fatalf("record after creds = %+v", rec)
+	secret := resp.Data["token"].(string)
+	// The pending record holds the exact body; the live record the token id
+	// and expiry; the lease names the live record. Neither holds the secret.
+	pending := e.issuance(key)
+	if pending == nil || pending.State != issueStatePending || pending.Role != "r" {
+		t.Fatalf("pending record after creds = %+v", pending)
 	}
-	// The record holds the exact body: the upstream token's expires_at and
-	// metadata, never the secret.
-	up, _ := srv.Token(rec.TokenID)
-	if up.ExpiresAt == nil || !up.ExpiresAt.Equal(rec.expiresAt()) || up.Metadata[metaIssueKey] != key || up.Name != rec.Body.Name {
-		t.Errorf("record body %+v does not match upstream %+v", rec.Body, up)
+	live, err := getLive(ctx, e.storage.Storage, "r", key)
+	if err != nil || live == nil || live.TokenID != resp.Data["token_id"] {
+		t.Fatalf("live record after creds = %+v, %v", live, err)
 	}
-	if strings.Contains(mustJSON(t, rec), resp.Data["token"].(string)) {
-		t.Error("the record holds the secret")
+	if got := resp.Secret.InternalData[internalRecord]; got != issuedLivePrefix+"r/"+key {
+		t.Errorf("lease names record %v", got)
 	}
-	if !e.b.issued.isConfirmed(key) || e.b.issued.isInFlight(key) {
-		t.Error("issuance records state after creds")
+	up, _ := srv.Token(live.TokenID)
+	if up.ExpiresAt == nil || !up.ExpiresAt.Equal(live.ExpiresAt) || !up.ExpiresAt.Equal(pending.expiresAt()) ||
+		up.Metadata[metaIssueKey] != key || up.Name != pending.Body.Name {
+		t.Errorf("records %+v / %+v do not match upstream %+v", pending.Body, live, up)
 	}
+	if strings.Contains(mustJSON(t, pending), secret) || strings.Contains(mustJSON(t, live), secret) {
+		t.Error("a record holds the secret")
+	}
+	if !slices.Contains(e.b.issued.toSweep, key) || e.b.issued.isInFlight(key) || e.b.issued.pending[key] != nil {
+		t.Error("issuance records state after creds: the key should wait for the sweep only")
+	}
+
+	// The periodic run deletes the pending record of the confirmed read, and
+	// forgets the key: nothing is kept in memory per live lease.
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if keys := e.issuanceKeys(); !slices.Equal(keys, []string{"live/r/" + key}) {
+		t.Errorf("records after the sweep: %v", keys)
+	}
+	if n, m := len(e.b.issued.pending), len(e.b.issued.toSweep); n+m != 0 {
+		t.Errorf("%d pending and %d confirmed keys still known after the sweep", n, m)
+	}
+	if rep := e.b.issued.lastReport(); rep.Swept != 1 {
+		t.Errorf("rollback report %+v, want 1 swept", rep)
+	}
+
 	must(t)(e.revoke(lease(resp)))
-	if e.issuance(key) != nil {
-		t.Error("record left after revoke")
-	}
-	if e.b.issued.isConfirmed(key) {
-		t.Error("the issuance records still know the key after revoke")
+	if keys := e.issuanceKeys(); len(keys) != 0 {
+		t.Errorf("records left after revoke: %v", keys)
 	}
 }
 
@@ -475,30 +506,157 @@ func TestIssuance_RollbackBounded(t *testing.T) {
 	}
 }
 
-// After start, the periodic func reads every record once, then only the ones
-// it does not know as confirmed.
-func TestIssuance_PeriodicStorageCost(t *testing.T) {
+// opStorage records the storage calls under issued/: each Get and List with
+// what it found.
+type opStorage struct {
+	logical.Storage
+	mu  sync.Mutex
+	ops []string // "get issued/...", "list issued/... -> n"
+}
+
+func (o *opStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	if strings.HasPrefix(key, issuedPrefix) {
+		o.mu.Lock()
+		o.ops = append(o.ops, "get "+key)
+		o.mu.Unlock()
+	}
+	return o.Storage.Get(ctx, key)
+}
+
+func (o *opStorage) List(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := o.Storage.List(ctx, prefix)
+	if strings.HasPrefix(prefix, issuedPrefix) {
+		records := 0 // folders left out
+		for _, k := range keys {
+			if !strings.HasSuffix(k, "/") {
+				records++
+			}
+		}
+		o.mu.Lock()
+		o.ops = append(o.ops, fmt.Sprintf("list %s -> %d", prefix, records))
+		o.mu.Unlock()
+	}
+	return keys, err
+}
+
+func (o *opStorage) take() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ops := o.ops
+	o.ops = nil
+	return ops
+}
+
+// recordsTouched is the issuance records a run of storage calls read or
+// listed: every Get under issued/, and every key a List under it returned.
+func recordsTouched(ops []string) (gets, listed int) {
+	for _, op := range ops {
+		if strings.HasPrefix(op, "get ") {
+			gets++
+		}
+		if _, n, ok := strings.Cut(op, " -> "); ok {
+			listed += must2(strconv.Atoi(n))
+		}
+	}
+	return gets, listed
+}
+
+func must2[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// A periodic run with nothing pending or due reads and lists no issuance
+// record, however many leases are live, and keeps nothing in memory per
+// lease; after a restart it reads only the pending records the previous
+// process left, once.
+func TestIssuance_PeriodicCostIsPending(t *testing.T) {
+	for _, leases := range []int{0, 10, 300} {
+		t.Run(fmt.Sprintf("%d live leases", leases), func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+			e := getTestBackend(t)
+			e.configure(srv, nil)
+			e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+			e.writeRole("capped", map[string]any{"scopes": "deployments:write", "max_live_tokens": 1000})
+			ops := &opStorage{Storage: e.storage.Storage}
+			e.storage.Storage = ops
+			for i := 0; i < leases; i++ {
+				must(t)(e.read("creds/" + []string{"r", "capped"}[i%2]))
+			}
+			if err := e.periodic(); err != nil { // sweeps the pending records of the reads
+				t.Fatal(err)
+			}
+			ops.take()
+			for run := 1; run <= 2; run++ {
+				if err := e.periodic(); err != nil {
+					t.Fatal(err)
+				}
+				if gets, listed := recordsTouched(ops.take()); gets != 0 || listed != 0 {
+					t.Errorf("idle run %d: %d records read, %d listed", run, gets, listed)
+				}
+			}
+			if n, m := len(e.b.issued.pending), len(e.b.issued.toSweep); n+m != 0 {
+				t.Errorf("%d pending and %d confirmed issue keys kept in memory", n, m)
+			}
+
+			// A restarted plugin: its first run reads only what is left
+			// pending (here: nothing), its next reads nothing.
+			e.b.issued, e.b.queue = newIssuanceRecords(), newRevokeQueue()
+			for run := 1; run <= 2; run++ {
+				if err := e.periodic(); err != nil {
+					t.Fatal(err)
+				}
+				if gets, listed := recordsTouched(ops.take()); gets != 0 || listed != 0 {
+					t.Errorf("run %d after restart: %d records read, %d listed", run, gets, listed)
+				}
+			}
+		})
+	}
+}
+
+// A process that dies before its periodic run leaves the pending records of
+// the reads it confirmed: the next process reads each once (it and its live
+// record), deletes it, and forgets it; it never reads a live record of a
+// read that was swept.
+func TestIssuance_RestartSweepsWhatWasLeft(t *testing.T) {
 	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
 	e := getTestBackend(t)
 	e.configure(srv, nil)
 	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
-	for i := 0; i < 10; i++ {
+	for i := 0; i < 20; i++ {
 		must(t)(e.read("creds/r"))
 	}
-	e.b.issued, e.b.queue = newIssuanceRecords(), newRevokeQueue() // a restarted plugin
-	e.storage.reset()
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)
 	}
-	if g := e.storage.gets.Load(); g != 10 {
-		t.Errorf("first run: %d Gets, want 10", g)
+	var unswept []*logical.Response
+	for i := 0; i < 5; i++ {
+		unswept = append(unswept, must(t)(e.read("creds/r")))
 	}
-	e.storage.reset()
+	ops := &opStorage{Storage: e.storage.Storage}
+	e.storage.Storage = ops
+	e.b.issued = newIssuanceRecords() // killed before its run
 	if err := e.periodic(); err != nil {
 		t.Fatal(err)
 	}
-	if g, p := e.storage.gets.Load(), e.storage.puts.Load(); g != 0 || p != 0 {
-		t.Errorf("second run: %d Gets, %d Puts, want 0", g, p)
+	gets, _ := recordsTouched(ops.take())
+	if gets != 2*len(unswept) {
+		t.Errorf("first run after restart: %d records read, want %d (each unswept pending record and its live one)", gets, 2*len(unswept))
+	}
+	if keys := e.issuanceKeys(); len(keys) != 25 || slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "pending/") }) {
+		t.Errorf("records after the first run: %v, want the 25 live ones", keys)
+	}
+	if n := len(issuedLive(srv)); n != 25 {
+		t.Errorf("%d live tokens, want 25: the rollback killed a leased one", n)
+	}
+	ops.take() // the test's own listing
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if gets, listed := recordsTouched(ops.take()); gets != 0 || listed != 0 {
+		t.Errorf("second run: %d records read, %d listed", gets, listed)
 	}
 }
 
@@ -518,5 +676,40 @@ func TestIssuance_RollbackMinAgeConfig(t *testing.T) {
 	resp, err = e.write(configPath, map[string]any{"rollback_min_age": "-1s"})
 	if err == nil && (resp == nil || !resp.IsError()) {
 		t.Error("negative rollback_min_age accepted")
+	}
+}
+
+// The keys waiting for the sweep are bounded: past maxUnswept a sweep
+// starts at once, without waiting for the periodic run.
+func TestIssuance_UnsweptBound(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	e.b.issued.maxUnswept = 10
+	for i := 0; i < 25; i++ {
+		must(t)(e.read("creds/r"))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.b.issued.mu.Lock()
+		waiting, sweeping := len(e.b.issued.toSweep), e.b.issued.sweeping
+		e.b.issued.mu.Unlock()
+		pending := 0
+		for _, k := range e.issuanceKeys() {
+			if strings.HasPrefix(k, "pending/") {
+				pending++
+			}
+		}
+		if !sweeping && waiting < 10 && pending == waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys wait for the sweep, %d pending records stored, sweeping %v", waiting, pending, sweeping)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(issuedLive(srv)); n != 25 {
+		t.Errorf("%d live tokens, want 25", n)
 	}
 }

@@ -67,8 +67,6 @@ const (
 // tokenNameRegex is the contract's token name grammar.
 var tokenNameRegex = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 
-var invalidNameChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
 // nameTemplateData is what a name_template can use. Every value is sanitized
 // to the name alphabet and at most maxTemplateValue bytes. The three identity
 // fields are filled only for a template that uses them (nameTemplate.
@@ -123,7 +121,16 @@ type nameTemplate struct {
 	// usesIdentity is set when the template reads an identity field (or the
 	// whole data): only then does a creds read fetch the entity.
 	usesIdentity bool
+	// builtin says that the template is builtinNameTemplate, which generate
+	// renders without the template engine: reflection and a deep call stack
+	// on every creds read, for a name that is a concatenation.
+	builtin bool
 }
+
+// builtinNameTemplate is the default template that generate renders by
+// hand; a test checks that both renderings agree. (It is a copy, so that a
+// change of defaultNameTemplate turns the shortcut off rather than wrong.)
+const builtinNameTemplate = `vault-{{ .RoleName | truncate 50 }}{{ with .DisplayName }}-{{ . | truncate 50 }}{{ end }}-{{ random 8 }}`
 
 // parseNameTemplate parses and checks a template; "" is the default.
 func parseNameTemplate(raw string) (*nameTemplate, error) {
@@ -136,7 +143,7 @@ func parseNameTemplate(raw string) (*nameTemplate, error) {
 	const name = "name_template"
 	trees, err := parse.Parse(name, raw, "", "", templateFuncs(), goBuiltinNames())
 	if err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "template: "))
+		return nil, templateError(err)
 	}
 	tree := trees[name]
 	if len(trees) != 1 || tree == nil {
@@ -151,7 +158,7 @@ func parseNameTemplate(raw string) (*nameTemplate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nameTemplate{tmpl: t, usesIdentity: c.usesIdentity}, nil
+	return &nameTemplate{tmpl: t, usesIdentity: c.usesIdentity, builtin: raw == builtinNameTemplate}, nil
 }
 
 // keptBuiltins are the Go template builtins a name template may use: each
@@ -466,17 +473,69 @@ func (w *cappedWriter) Write(p []byte) (int, error) {
 
 // generate is the template's raw output.
 func (t *nameTemplate) generate(data nameTemplateData) (string, error) {
+	if t.builtin {
+		return generateBuiltin(data)
+	}
 	w := &cappedWriter{limit: maxTemplateOutput}
 	if err := t.tmpl.Execute(w, data); err != nil {
-		return "", errors.New(strings.TrimPrefix(err.Error(), "template: "))
+		return "", templateError(err)
 	}
 	return w.String(), nil
 }
 
+// generateBuiltin renders builtinNameTemplate.
+func generateBuiltin(data nameTemplateData) (string, error) {
+	suffix, err := randomAlnum(8)
+	if err != nil {
+		return "", err
+	}
+	role, display := data.RoleName[:min(50, len(data.RoleName))], data.DisplayName[:min(50, len(data.DisplayName))]
+	var b strings.Builder
+	b.Grow(6 + len(role) + 1 + len(display) + 1 + len(suffix))
+	b.WriteString("vault-")
+	b.WriteString(role)
+	if display != "" {
+		b.WriteByte('-')
+		b.WriteString(display)
+	}
+	b.WriteByte('-')
+	b.WriteString(suffix)
+	return b.String(), nil
+}
+
 // sanitizeName replaces every run of characters outside [A-Za-z0-9._-]
-// with "-".
+// with "-" (as regexp [^A-Za-z0-9._-]+ replaced by "-" would, without a
+// regexp on every creds read; a name already valid is returned as is).
 func sanitizeName(s string) string {
-	return invalidNameChars.ReplaceAllString(s, "-")
+	i := 0
+	for i < len(s) && nameChar(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var out strings.Builder
+	out.Grow(len(s))
+	out.WriteString(s[:i])
+	for i < len(s) {
+		if nameChar(s[i]) {
+			out.WriteByte(s[i])
+			i++
+			continue
+		}
+		out.WriteByte('-')
+		for i < len(s) && !nameChar(s[i]) {
+			i++
+		}
+	}
+	return out.String()
+}
+
+// nameChar tells whether c is one of [A-Za-z0-9._-]. The bytes of a
+// multi-byte character are all outside it, so such a character (or a run of
+// them) becomes one "-", as with the regexp.
+func nameChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
 // render makes a token name: the template's output, sanitized and cut to

@@ -224,7 +224,7 @@ func TestNameTemplate_Refused(t *testing.T) {
 		{"println", "{{ println .RoleName }}", `function "println" is not allowed`},
 		{"function in a nested pipeline", "x{{ (.RoleName | html) | truncate 3 }}", `function "html" is not allowed`},
 		{"function in an else branch", "x{{ if .DisplayName }}a{{ else }}{{ js .RoleName }}{{ end }}", `function "js" is not allowed`},
-		{"unknown function", "{{ explode }}", `function "explode" not defined`},
+		{"unknown function", "{{ explode }}", `does not parse at line 1: function "explode" is not allowed (allowed: and, base64,`},
 		{"unknown field", "{{ .Nope }}", ".Nope is not a field"},
 		{"unknown field behind a branch", `{{ if eq .DisplayName "x" }}{{ .Nope }}{{ end }}y`, ".Nope is not a field"},
 		{"unknown field through $", "{{ with .DisplayName }}{{ $.Nope }}{{ end }}y", ".Nope is not a field"},
@@ -480,5 +480,72 @@ func TestNameTemplate_PrintOfTheIdentityIsBounded(t *testing.T) {
 	}
 	if live := issuedLive(srv); len(live) != 0 {
 		t.Errorf("%d tokens created for a read that failed", len(live))
+	}
+}
+
+// The role write's message for a template that does not parse or render
+// says where and what, names the field once, and keeps Go's internal
+// template name and "executing" wording out.
+func TestNameTemplate_ErrorMessages(t *testing.T) {
+	for tmpl, want := range map[string]string{
+		"x{{":                           "name_template: does not parse at line 1: unclosed action: a {{ has no matching }}",
+		"a\nb{{ nope }}":                `name_template: does not parse at line 2: function "nope" is not allowed (allowed: `,
+		"{{ if .DisplayName }}x":        "name_template: does not parse at line 1: the template ends inside an {{ if }} or {{ with }}: close it with {{ end }}",
+		"{{ random 100 }}":              "name_template: at 1:3, in {{ random 100 }}: random: length 100 out of range 1..64",
+		"x-{{ truncate -1 .RoleName }}": "name_template: at 1:5, in {{ truncate -1 .RoleName }}: truncate: negative length -1",
+	} {
+		err := validateNameTemplate(tmpl, "r")
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: error %v, want it to start with %q", tmpl, err, want)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "name_template:1") || strings.Contains(msg, "executing") || strings.Contains(msg, "error calling") {
+			t.Errorf("%q: %q passes Go's text through", tmpl, msg)
+		}
+	}
+}
+
+// sanitizeName does what the regexp it replaces did, on every kind of input.
+func TestSanitizeName_AsTheRegexp(t *testing.T) {
+	re := regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+	for _, s := range []string{
+		"", "token", "userpass-alice", "a b", "  lead", "trail  ", "é", "aéb", "a\u00e9\u00e8b", "日本語-x",
+		"a/b\\c", "x\x00y", "bad\xffutf8\xfe", "\xff", "a..b__c--d", "!!!", "tab\tnew\nline", strings.Repeat("é ", 40),
+	} {
+		if got, want := sanitizeName(s), re.ReplaceAllString(s, "-"); got != want {
+			t.Errorf("sanitizeName(%q) = %q, the regexp gives %q", s, got, want)
+		}
+	}
+}
+
+// The default template rendered by hand gives what the template engine
+// gives, the random part aside.
+func TestBuiltinNameTemplate_AsTheEngine(t *testing.T) {
+	fast, err := parseNameTemplate(builtinNameTemplate)
+	if err != nil || !fast.builtin {
+		t.Fatalf("builtin template: %v, builtin %v", err, fast != nil && fast.builtin)
+	}
+	if def, _ := parseNameTemplate(""); def.builtin != (defaultNameTemplate == builtinNameTemplate) {
+		t.Errorf("the default template's shortcut is %v", def.builtin)
+	}
+	engine := *fast
+	engine.builtin = false
+	long := strings.Repeat("abcdefghij", 7)
+	for _, c := range [][2]string{{"r", "token"}, {"ci-deploy", ""}, {long, long}, {"r", "userpass-alice"}, {"a..b", "x_y"}, {"é r", "a b"}} {
+		data := newNameTemplateData(c[0], c[1])
+		want, err := engine.generate(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fast.generate(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || got[:len(got)-8] != want[:len(want)-8] {
+			t.Errorf("%q/%q: by hand %q, engine %q", c[0], c[1], got, want)
+		}
+		if suffix := got[len(got)-8:]; !regexp.MustCompile(`^[A-Za-z0-9]{8}$`).MatchString(suffix) {
+			t.Errorf("random part %q", suffix)
+		}
 	}
 }

@@ -119,12 +119,10 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	}
 	cfg := configToWrite(stored)
 	_, tokenGiven := d.GetOk("token")
-	if !tokenGiven && stored == nil {
-		return logical.ErrorResponse("token: required when creating the config"), nil
-	}
 	applyConfigFields(cfg, d)
 	// Nothing is sent anywhere before these checks: in particular not the
-	// stored secret to a new url.
+	// stored secret to a new url. Every problem at once (a first write
+	// without token included: validate names it).
 	errs := []error{cfg.validate()}
 	if stored != nil {
 		errs = append(errs, checkSecretDestination(stored.destination(), cfg.destination(), tokenGiven))
@@ -313,7 +311,9 @@ another custody: a static role's, a creds token, another mount's root; the
 verified root is marked as this mount's with vault_custody metadata;
 write-only), ca_cert
 (PEM, optional), request_timeout (per HTTP attempt, default 30s), max_retries
-(0 to 10, default 3), verify_connection (default true: GET /tokens/self must
+(0 to 10, default 3: retries after a connection error, a 5xx other than 501,
+a 429 or 503 after its Retry-After when that is at most 5s, or a 409 telling
+that a POST with the same Idempotency-Key is still in flight), verify_connection (default true: GET /tokens/self must
 answer a Tooken token object, otherwise the write is rejected and nothing is
 stored), rollback_min_age (1s to 1h, default 2m: age after which the periodic
 rollback finishes an interrupted creds read), and the root rotation schedule:

@@ -44,7 +44,7 @@ func pathCreds(b *tookenBackend) *framework.Path {
 					OperationSuffix: "credentials",
 				},
 				Summary:   "Issue a new Tooken token for the role, under a lease.",
-				Responses: dataResponse("A new token under a renewable lease.", secretToken(b).Fields),
+				Responses: credsResponses(b),
 				// Creates a token upstream: a standby must not do it itself.
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
@@ -141,6 +141,14 @@ func (cr *credsRequest) nameData(displayName string) nameTemplateData {
 	return data
 }
 
+// credsResponses are the answers of a creds read: the token, or a refusal
+// by the role's max_live_tokens.
+func credsResponses(b *tookenBackend) map[int][]framework.Response {
+	r := dataResponse("A new token under a renewable lease.", secretToken(b).Fields)
+	r[http.StatusTooManyRequests] = []framework.Response{{Description: "The role has max_live_tokens tokens alive: nothing was created."}}
+	return r
+}
+
 // issuedToken is a token created for a creds read, with its lease limits.
 type issuedToken struct {
 	token     *tookenapi.Token
@@ -179,11 +187,16 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse(err.Error()), nil
 	case errors.Is(err, tookenapi.ErrScopeNotHeld):
-		return logical.ErrorResponse("scopes: the root token does not hold the scopes of role %q: %v", name, err), nil
+		return logical.ErrorResponse("scopes: the root token does not hold the scopes of role %q (Tooken answered %s); give the root those scopes at Tooken, or change the role's scopes", name, upstreamAnswer(err)), nil
 	default:
 		return nil, err
 	}
+	return b.credsResponse(it, cr), nil
+}
 
+// credsResponse is the answer of a creds read that issued it: the token and
+// its lease, whose internal data names everything renew and revoke need.
+func (b *tookenBackend) credsResponse(it *issuedToken, cr *credsRequest) *logical.Response {
 	resp := b.Secret(secretTokenType).Response(
 		map[string]any{
 			"token":      it.token.Secret,
@@ -196,6 +209,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 			internalTokenID:   it.token.ID,
 			internalIssueKey:  it.issueKey,
 			internalRole:      it.role,
+			internalRecord:    issuanceRef{role: it.role, key: it.issueKey}.recordKey(),
 			internalExpiresAt: it.expiresAt.Format(time.RFC3339),
 			internalIssuedAt:  it.issuedAt.Format(time.RFC3339),
 		},
@@ -209,7 +223,7 @@ func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request,
 	if rem := leaseRemaining(it.expiresAt, time.Now()); rem > it.ttl {
 		resp.Secret.MaxTTL = rem
 	}
-	return resp, nil
+	return resp
 }
 
 // effectiveMaxTTL is the lifetime of a token of this role: the role's max_ttl
@@ -236,14 +250,16 @@ func leaseRemaining(expiresAt, now time.Time) time.Duration {
 	return (expiresAt.Sub(now) - leaseSlack).Truncate(time.Second)
 }
 
-// issueToken creates the upstream token for a creds read, guarded by an
-// issuance record (issuance.go): written pending with the exact create body
-// before the POST, confirmed with the token id after it. Those are the two
-// storage writes of a creds read. On failure it leaves no token behind that
-// nobody will revoke: a definitive error means nothing was created; when the
-// outcome is unknown (answer lost, 5xx, timeout) it replays the POST with the
-// same Idempotency-Key to learn the token and revokes it; whatever it cannot
-// finish stays pending and the periodic rollback finishes it.
+// issueToken creates the upstream token for a creds read, guarded by its
+// issuance records (issuance.go): the pending record with the exact create
+// body before the POST, the live record with the token id after it. Those
+// are the two storage writes of a creds read. On failure it leaves no token
+// behind that nobody will revoke: a definitive error means nothing was
+// created; when the outcome is unknown (answer lost, 5xx, timeout) it
+// replays the POST with the same Idempotency-Key to learn the token and
+// revokes it; whatever it cannot finish stays pending and the periodic
+// rollback finishes it. A role with max_live_tokens refuses the read before
+// anything is written once the role has that many tokens alive.
 func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr *credsRequest) (*issuedToken, error) {
 	client, err := b.getClient(ctx, req.Storage)
 	if err != nil {
@@ -258,43 +274,62 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 	key := tookenapi.NewIdempotencyKey()
 	body := b.createBody(req, cr, name, key, now.Add(cr.maxTTL))
 
-	// Storage write 1: the pending record, before anything exists upstream.
-	// The key stays in flight until the request is over, so that rollback
-	// never kills a token this request is about to hand out.
-	end := b.issued.begin(key)
+	// The key stays in flight until the request is over, so that the
+	// rollback never kills a token this request is about to hand out.
+	limit := cr.role.entry.MaxLiveTokens
+	end, err := b.startIssuance(ctx, req.Storage, roleName, key, limit)
+	if errors.Is(err, errLiveTokenLimit) {
+		return nil, liveTokenLimitError(roleName, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating a token for role %q: %w", roleName, err)
+	}
 	defer end()
-	rec := newIssuanceRecord(key, roleName, body, now)
-	if err := putIssuance(ctx, req.Storage, rec); err != nil {
+	// Storage write 1: the pending record, before anything exists upstream.
+	// If it fails it may still have landed: the slot stays taken until the
+	// rollback has looked.
+	if err := putIssuance(ctx, req.Storage, newIssuanceRecord(key, roleName, body, now)); err != nil {
 		return nil, fmt.Errorf("creating a token for role %q: recording the issuance: %w", roleName, err)
 	}
-
-	tok, err := client.CreateToken(ctx, body, key)
+	tok, err := b.createIssued(ctx, req.Storage, client, roleName, key, body)
 	if err != nil {
-		if errors.Is(err, tookenapi.ErrOutcomeUnknown) {
-			b.cleanUpFailedCreate(ctx, req.Storage, client, body, key, roleName)
-		} else {
-			b.dropIssuance(ctx, req.Storage, key) // a definitive refusal: nothing was created
-		}
-		return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
+		return nil, err
 	}
 	it, err := b.leaseFor(tok, cr, *body.ExpiresAt)
 	if err != nil {
-		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName)
+		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, false)
 		return nil, err
 	}
 	it.role, it.issueKey, it.issuedAt = roleName, key, now
 
-	// Storage write 2: confirmed. If it fails the lease will never exist:
-	// revoke at once; if that fails too, the pending record stays and
-	// rollback finishes it.
-	rec.State, rec.TokenID = issueStateConfirmed, tok.ID
-	if err := putIssuance(ctx, req.Storage, rec); err != nil {
-		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName)
+	// Storage write 2: the live record. If it fails the lease will never
+	// exist: revoke at once; if that fails too, the pending record stays and
+	// the rollback finishes it.
+	if err := b.confirmIssuance(ctx, req.Storage, roleName, key, &liveRecord{TokenID: tok.ID, ExpiresAt: it.expiresAt, IssuedAt: now}); err != nil {
+		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, true)
 		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
 	}
-	b.issued.markConfirmed(key, it.expiresAt)
-	b.Logger().Debug("issued token", "role", roleName, "token_id", tok.ID)
+	// No log line for a read that worked: a plugin's logger writes every
+	// level to Vault (which filters after decoding), a cost per read in both
+	// processes; Vault's audit log records each read.
 	return it, nil
+}
+
+// createIssued sends the POST of a creds read whose pending record is
+// stored. On failure it cleans up: a definitive refusal created nothing (the
+// pending record is dropped); an unknown outcome is undone now if it can be,
+// else by the rollback.
+func (b *tookenBackend) createIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, roleName, key string, body tookenapi.CreateTokenRequest) (*tookenapi.Token, error) {
+	tok, err := client.CreateToken(ctx, body, key)
+	if err == nil {
+		return tok, nil
+	}
+	if errors.Is(err, tookenapi.ErrOutcomeUnknown) {
+		b.cleanUpFailedCreate(ctx, s, client, body, key, roleName)
+	} else {
+		b.dropPending(ctx, s, roleName, key)
+	}
+	return nil, upstreamError(fmt.Sprintf("creating a token for role %q", roleName), err)
 }
 
 // createBody is the POST /tokens body of a creds read: its scopes, the role's
@@ -342,7 +377,7 @@ func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expires
 		ttl = b.leaseTTL(cr.role.entry, limit)
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, maxTTL)
+		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, humanDuration(maxTTL))
 	}
 	return &issuedToken{token: tok, expiresAt: expiresAt, ttl: ttl}, nil
 }
@@ -378,10 +413,18 @@ func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Dura
 
 // revokeIssued revokes the token of a creds read that failed after the
 // create (404 counts as done), even when the request's context is over, and
-// deletes its issuance record once the token is dead (or when the answer
-// named no token: id ""). A record left behind is finished by the rollback.
-func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string) {
+// deletes its issuance records once the token is dead (or when the answer
+// named no token: id ""). confirmTried says that the live record's write
+// was tried: it may have landed, so it is deleted first (otherwise a
+// failed revoke would leave a token that looks leased). A pending record
+// left behind is finished by the rollback.
+func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string, confirmTried bool) {
 	ctx = context.WithoutCancel(ctx)
+	if confirmTried {
+		if err := deleteLive(ctx, s, roleName, key); err != nil {
+			b.Logger().Warn("could not delete the live record of a failed creds request", "role", roleName, "issue_key", key, "error", err)
+		}
+	}
 	if id != "" {
 		if err := revokeUpstream(ctx, client, id, cleanupTimeout); err != nil {
 			b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
@@ -389,7 +432,7 @@ func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, cli
 		}
 		b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
 	}
-	b.dropIssuance(ctx, s, key)
+	b.dropPending(ctx, s, roleName, key)
 }
 
 // cleanUpFailedCreate is the in-request clean-up of a create whose outcome
@@ -404,7 +447,7 @@ func (b *tookenBackend) cleanUpFailedCreate(ctx context.Context, s logical.Stora
 	for attempt := 0; ; attempt++ {
 		var tokenID string
 		if tokenID, err = undoCreate(ctx, client, body, key, cleanupTimeout); err == nil {
-			b.dropIssuance(ctx, s, key)
+			b.dropPending(ctx, s, roleName, key)
 			return
 		}
 		inFlight := errors.Is(err, tookenapi.ErrConflict)
@@ -421,6 +464,19 @@ func (b *tookenBackend) cleanUpFailedCreate(ctx context.Context, s logical.Stora
 	b.Logger().Warn("could not clean up after a failed token creation now: the periodic rollback will",
 		"role", roleName, "issue_key", key, "error", err)
 }
+
+// credsReadBudget is the longest a creds read can run with cfg from its
+// pending write to its end: every attempt of the create with the waits
+// between them, the clean-up of a failed one, and credsReadMargin.
+func credsReadBudget(cfg *tookenConfig) time.Duration {
+	attempts := time.Duration(cfg.MaxRetries+1)*cfg.RequestTimeout + time.Duration(cfg.MaxRetries)*tookenapi.MaxRetryWait
+	return attempts + cleanupTimeout + credsReadMargin
+}
+
+// credsReadMargin is added to a creds read's budget for what the budget does
+// not see: the clocks of Vault and Tooken (a token's created_at is Tooken's),
+// scheduling on a loaded node.
+const credsReadMargin = 30 * time.Second
 
 const (
 	// cleanupTimeout bounds the in-request clean-up of a failed creation.

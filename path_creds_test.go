@@ -676,7 +676,7 @@ func TestCreds_NarrowedBadInput(t *testing.T) {
 		{"ttl zero", "r", map[string]any{"ttl": 0}, []string{"ttl: 0s is too short", "at least 10s"}},
 		{"ttl too short", "r", map[string]any{"ttl": "5s"}, []string{"ttl: 5s is too short"}},
 		{"ttl over max_ttl", "r", map[string]any{"ttl": "25h"}, []string{"ttl: 25h is longer than role \"r\" allows (24h"}},
-		{"ttl over the mount's max", "nomax", map[string]any{"ttl": "49h"}, []string{"ttl: 49h is longer than role \"nomax\" allows (48h"}},
+		{"ttl over the mount's max", "nomax", map[string]any{"ttl": "49h"}, []string{"ttl: 49h is longer than role \"nomax\" allows (48h,"}},
 		{"ttl negative", "r", map[string]any{"ttl": "-1m"}, []string{"ttl"}},
 		{"ttl not a duration", "r", map[string]any{"ttl": "forever"}, []string{"ttl"}},
 		{"scopes empty", "r", map[string]any{"scopes": ""}, []string{"scopes: empty"}},
@@ -686,7 +686,7 @@ func TestCreds_NarrowedBadInput(t *testing.T) {
 		{"scope malformed", "r", map[string]any{"scopes": "Deployments:READ"}, []string{"scopes: invalid scope \"Deployments:READ\""}},
 		{"scope very long", "r", map[string]any{"scopes": "a:" + strings.Repeat("x", 5000)}, []string{"scopes: invalid scope", "...", "at most 100 characters"}},
 		{"too many scopes", "r", map[string]any{"scopes": many}, []string{"scopes: at most 50 (Tooken's limit), got 101"}},
-		{"both at once", "r", map[string]any{"ttl": "72h", "scopes": "admin:write"}, []string{"ttl: 72h", "scopes: role \"r\" does not grant admin:write"}},
+		{"both at once", "r", map[string]any{"ttl": "72h", "scopes": "admin:write"}, []string{"ttl: 72h is longer", "scopes: role \"r\" does not grant admin:write"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -64,6 +64,9 @@ type roleEntry struct {
 	// IdentityMetadata lists the requester's identity metadata keys copied
 	// into each token's metadata (identity.go).
 	IdentityMetadata []string `json:"identity_metadata,omitempty"`
+	// MaxLiveTokens caps the role's tokens alive at once; 0 = no limit
+	// (issuance_count.go).
+	MaxLiveTokens int `json:"max_live_tokens,omitempty"`
 	// AllowTokenManagement is the operator's explicit consent to scopes on
 	// Tooken's tokens resource (tokenManagementError).
 	AllowTokenManagement bool `json:"allow_token_management,omitempty"`
@@ -116,6 +119,9 @@ func (r *roleEntry) tokenManagementWarning() string {
 	return fmt.Sprintf("allow_token_management: with %s, whoever reads these creds can %s", strings.Join(ts[:min(len(ts), maxReportedScopes)], ", "), tokenPowers(ts))
 }
 
+// maxMaxLiveTokens bounds max_live_tokens.
+const maxMaxLiveTokens = 1000000
+
 func (r *roleEntry) toResponseData() map[string]any {
 	tmpl := r.NameTemplate
 	if tmpl == "" {
@@ -137,6 +143,7 @@ func (r *roleEntry) toResponseData() map[string]any {
 		"metadata":          md,
 		"identity_metadata": idmd,
 		"description":       r.Description,
+		"max_live_tokens":   int64(r.MaxLiveTokens),
 
 		"allow_token_management": r.AllowTokenManagement,
 	}
@@ -160,6 +167,9 @@ func (r *roleEntry) validate(name string) error {
 	if n := utf8.RuneCountInString(r.Description); n > maxDescriptionLen {
 		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxDescriptionLen, n))
 	}
+	if r.MaxLiveTokens < 0 || r.MaxLiveTokens > maxMaxLiveTokens {
+		errs = append(errs, fmt.Errorf("max_live_tokens: must be 0 (no limit) to %d", maxMaxLiveTokens))
+	}
 	if err := r.tokenManagementError(); err != nil {
 		errs = append(errs, err)
 	}
@@ -177,7 +187,7 @@ func (r *roleEntry) validate(name string) error {
 func validateScopes(scopes []string) error {
 	switch {
 	case len(scopes) == 0:
-		return errors.New("scopes: at least one scope is required")
+		return errors.New("scopes: required, at least one scope (e.g. scopes=deployments:write)")
 	case len(scopes) > maxScopes:
 		return fmt.Errorf("scopes: at most %d (Tooken's limit), got %d", maxScopes, len(scopes))
 	}
@@ -292,6 +302,56 @@ func missingScopes(held, wanted []string) []string {
 	return missing
 }
 
+// maxSuggestedScopes bounds the missing scopes that get a "did you mean",
+// and maxListedRootScopes the root's scopes that a message lists.
+const (
+	maxSuggestedScopes  = 5
+	maxListedRootScopes = 20
+)
+
+// rootScopesProblem reports the scopes the config's root does not hold,
+// when its scopes are known (a verified config) and the scopes are valid
+// (validateScopes reports them otherwise). The message suggests the closest
+// scope the root holds for a likely typo, and lists what it holds.
+func rootScopesProblem(cfg *tookenConfig, scopes []string) error {
+	if cfg == nil || cfg.TokenID == "" || validateScopes(scopes) != nil {
+		return nil
+	}
+	missing := missingScopes(cfg.Scopes, scopes)
+	if len(missing) == 0 {
+		return nil
+	}
+	held := grantedScopes(cfg.Scopes)
+	var hints []string
+	for _, m := range missing[:min(len(missing), maxSuggestedScopes)] {
+		if s := closestField(m, held); s != "" {
+			hints = append(hints, fmt.Sprintf("%s for %s", s, m))
+		}
+	}
+	msg := "scopes: the root token does not hold " + strings.Join(missing, ", ")
+	if len(hints) > 0 {
+		msg += " (did you mean " + strings.Join(hints, ", ") + "?)"
+	}
+	listed := cfg.Scopes[:min(len(cfg.Scopes), maxListedRootScopes)]
+	msg += "; it holds " + strings.Join(listed, ", ")
+	if len(cfg.Scopes) > len(listed) {
+		msg += fmt.Sprintf(" and %d more", len(cfg.Scopes)-len(listed))
+	}
+	return errors.New(msg + " (R:write implies R:read): ask for those, or give the root the scope at Tooken")
+}
+
+// grantedScopes is what holding held grants: held, and R:read for each
+// R:write.
+func grantedScopes(held []string) []string {
+	out := slices.Clone(held)
+	for _, s := range held {
+		if res, ok := strings.CutSuffix(s, ":write"); ok && !slices.Contains(held, res+":read") {
+			out = append(out, res+":read")
+		}
+	}
+	return out
+}
+
 // normalizeScopes trims and de-duplicates, keeping order, in linear time.
 func normalizeScopes(in []string) []string {
 	out := make([]string, 0, len(in))
@@ -323,7 +383,7 @@ func roleFields() map[string]*framework.FieldSchema {
 		},
 		"max_ttl": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("Maximum lifetime of an issued token and its lease, at least %s, capped by the mount's max lease TTL and 366 days. The token expires upstream at that point. Default (0): the mount's max lease TTL. Lowering it does not shorten the leases and tokens already issued.", minTokenLifetime),
+			Description: fmt.Sprintf("Maximum lifetime of an issued token and its lease, at least %s, capped by the mount's max lease TTL and 366 days. The token expires upstream at that point. Default (0): the mount's max lease TTL. Lowering it does not shorten the leases and tokens already issued.", humanDuration(minTokenLifetime)),
 		},
 		"name_template": {
 			Type:        framework.TypeString,
@@ -345,6 +405,10 @@ func roleFields() map[string]*framework.FieldSchema {
 		"identity_metadata": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: fmt.Sprintf("Identity metadata keys copied into each token's metadata from the requester's Vault entity: its aliases' metadata (where the jwt auth method's claim_mappings land) first, then the entity's. A key the requester lacks is left out; values are cut to %d characters. Together with metadata at most %d keys.", maxMetadataValueLen, maxMetadataKeys-numPluginMetadataKey),
+		},
+		"max_live_tokens": {
+			Type:        framework.TypeInt,
+			Description: "Most tokens of this role alive at once (leased, or from a creds read still being finished); a creds read beyond it is refused with 429 and creates nothing. 0 (the default) = no limit.",
 		},
 	}
 }
@@ -458,23 +522,16 @@ func (b *tookenBackend) pathRolesWrite(ctx context.Context, req *logical.Request
 		return nil, err
 	}
 	if role == nil {
-		if _, ok := d.GetOk("scopes"); !ok {
-			return logical.ErrorResponse("scopes: required when creating a role"), nil
-		}
-		role = &roleEntry{}
+		role = &roleEntry{} // without scopes, validate says they are required
 	}
 	applyRoleFields(role, d)
-	if err := role.validate(name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
 	cfg, err := b.getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	if cfg != nil && cfg.TokenID != "" {
-		if missing := missingScopes(cfg.Scopes, role.Scopes); len(missing) > 0 {
-			return logical.ErrorResponse("scopes: the root token does not hold %s", strings.Join(missing, ", ")), nil
-		}
+	// Every problem at once, the root's scopes included.
+	if err := errors.Join(role.validate(name), rootScopesProblem(cfg, role.Scopes)); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
 	}
 
 	if err := putRole(ctx, req.Storage, name, role); err != nil {
@@ -524,6 +581,9 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) {
 			role.IdentityMetadata = nil
 		}
 	}
+	if v, ok := d.GetOk("max_live_tokens"); ok {
+		role.MaxLiveTokens = v.(int)
+	}
 }
 
 // roleWarnings are the caps a valid role runs into, and the scope check that
@@ -540,7 +600,10 @@ func (b *tookenBackend) roleWarnings(role *roleEntry, cfg *tookenConfig) []strin
 	if role.MaxTTL > maxUpstreamTTL {
 		out = append(out, fmt.Sprintf("max_ttl %s is greater than Tooken's limit of 366 days: tokens will be capped", humanDuration(role.MaxTTL)))
 	}
-	if cfg != nil && cfg.TokenID == "" {
+	switch {
+	case cfg == nil:
+		out = append(out, "the mount has no config yet, so scopes are not checked against the root token's; write the config (creds reads fail until then)")
+	case cfg.TokenID == "":
 		out = append(out, "the root token's scopes are unknown (config written with verify_connection=false): scopes not checked")
 	}
 	if w := role.tokenManagementWarning(); w != "" {
@@ -577,7 +640,9 @@ each token beside vault_role, vault_mount_uuid, vault_mount_accessor and
 vault_issue_key: metadata=team=platform,env=dev, or metadata=team=platform
 metadata=env=dev, or a JSON object), identity_metadata (identity metadata
 keys of the requester copied into each token's metadata), description (at
-most 1000 characters), allow_token_management (default false: scopes on
+most 1000 characters), max_live_tokens (most tokens of the role alive at
+once; a creds read beyond it answers 429 and creates nothing; 0 = no limit),
+allow_token_management (default false: scopes on
 tokens, tokens:read or tokens:write, are refused; true grants them, with a
 warning: the creds holder then administers the Tooken account, and with
 tokens:write can revoke the engine's root and create tokens that outlive

@@ -26,6 +26,7 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "",
 
 		"identity_metadata": []string{},
+		"max_live_tokens":   int64(0),
 
 		"allow_token_management": false,
 	}
@@ -43,6 +44,7 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "CI deploys",
 
 		"identity_metadata": "repository, run_id,repository",
+		"max_live_tokens":   5,
 	}
 	e.writeRole("full", full)
 	resp = must(t)(e.read("roles/full"))
@@ -55,6 +57,7 @@ func TestRoles_CRUD(t *testing.T) {
 		"description":   "CI deploys",
 
 		"identity_metadata": []string{"repository", "run_id"}, // trimmed, de-duplicated
+		"max_live_tokens":   int64(5),
 
 		"allow_token_management": false,
 	}
@@ -78,6 +81,7 @@ func TestRoles_CRUD(t *testing.T) {
 		{"description", "changed", "changed"},
 		{"identity_metadata", []string{"workflow"}, []string{"workflow"}},
 		{"identity_metadata", "", []string{}},
+		{"max_live_tokens", 0, int64(0)},
 	}
 	for _, u := range updates {
 		t.Run("update "+u.field, func(t *testing.T) {
@@ -136,8 +140,8 @@ func TestRoles_BadInput(t *testing.T) {
 		want     []string
 	}{
 		{"no scopes on create", nil, map[string]any{"ttl": "1h"}, []string{"scopes: required"}},
-		{"empty scopes", nil, map[string]any{"scopes": ""}, []string{"scopes: at least one"}},
-		{"empty scopes on update", map[string]any{"scopes": "a:read"}, map[string]any{"scopes": []string{}}, []string{"scopes: at least one"}},
+		{"empty scopes", nil, map[string]any{"scopes": ""}, []string{"scopes: required, at least one scope"}},
+		{"empty scopes on update", map[string]any{"scopes": "a:read"}, map[string]any{"scopes": []string{}}, []string{"scopes: required, at least one scope"}},
 		{"scope without action", nil, map[string]any{"scopes": "deployments"}, []string{"scopes: invalid scope", `"deployments"`}},
 		{"scope upper case", nil, map[string]any{"scopes": "Deployments:write"}, []string{"scopes: invalid scope", `"Deployments:write"`}},
 		{"scope three parts", nil, map[string]any{"scopes": "a:b:c"}, []string{"scopes: invalid scope"}},
@@ -170,6 +174,8 @@ func TestRoles_BadInput(t *testing.T) {
 		{"metadata key too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{strings.Repeat("k", 41): "v"}}, []string{"metadata: key", "longer than 40"}},
 		{"metadata value too long", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"k": strings.Repeat("v", 501)}}, []string{"metadata: value", "longer than 500"}},
 		{"metadata reserved key", nil, map[string]any{"scopes": "a:read", "metadata": map[string]any{"vault_role": "x"}}, []string{"metadata: key \"vault_role\"", "reserved"}},
+		{"negative max_live_tokens", nil, map[string]any{"scopes": "a:read", "max_live_tokens": -1}, []string{"max_live_tokens: must be 0 (no limit) to 1000000"}},
+		{"max_live_tokens too large", nil, map[string]any{"scopes": "a:read", "max_live_tokens": 1000001}, []string{"max_live_tokens:"}},
 		{"role name too long", nil, map[string]any{"scopes": "a:read"}, []string{"name: at most 500"}},
 		{"max_ttl 1s", nil, map[string]any{"scopes": "a:read", "max_ttl": "1s"}, []string{"max_ttl: at least 10s"}},
 		{"max_ttl 2s", nil, map[string]any{"scopes": "a:read", "max_ttl": "2"}, []string{"max_ttl: at least 10s"}},
@@ -228,11 +234,29 @@ func TestRoles_ScopesHeldByRoot(t *testing.T) {
 		}
 	})
 
+	// The root's scopes are checked with every other field: one write
+	// reports every problem.
+	t.Run("with other problems", func(t *testing.T) {
+		resp, err := e.write("roles/new2", map[string]any{"scopes": "billing:write,nope:read", "ttl": "2h", "max_ttl": "1h", "metadata": "vault_a=1"})
+		mustUserError(t, resp, err, "ttl: 2h cannot exceed max_ttl 1h", "scopes: the root token does not hold billing:write, nope:read", `metadata: key "vault_a" uses the prefix "vault_"`)
+	})
+	t.Run("a typo gets the closest scope the root holds", func(t *testing.T) {
+		resp, err := e.write("roles/typo", map[string]any{"scopes": "deployment:wrte,billing:red"})
+		mustUserError(t, resp, err, "does not hold deployment:wrte, billing:red (did you mean deployments:write for deployment:wrte, billing:read for billing:red?)",
+			"it holds tokens:write, deployments:write, billing:read (R:write implies R:read)")
+	})
+
 	// Without a verified root, scopes cannot be checked: accepted with a warning.
 	must(t)(e.write(configPath, map[string]any{"verify_connection": false, "token": "tok_test_abcdefghijklmnopqrstuvwxyz"}))
 	resp := must(t)(e.write("roles/unchecked", map[string]any{"scopes": "admin:write"}))
 	if resp == nil || len(resp.Warnings) == 0 {
 		t.Error("no warning for unchecked scopes")
+	}
+
+	// Nor on a mount without a config.
+	resp = must(t)(getTestBackend(t).write("roles/early", map[string]any{"scopes": "admin:write"}))
+	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "the mount has no config yet, so scopes are not checked") {
+		t.Errorf("warnings %v, want one saying the scopes are not checked", resp)
 	}
 }
 

@@ -63,7 +63,7 @@ func (b *tookenBackend) pathStaticCredsRead(ctx context.Context, req *logical.Re
 	case r.Secret == "":
 		return nil, logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
 			"static role %q has no secret yet: the rotation that imports its token is not finished (the engine finishes it within about %s; last error: %q)",
-			name, rotationRecoveryDelay, r.LastRotationError))
+			name, humanDuration(rotationRecoveryDelay), r.LastRotationError))
 	}
 	dest, err := b.configDestination(ctx, req.Storage)
 	if err != nil {
@@ -81,7 +81,7 @@ func staticCredsResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"token":                      {Type: framework.TypeString, Description: "The token's current secret.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		"token_id":                   str("The token's id."),
-		"name":                       str("The token's name upstream."),
+		"name":                       str("The token's name at Tooken (as Tooken last described it), not the static role's name."),
 		"scopes":                     {Type: framework.TypeStringSlice, Description: "The token's scopes."},
 		"last_rotated":               timeField("When the token was last rotated"),
 		"next_rotation":              timeField("When the engine rotates it next; null when it does not"),
@@ -95,7 +95,8 @@ const pathStaticCredsHelpSyn = `Read the current secret of a static role's token
 
 const pathStaticCredsHelpDesc = `
 Reading static-creds/<name> answers the current secret of the static role's
-token (token), with token_id, name, scopes, last_rotated, next_rotation,
+token (token), with token_id, name (the token's name at Tooken, not the
+role's), scopes, last_rotated, next_rotation,
 previous_secret_expires_at, rotation_period and ttl (whole seconds until the
 next rotation). There is no lease: the secret is the token's, shared by every
 reader, and changes only when the engine rotates it. Vault Agent reads again

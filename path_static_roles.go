@@ -175,9 +175,6 @@ func secretField(d *framework.FieldData) (string, bool) {
 // createStaticRole checks a new role's fields and its token upstream, then
 // imports it (importStatic). The role stored is t.role.
 func (b *tookenBackend) createStaticRole(ctx context.Context, s logical.Storage, d *framework.FieldData, t *staticTarget) (*logical.Response, error) {
-	if _, ok := d.GetOk("token_id"); !ok {
-		return logical.ErrorResponse("token_id: required when creating a static role; give the id (tkn_...) of the Tooken token to manage"), nil
-	}
 	r := &staticRoleEntry{RotationGrace: defaultStaticGrace, SkipImportRotation: d.Get("skip_import_rotation").(bool)}
 	applyStaticRoleFields(r, d)
 	secret, given := secretField(d)
@@ -327,9 +324,9 @@ func staticRoleResponseFields() map[string]*framework.FieldSchema {
 	fields := staticRoleFields()
 	delete(fields, "name")
 	delete(fields, "token")
-	fields["rotation_period"] = secondsField("Rotate the token this long after its last rotation; 0 with a rotation_schedule")
+	fields["rotation_period"] = secondsField("Time between scheduled rotations, counted from when the previous one was due; 0 with a rotation_schedule")
 	fields["rotation_grace"] = secondsField("How long the previous secret keeps working after each rotation")
-	fields["name"] = &framework.FieldSchema{Type: framework.TypeString, Description: "The token's name upstream, as Tooken last described it."}
+	fields["name"] = &framework.FieldSchema{Type: framework.TypeString, Description: "The token's name at Tooken, as Tooken last described it: not the static role's name (role p1 may manage a token named partner1)."}
 	fields["scopes"] = &framework.FieldSchema{Type: framework.TypeStringSlice, Description: "The token's scopes, as Tooken last described them."}
 	fields["expires_at"] = timeField("The token's expiry upstream")
 	fields["last_rotated"] = timeField("When the token was last rotated")
@@ -353,7 +350,8 @@ Fields: token_id (required on create, tkn_...; cannot change afterwards; the
 root token must be able to rotate it: tokens:write and every scope of the
 token; never a token in another custody: the root, another static role's
 token, a token creds issued, another mount's root or static role, as its
-vault_custody metadata says), rotation_period (at least 1m) or rotation_schedule (standard 5-field
+vault_custody metadata says), rotation_period (1m to 366d, counted from when
+the previous rotation was due, or from a manual rotation) or rotation_schedule (standard 5-field
 cron spec, UTC): exactly one of them; rotation_window (daily UTC "HH:MM-HH:MM":
 scheduled rotations run only inside it), rotation_grace (how long the previous
 secret keeps working after each rotation, 0 to 24h, default 5m),
@@ -363,8 +361,8 @@ secret, is required and stored after GET /tokens/self confirms it, and the
 token is rotated only when the schedule says so), token (write-only; token=-
 reads it from stdin), description.
 
-A read answers every field but the secret, plus the token's name, scopes and
-expires_at as Tooken last described them, last_rotated, next_rotation,
+A read answers every field but the secret, plus the token's name (its name
+at Tooken, not the role's), scopes and expires_at as Tooken last described them, last_rotated, next_rotation,
 previous_secret_expires_at, rotation_failures, last_rotation_error and
 last_rotation_error_at. The engine checks each token upstream every few
 minutes: a token rotated outside Vault is rotated again (recorded in

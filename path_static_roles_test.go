@@ -80,15 +80,16 @@ func TestStaticRoles_BadCreate(t *testing.T) {
 		want []string
 	}{
 		{name: "no token_id", data: map[string]any{"rotation_period": "1h"}, want: []string{"token_id: required"}},
+		{name: "no token_id, and more", data: map[string]any{"rotation_period": "30s", "rotation_grace": 90000}, want: []string{"token_id: required when creating", "rotation_period: must be between", "rotation_grace: must be between"}},
 		{name: "a secret as token_id", data: map[string]any{"token_id": secretShaped, "rotation_period": "1h"}, want: []string{"token_id: not a Tooken token id"}},
 		{name: "both schedules", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "rotation_schedule": "0 3 * * *"}, want: []string{"exactly one of them"}},
 		{name: "no schedule", data: map[string]any{"token_id": "$id"}, want: []string{"one of them is required"}},
-		{name: "period too short", data: map[string]any{"token_id": "$id", "rotation_period": "30s"}, want: []string{"rotation_period: must be between 1m0s"}},
+		{name: "period too short", data: map[string]any{"token_id": "$id", "rotation_period": "30s"}, want: []string{"rotation_period: must be between 1m and 366d"}},
 		{name: "cron not a cron", data: map[string]any{"token_id": "$id", "rotation_schedule": "daily"}, want: []string{"rotation_schedule:"}},
 		{name: "cron with a time zone", data: map[string]any{"token_id": "$id", "rotation_schedule": "TZ=UTC"}, want: []string{"rotation_schedule:", "time zones"}},
 		{name: "cron never fires", data: map[string]any{"token_id": "$id", "rotation_schedule": "0 0 30 2 *"}, want: []string{"rotation_schedule:", "never fires"}},
 		{name: "bad window", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "rotation_window": "25:00-26:00"}, want: []string{"rotation_window:"}},
-		{name: "grace above the contract", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "rotation_grace": 86401}, want: []string{"rotation_grace: must be between 0s and 24h0m0s"}},
+		{name: "grace above the contract", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "rotation_grace": 86401}, want: []string{"rotation_grace: must be between 0s and 24h"}},
 		{name: "grace negative", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "rotation_grace": -1}, want: []string{"rotation_grace"}},
 		{name: "description too long", data: map[string]any{"token_id": "$id", "rotation_period": "1h", "description": strings.Repeat("d", 1025)}, want: []string{"description: at most 1024"}},
 		{name: "name too long", role: strings.Repeat("n", 129), data: map[string]any{"token_id": "$id", "rotation_period": "1h"}, want: []string{"name: at most 128"}},

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 const (
@@ -103,7 +105,7 @@ func tidyStatusResponseFields() map[string]*framework.FieldSchema {
 		"pending_records":   count("Issuance records of creds reads not finished."),
 		"abandoned_records": count("Issuance records the rollback gave up on (need an operator)."),
 		"confirmed_records": count("Issuance records of live leases."),
-		"last_rollback":     {Type: framework.TypeMap, Description: "The last periodic rollback: pending, finished, failed, abandoned, collected."},
+		"last_rollback":     {Type: framework.TypeMap, Description: "The last periodic rollback: pending, finished, failed, abandoned, collected, swept."},
 		"last_queue_drain":  {Type: framework.TypeMap, Description: "The last revoke queue drain: queued, revoked, dropped, failed, deferred, rate_limited."},
 		"last_tidy":         {Type: framework.TypeMap, Description: "The last tidy's answer since the plugin started; null before the first."},
 		"last_tidy_run_at":  timeField("When the last tidy started"),
@@ -114,10 +116,18 @@ func tidyStatusResponseFields() map[string]*framework.FieldSchema {
 
 func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	safety := time.Duration(d.Get("safety_age").(int)) * time.Second
-	if safety < 0 {
-		return logical.ErrorResponse("safety_age: must not be negative"), nil
-	}
 	revoke := d.Get("revoke_orphans").(bool)
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse(errNotConfigured.Error()), nil
+	}
+	if least := minTidySafetyAge(cfg); safety < least {
+		return logical.ErrorResponse("safety_age: must be at least %ds, the longest a creds read can take with this config ((max_retries+1) x request_timeout + max_retries x %ds + %ds); a token younger than that may belong to a read still running",
+			int64(least/time.Second), int64(tookenapi.MaxRetryWait/time.Second), int64((cleanupTimeout+credsReadMargin)/time.Second)), nil
+	}
 	mountID := b.mountUUID
 	if mountID == "" {
 		return nil, errors.New("tidy: the mount's backend UUID is unknown")
@@ -142,6 +152,15 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 	return &logical.Response{Data: structToMap(st)}, nil
 }
 
+// minTidySafetyAge is the shortest safety_age tidy accepts: the longest a
+// creds read can run with cfg, from its pending write (before the token
+// exists) to its end. Tidy decides on each token against storage as it is,
+// which already accounts for a read in flight; the margin also covers a read
+// still running on a node that has just lost leadership.
+func minTidySafetyAge(cfg *tookenConfig) time.Duration {
+	return credsReadBudget(cfg)
+}
+
 func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	st, roll, drain := b.tidy.lastStatus(), b.issued.lastReport(), b.queue.lastReport()
 
@@ -149,37 +168,15 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 	if err != nil {
 		return nil, err
 	}
-	keys, err := listIssuance(ctx, req.Storage)
+	counts, err := b.countRecords(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	var pending, abandoned, confirmed int
-	for _, key := range keys {
-		if b.issued.isConfirmed(key) {
-			confirmed++
-			continue
-		}
-		rec, err := getIssuance(ctx, req.Storage, key)
-		if err != nil {
-			return nil, err
-		}
-		if rec == nil {
-			continue
-		}
-		switch rec.State {
-		case issueStatePending:
-			pending++
-		case issueStateAbandoned:
-			abandoned++
-		default:
-			confirmed++
-		}
-	}
 	data := map[string]any{
 		"queue_length":      int64(len(ids)),
-		"pending_records":   int64(pending),
-		"abandoned_records": int64(abandoned),
-		"confirmed_records": int64(confirmed),
+		"pending_records":   int64(counts.pending),
+		"abandoned_records": int64(counts.abandoned),
+		"confirmed_records": int64(counts.confirmed),
 		"last_rollback":     structToMap(&roll),
 		"last_queue_drain":  structToMap(&drain),
 		"last_tidy":         nil,
@@ -192,6 +189,79 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 		data["last_tidy_run_at"] = st.LastRunAt.Format(time.RFC3339)
 	}
 	return &logical.Response{Data: data}, nil
+}
+
+// recordCounts counts the issuance records by what they stand for.
+type recordCounts struct {
+	pending, abandoned, confirmed int
+}
+
+// countRecords counts the issuance records from storage, so that any node
+// can answer: the pending records are read (a pending record whose live
+// record exists is a confirmed read not swept yet), the live records only
+// listed, one role at a time, and records of the previous layout not moved
+// yet are read.
+func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c recordCounts, err error) {
+	keys, err := listIssuance(ctx, s)
+	if err != nil {
+		return c, err
+	}
+	for _, key := range keys {
+		rec, err := getIssuance(ctx, s, key)
+		if err != nil || rec == nil {
+			if err != nil {
+				return c, err
+			}
+			continue
+		}
+		if rec.State == issueStateAbandoned {
+			c.abandoned++
+			continue
+		}
+		live, err := getLive(ctx, s, rec.Role, key)
+		if err != nil {
+			return c, err
+		}
+		if live == nil {
+			c.pending++
+		}
+	}
+	roles, err := listLiveRoles(ctx, s)
+	if err != nil {
+		return c, err
+	}
+	for _, role := range roles {
+		keys, err := listLive(ctx, s, role)
+		if err != nil {
+			return c, err
+		}
+		c.confirmed += len(keys)
+	}
+	return b.countLegacy(ctx, s, c)
+}
+
+// countLegacy adds the records of the previous layout to c.
+func (b *tookenBackend) countLegacy(ctx context.Context, s logical.Storage, c recordCounts) (recordCounts, error) {
+	keys, err := listLegacy(ctx, s)
+	if err != nil {
+		return c, err
+	}
+	for _, key := range keys {
+		rec, err := getLegacy(ctx, s, key)
+		if err != nil {
+			return c, err
+		}
+		switch {
+		case rec == nil:
+		case rec.State == issueStatePending:
+			c.pending++
+		case rec.State == issueStateAbandoned:
+			c.abandoned++
+		default:
+			c.confirmed++
+		}
+	}
+	return c, nil
 }
 
 // structToMap turns a JSON-tagged struct into response data, numbers as
@@ -241,5 +311,8 @@ revoked, records collected), kept in memory since the plugin started, plus
 the current revoke queue length, the pending, abandoned and confirmed
 issuance records, and what the last periodic rollback and queue drain did.
 A non-zero abandoned_records or a queue that does not shrink needs an
-operator: see the README, "Guarantees: no orphaned token".
+operator: make Tooken reachable and the root secret valid (vault read
+<mount>/config shows last_rotation_error), then run tidy with
+revoke_orphans=true. More in "Guarantees: no orphaned token" of
+https://github.com/tooken/vault-plugin-secrets-tooken#guarantees-no-orphaned-token
 `

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,8 +71,14 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 	if got["upstream_scanned"] != int64(113) || got["accounted"] != int64(111) || got["too_young"] != int64(2) || got["orphans_found"] != int64(0) {
 		t.Errorf("default safety age: %v", got)
 	}
-	// Report only.
-	got = tidy(map[string]any{"safety_age": "0s"})
+	// A safety age shorter than a creds read can take is refused: with
+	// max_retries=0 and the default 30s request_timeout, 30s + 30s + 15s.
+	resp, err := e.write("tidy", map[string]any{"safety_age": "0s", "revoke_orphans": true})
+	mustUserError(t, resp, err, "safety_age: must be at least 75s")
+	// Ten minutes on, every token is older than the shortest safety age:
+	// only the records decide. Report only.
+	e.shiftClock(10 * time.Minute)
+	got = tidy(map[string]any{"safety_age": "75s"})
 	if got["orphans_found"] != int64(2) || got["orphans_revoked"] != int64(0) {
 		t.Errorf("report: %v", got)
 	}
@@ -79,7 +86,7 @@ func TestTidy_ReportThenRevoke(t *testing.T) {
 		t.Error("report-only tidy revoked a token")
 	}
 	// Revoke.
-	got = tidy(map[string]any{"safety_age": "0s", "revoke_orphans": true})
+	got = tidy(map[string]any{"safety_age": "75s", "revoke_orphans": true})
 	if got["orphans_found"] != int64(2) || got["orphans_revoked"] != int64(2) {
 		t.Errorf("revoke: %v", got)
 	}
@@ -162,5 +169,101 @@ func TestTidy_OneAtATime(t *testing.T) {
 	}
 	if _, err := e.write("tidy", nil); err != nil {
 		t.Fatalf("tidy after the first finished: %v", err)
+	}
+}
+
+// Tidy never revokes a token whose lease exists or is being created, even
+// when every token is older than safety_age: with 50 creds readers running
+// (some revoking at once) and the periodic rollback sweeping, repeated
+// tidies with revoke_orphans=true kill exactly the planted orphans.
+func TestTidy_NeverRevokesLiveLeasesUnderLoad(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"rollback_min_age": "1s"})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "max_ttl": "24h"})
+	// Creates answer after 0 to 20 ms, so that reads are caught in every
+	// step when tidy looks.
+	for _, l := range []time.Duration{5, 10, 20} {
+		srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens", Latency: l * time.Millisecond, Probability: 0.3})
+	}
+	ctx := context.Background()
+	exp := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
+	var planted []string
+	for i := 0; i < 5; i++ {
+		tok, err := e.client().CreateToken(ctx, tookenapi.CreateTokenRequest{Name: "orphan", Scopes: []string{"deployments:write"}, ExpiresAt: &exp,
+			Metadata: map[string]string{metaMountUUID: testMountUUID, metaIssueKey: tookenapi.NewIdempotencyKey(), metaRole: "r"}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		planted = append(planted, tok.ID)
+	}
+	e.shiftClock(time.Hour) // every token is an hour old to tidy: only the records protect them
+
+	var mu sync.Mutex
+	held := map[string]bool{} // token id -> lease held
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 50; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := e.read("creds/r")
+				if err != nil || resp.IsError() {
+					t.Errorf("creds read: %v %v", resp, err)
+					return
+				}
+				id := resp.Data["token_id"].(string)
+				mu.Lock()
+				held[id] = true
+				mu.Unlock()
+				if (w+i)%3 == 0 {
+					must(t)(e.revoke(lease(resp)))
+					mu.Lock()
+					held[id] = false
+					mu.Unlock()
+				}
+			}
+		}(w)
+	}
+	revoked := int64(0)
+	for round := 0; round < 8; round++ {
+		if err := e.periodic(); err != nil {
+			t.Error(err)
+		}
+		got := must(t)(e.write("tidy", map[string]any{"safety_age": "30m", "revoke_orphans": true})).Data
+		revoked += got["orphans_revoked"].(int64)
+	}
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	leased, killed := 0, 0
+	for id, h := range held {
+		if !h {
+			continue
+		}
+		leased++
+		if tok, _ := srv.Token(id); tok.State != "live" {
+			killed++
+		}
+	}
+	t.Logf("%d leases held, %d reads in all; tidy revoked %d", leased, len(held), revoked)
+	if killed != 0 {
+		t.Errorf("tidy revoked %d of %d live leases' tokens", killed, leased)
+	}
+	if revoked != int64(len(planted)) {
+		t.Errorf("tidy revoked %d tokens, want the %d planted orphans", revoked, len(planted))
+	}
+	for _, id := range planted {
+		if tok, _ := srv.Token(id); tok.State == "live" {
+			t.Errorf("planted orphan %s still live", id)
+		}
 	}
 }

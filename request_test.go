@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -35,7 +34,7 @@ func TestRequest_UnknownFieldsRefused(t *testing.T) {
 		data map[string]any
 		want []string
 	}{
-		"role typo":        {logical.UpdateOperation, "roles/ci", map[string]any{"tll": "2h"}, []string{"tll: unknown field (did you mean ttl?); roles/ci takes allow_token_management, description, identity_metadata, max_ttl, metadata, name_template, scopes, ttl"}},
+		"role typo":        {logical.UpdateOperation, "roles/ci", map[string]any{"tll": "2h"}, []string{"tll: unknown field (did you mean ttl?); roles/ci takes allow_token_management, description, identity_metadata, max_live_tokens, max_ttl, metadata, name_template, scopes, ttl"}},
 		"two unknown":      {logical.UpdateOperation, "roles/ci", map[string]any{"zzz": "1", "ttl": "2h", "aaa": "2"}, []string{"aaa: unknown field; roles/ci takes", "zzz: unknown field; roles/ci takes"}},
 		"creds":            {logical.ReadOperation, "creds/ci", map[string]any{"foo": "1"}, []string{"foo: unknown field"}},
 		"rotate-root":      {logical.UpdateOperation, "rotate-root", map[string]any{"now": "true"}, []string{"now: unknown field; rotate-root takes no fields (with the CLI, write it with -f)"}},
@@ -236,17 +235,6 @@ func TestRequest_ClosestField(t *testing.T) {
 	} {
 		if got := closestField(in, fields); got != want {
 			t.Errorf("closestField(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestRequest_HumanDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		time.Hour: "1h", 90 * time.Minute: "1h30m", 30 * time.Minute: "30m", 10 * time.Second: "10s",
-		time.Hour + time.Second: "1h0m1s", 768 * time.Hour: "768h", 0: "0s",
-	} {
-		if got := humanDuration(d); got != want {
-			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -28,7 +29,14 @@ const (
 	// defaultDrainBudget: Vault calls the periodic func about once a
 	// minute; with the rollback's budget the run stays under that.
 	defaultDrainBudget = 40 * time.Second
-	defaultDrainRate   = 20 // DELETE /tokens/{id} per second, well under Tooken's 100/s
+	// DELETE /tokens/{id} per second of the drain, and of lease revokes
+	// while Tooken's bucket runs low (revokePaced): Tooken's documented
+	// limit per caller token (100/s), so that a storm of revokes drains at
+	// Tooken's pace. The burst is small: the limiter takes over when
+	// Tooken's own burst is spent. Other calls of the mount (creds reads)
+	// that find Tooken's bucket empty meanwhile wait out its Retry-After.
+	defaultRevokeRate  = 100
+	defaultRevokeBurst = 10
 	// maxQueuePause caps how long a Retry-After (429, 503) holds the queue:
 	// at most half of Vault's rollback interval, so that a drain is never
 	// held past the first periodic run after Tooken answers again ("about a
@@ -43,7 +51,8 @@ type revokeQueueEntry struct {
 	TokenID    string    `json:"token_id"`
 	IssueKey   string    `json:"issue_key,omitempty"`
 	Role       string    `json:"role,omitempty"`
-	ExpiresAt  time.Time `json:"expires_at"` // the token's upstream expiry; zero = unknown
+	Record     string    `json:"record,omitempty"` // storage key of the issuance record; absent in entries of the previous version
+	ExpiresAt  time.Time `json:"expires_at"`       // the token's upstream expiry; zero = unknown
 	QueuedAt   time.Time `json:"queued_at"`
 	retryState           // revoke attempts: the first failed one is the lease revoke's
 }
@@ -56,13 +65,16 @@ var errRevokeQueueFull = errors.New("the revoke queue is full")
 
 // revokeQueue is this node's side of the revoke queue: its length and the
 // next attempt of the entries it wrote (so that an idle drain reads no
-// entry), the Retry-After pause, the drain's rate limiter and settings.
+// entry), the Retry-After pause, the rate limiter of lease revokes and
+// drains, and settings.
 type revokeQueue struct {
 	mu        sync.Mutex
 	length    int                  // as last listed, plus enqueued since
 	next      map[string]time.Time // token id -> next attempt, for the entries this node wrote
 	pauseTill time.Time            // honour Retry-After across drains
 	last      drainReport          // the last drain
+	revoking  atomic.Int64         // lease revokes on their way to Tooken (revokePaced)
+	lowUntil  atomic.Int64         // Unix ns until which lease revokes take turns (paced)
 
 	// Settings (tests shorten them).
 	limiter      *rate.Limiter
@@ -76,13 +88,30 @@ type revokeQueue struct {
 func newRevokeQueue() *revokeQueue {
 	return &revokeQueue{
 		next:         make(map[string]time.Time),
-		limiter:      rate.NewLimiter(defaultDrainRate, defaultDrainRate),
+		limiter:      rate.NewLimiter(defaultRevokeRate, defaultRevokeBurst),
 		revokeBudget: defaultRevokeBudget,
 		retry:        retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
 		maxLen:       defaultMaxRevokeQueue,
 		drainBudget:  defaultDrainBudget,
 		callTimeout:  defaultUpstreamCallTimeout,
 	}
+}
+
+// paceHold is how long lease revokes keep taking turns after an answer
+// showed Tooken's bucket low: answers of concurrent calls arrive in any
+// order, and one with room left must not let a herd through.
+const paceHold = 2 * time.Second
+
+// paced tells whether a lease revoke must take its turn at the limiter now:
+// what Tooken's latest answer left in the caller's bucket, less the revokes
+// already on their way, is under a quarter of the bucket, now or within the
+// last paceHold.
+func (q *revokeQueue) paced(client *tookenapi.Client, now time.Time) bool {
+	if limit, remaining, ok := client.RateLimit(); ok && remaining-q.revoking.Load() < limit/4 {
+		q.lowUntil.Store(now.Add(paceHold).UnixNano())
+		return true
+	}
+	return now.UnixNano() < q.lowUntil.Load()
 }
 
 // setNext remembers when a queue entry is due next.
@@ -318,6 +347,6 @@ func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *
 		return false
 	}
 	b.queue.removed(e.TokenID)
-	b.dropIssuance(ctx, s, e.IssueKey)
+	b.dropRecord(ctx, s, refFor(e.Role, e.IssueKey, e.Record), e.expired(b.now()))
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -328,4 +329,46 @@ func TestRevokeQueue_DrainsAtOnceWhenTookenIsBack(t *testing.T) {
 			t.Errorf("token %s is %s, want revoked", id, tr.State)
 		}
 	}
+}
+
+// A storm of lease revokes against Tooken's rate limit (100/s, burst 200),
+// 200 at a time as Vault's expiration workers run them: each revoke waits
+// its turn at the engine's limiter instead of being refused with 429 and
+// queued; every token dies at once, the queue stays empty.
+func TestRevoke_StormAtTookensPace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("storm test skipped in -short mode")
+	}
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write"})
+	const leases, workers = 600, 200
+	todo := make(chan *logical.Secret, leases)
+	for i := 0; i < leases; i++ {
+		todo <- lease(must(t)(e.read("creds/r")))
+	}
+	close(todo)
+	srv.SetRateLimit(100, 200)
+	must(t)(e.revoke(<-todo)) // the plugin learns the limit from Tooken's answer
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range todo {
+				if _, err := e.revoke(s); err != nil {
+					t.Errorf("revoke: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ids := e.queueIDs(); len(ids) != 0 {
+		t.Errorf("%d revokes queued: they should have waited their turn", len(ids))
+	}
+	if live := issuedLive(srv); len(live) != 0 {
+		t.Errorf("%d tokens live after the storm", len(live))
+	}
+	t.Logf("Tooken refused %d calls with 429 during the storm", srv.Counters()["rate_limited"])
 }

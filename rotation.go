@@ -295,7 +295,7 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 		}
 		return nil, &rotationError{status: http.StatusInternalServerError, pending: true, msg: fmt.Sprintf(
 			"%s rotation incomplete: Tooken rotated the %s token %s but storing the new secret failed: %v; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
-			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), rotationRecoveryDelay)}
+			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), humanDuration(rotationRecoveryDelay))}
 	}
 	b.pending.drop(w.IdempotencyKey)
 	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
@@ -376,7 +376,7 @@ func managedTokenID(ctx context.Context, t rotationTarget, st *managedToken) (st
 	}
 	self, err := st.auth.Self(ctx)
 	if err != nil {
-		return "", rotationFailed(http.StatusBadGateway, "%s rotation failed: reading the %s token (GET /tokens/self): %v; nothing was changed", t.what(), t.what(), err)
+		return "", rotationFailed(http.StatusBadGateway, "%s rotation failed: reading the %s token (GET /tokens/self): %s; nothing was changed", t.what(), t.what(), upstreamProblem(err))
 	}
 	return self.ID, nil
 }
@@ -399,14 +399,14 @@ func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, t
 		return tok, walID, nil
 	case errors.Is(err, tookenapi.ErrOutcomeUnknown):
 		return nil, "", &rotationError{status: http.StatusBadGateway, cause: err, pending: true, msg: fmt.Sprintf(
-			"%s rotation outcome unknown: %v; the current %s secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
-			t.what(), err, t.what(), w.StartedAt.Add(w.grace()).Format(time.RFC3339), rotationRecoveryDelay)}
+			"%s rotation outcome unknown: %s; the current %s secret keeps working at least until %s, and the engine finishes the rotation by replaying the same request (same Idempotency-Key) within about %s",
+			t.what(), upstreamOutcome(err), t.what(), w.StartedAt.Add(w.grace()).Format(time.RFC3339), humanDuration(rotationRecoveryDelay))}
 	}
 	// Tooken refused: nothing changed upstream.
 	if derr := framework.DeleteWAL(ctx, s, walID); derr != nil {
 		b.Logger().Warn("could not delete the WAL entry of a refused rotation (harmless: its rollback replays the refusal)", "token_id", w.TokenID, "error", derr)
 	}
-	return nil, "", rotationFailedBy(err, http.StatusBadGateway, "%s rotation failed: %v; nothing changed upstream: the current %s secret is unchanged and keeps working", t.what(), err, t.what())
+	return nil, "", rotationFailedBy(err, http.StatusBadGateway, "%s rotation failed: %s", t.what(), refusedRotation(t.what(), err))
 }
 
 // finishPendingRotationsLocked rolls forward every WAL entry of t (left by a
@@ -526,7 +526,7 @@ func (b *tookenBackend) rollForwardLocked(ctx context.Context, s logical.Storage
 	}
 	defer st.done()
 	if b.now().Sub(w.StartedAt) > rotationGiveUpAfter {
-		b.rotationLockout(ctx, s, t, log, fmt.Sprintf("%s rotation started %s could not be confirmed for more than %s", t.what(), w.StartedAt.Format(time.RFC3339), rotationGiveUpAfter))
+		b.rotationLockout(ctx, s, t, log, fmt.Sprintf("%s rotation started %s could not be confirmed for more than %s", t.what(), w.StartedAt.Format(time.RFC3339), humanDuration(rotationGiveUpAfter)))
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.budget)

@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func TestRotationGrace_Minimum(t *testing.T) {
 		{"fast calls: 2m44s refused", map[string]any{"request_timeout": "5s", "max_retries": 1, "rotation_grace": "2m44s"}, "the 2m45s that recovering an interrupted rotation needs with request_timeout=5s and max_retries=1"},
 		{"one attempt of 1s: 2m31s", map[string]any{"request_timeout": "1s", "max_retries": 0, "rotation_grace": "2m31s"}, ""},
 		{"slow calls are capped at 1m", map[string]any{"request_timeout": "10m", "max_retries": 10, "rotation_grace": "3m30s"}, ""},
-		{"the error says what to do", map[string]any{"rotation_grace": "1m"}, "raise rotation_grace, or lower request_timeout or max_retries"},
+		{"the error says what to do", map[string]any{"rotation_grace": "1m"}, "raise rotation_grace to at least 3m30s, or lower request_timeout or max_retries"},
 		{"at most 24h", map[string]any{"rotation_grace": "24h1s"}, "rotation_grace: 24h0m1s is longer than 24h"},
 	}
 	for _, tc := range cases {
@@ -63,6 +64,18 @@ func TestRotationGrace_Minimum(t *testing.T) {
 			t.Error("a refused config was stored")
 		}
 		must(t)(e.write(configPath, map[string]any{"request_timeout": "30s", "rotation_grace": "5m"}))
+	})
+
+	// The minimum comes from request_timeout and max_retries: while they are
+	// invalid the write names them, not a grace computed from them.
+	t.Run("invalid call settings are reported, not used", func(t *testing.T) {
+		e := getTestBackend(t)
+		resp, err := e.write(configPath, map[string]any{"url": srv.URL(), "token": srv.RootSecret(),
+			"request_timeout": 0, "max_retries": 11, "rotation_grace": "3m"})
+		mustUserError(t, resp, err, "request_timeout: must be greater than zero", "max_retries: must be between 0 and 10")
+		if msg := resp.Error().Error(); strings.Contains(msg, "rotation_grace") {
+			t.Errorf("error %q names rotation_grace, computed from invalid values", msg)
+		}
 	})
 }
 

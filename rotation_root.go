@@ -31,7 +31,7 @@ func (t *rootTarget) walKind() string   { return walKindRotateRoot }
 func (t *rootTarget) walTarget() string { return "" }
 func (t *rootTarget) notManaged() error { return errNotConfigured }
 func (t *rootTarget) lockoutHint() string {
-	return `the engine no longer holds a working root secret: write a working root secret with "vault write <mount>/config token=..." (see README, Root credential rotation)`
+	return "the engine no longer holds a working root secret: " + rootSecretFix + " (" + docsURL + "#when-tookens-side-was-changed-by-hand-or-the-root-is-lost)"
 }
 
 // load reads the config from storage: the root's secret and rotation state.

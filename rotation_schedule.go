@@ -27,7 +27,7 @@ const (
 
 func validateRotationPeriod(p time.Duration) error {
 	if p < 0 || (p > 0 && p < minRotationPeriod) {
-		return fmt.Errorf("rotation_period: must be 0 (off) or at least %s", minRotationPeriod)
+		return fmt.Errorf("rotation_period: must be 0 (off) or at least %s", humanDuration(minRotationPeriod))
 	}
 	return nil
 }
@@ -82,7 +82,7 @@ func parseWindow(s string) (dailyWindow, error) {
 	}
 	w := dailyWindow{set: true, start: start, end: end}
 	if w.length() < minWindowLength {
-		return dailyWindow{}, fmt.Errorf("rotation_window: %s must be at least %s long", quoteShort(s), minWindowLength)
+		return dailyWindow{}, fmt.Errorf("rotation_window: %s must be at least %s long", quoteShort(s), humanDuration(minWindowLength))
 	}
 	return w, nil
 }
@@ -135,26 +135,73 @@ func (w dailyWindow) next(t time.Time) time.Time {
 // parseCronSchedule parses a rotation_schedule: a standard 5-field cron spec
 // (minute hour day-of-month month day-of-week), in UTC, with the SDK's
 // parser. Time zone prefixes and @descriptors are refused, and so is a spec
-// that never fires (February 30).
+// that never fires (February 30). The errors name the field at fault and its
+// range, in the engine's words (cronProblem).
 func parseCronSchedule(spec string) (*cron.SpecSchedule, error) {
 	if len(spec) > maxCronSpecLen {
 		return nil, fmt.Errorf("rotation_schedule: at most %d characters", maxCronSpecLen)
 	}
-	bad := func(why string) error {
-		return fmt.Errorf(`rotation_schedule: %q is not a 5-field cron spec "minute hour day-of-month month day-of-week" (UTC): %s`, spec, why)
-	}
-	if strings.Contains(spec, "=") {
-		// The parser would take TZ=... (and panic on some forms of it).
-		return nil, bad("time zones are not supported, the schedule is in UTC")
+	if why := cronProblem(spec); why != "" {
+		return nil, fmt.Errorf("rotation_schedule: %s", why)
 	}
 	sched, err := rotation.DefaultScheduler.Parse(spec)
 	if err != nil {
-		return nil, bad(err.Error())
+		// cronProblem accepted every field: should not happen.
+		return nil, fmt.Errorf("rotation_schedule: %q is not a 5-field cron spec %s", spec, cronFieldsHint)
 	}
 	if sched.Next(time.Now().UTC()).IsZero() {
-		return nil, bad("it never fires")
+		return nil, fmt.Errorf("rotation_schedule: %q never fires: no month has that day-of-month (e.g. the 30th of February); pick a day that exists", spec)
 	}
 	return sched, nil
+}
+
+// cronFieldsHint is how a cron spec is written, for a message.
+const cronFieldsHint = `"minute hour day-of-month month day-of-week" (UTC), e.g. "0 3 * * *" for every day at 03:00`
+
+// cronFields are the fields of a standard cron spec, in order, with what
+// each accepts besides *, lists (1,5), ranges (1-5) and steps (*/2).
+var cronFields = []struct{ name, values string }{
+	{"minute", "0-59"},
+	{"hour", "0-23"},
+	{"day-of-month", "1-31"},
+	{"month", "1-12 or JAN-DEC"},
+	{"day-of-week", "0-6 or SUN-SAT, 0 being Sunday"},
+}
+
+// cronDescriptors are the @descriptors people try, as 5-field specs.
+var cronDescriptors = map[string]string{
+	"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+	"@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}
+
+// cronProblem says what is wrong with a cron spec ("" when its form is
+// right): a time zone, a descriptor, the number of fields, or the first
+// field the parser refuses, checked alone (the others as *).
+func cronProblem(spec string) string {
+	fields := strings.Fields(spec)
+	switch {
+	case strings.Contains(spec, "="):
+		// The parser would take TZ=... (and panic on some forms of it).
+		return "time zones (TZ=...) are not supported: the schedule is in UTC; write the 5 fields alone, " + cronFieldsHint
+	case strings.HasPrefix(spec, "@every"):
+		return "@every is not supported; for a period, give rotation_period instead (e.g. rotation_period=720h)"
+	case strings.HasPrefix(spec, "@"):
+		if five, ok := cronDescriptors[strings.ToLower(spec)]; ok {
+			return fmt.Sprintf("descriptors such as %s are not supported; write the 5 fields (%s is %q)", spec, spec, five)
+		}
+		return "descriptors (@...) are not supported; write the 5 fields " + cronFieldsHint
+	case len(fields) != len(cronFields):
+		return fmt.Sprintf("%q has %d fields, but a cron spec has 5: %s", spec, len(fields), cronFieldsHint)
+	}
+	for i, f := range fields {
+		probe := []string{"*", "*", "*", "*", "*"}
+		probe[i] = f
+		if _, err := rotation.DefaultScheduler.Parse(strings.Join(probe, " ")); err != nil {
+			return fmt.Sprintf("the %s field %q is not valid: it takes %s, *, a list (1,5), a range (1-5) or a step (*/2)",
+				cronFields[i].name, shortText(f, 20), cronFields[i].values)
+		}
+	}
+	return ""
 }
 
 // rotationSchedule is when a static role's token is rotated: every period
@@ -181,7 +228,7 @@ func newRotationSchedule(period time.Duration, spec, window string) (rotationSch
 		errs = append(errs, err)
 		s.cron = c
 	case period < minRotationPeriod || period > maxStaticRotationPeriod:
-		errs = append(errs, fmt.Errorf("rotation_period: must be between %s and %s", minRotationPeriod, maxStaticRotationPeriod))
+		errs = append(errs, fmt.Errorf("rotation_period: must be between %s and %s", humanDuration(minRotationPeriod), humanDuration(maxStaticRotationPeriod)))
 	default:
 		s.period = period
 	}

@@ -49,13 +49,13 @@ func TestParseWindow(t *testing.T) {
 		{"02:00-03:00", ""},
 		{" 22:00 - 02:00 ", ""},
 		{"00:00-00:00", ""}, // the whole day
-		{"02:00-02:04", "at least 5m0s long"},
+		{"02:00-02:04", "at least 5m long"},
 		{"02:00", "not a daily UTC window"},
 		{"2am-3am", "not a daily UTC window"},
 		{"25:00-03:00", "not a daily UTC window"},
 		// A caller's value is quoted shortened, whatever its length.
 		{strings.Repeat("x", 100000), `"` + strings.Repeat("x", 40) + `..." is not a daily UTC window`},
-		{"02:00-02:04" + strings.Repeat(" ", 100000), "at least 5m0s long"},
+		{"02:00-02:04" + strings.Repeat(" ", 100000), "at least 5m long"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.in[:min(len(tc.in), 20)], func(t *testing.T) {
@@ -153,14 +153,22 @@ func TestParseCronSchedule(t *testing.T) {
 		{"*/15 * * * *", ""},
 		{"30 2 * * 1-5", ""},
 		{"0 0 29 2 *", ""}, // leap days: it fires, if rarely
-		{"0 3 * *", "5-field cron spec"},
-		{"0 0 3 * * *", "5-field cron spec"}, // seconds are not standard
-		{"61 * * * *", "5-field cron spec"},
-		{"@daily", "5-field cron spec"},
-		{"TZ=Europe/Paris 0 3 * * *", "time zones are not supported"},
-		{"TZ=UTC", "time zones are not supported"}, // the parser would panic on it
-		{"CRON_TZ=UTC 0 3 * * *", "time zones are not supported"},
-		{"0 0 30 2 *", "it never fires"},
+		{"0 3 * *", `"0 3 * *" has 4 fields, but a cron spec has 5: "minute hour day-of-month month day-of-week" (UTC)`},
+		{"0 0 3 * * *", "has 6 fields, but a cron spec has 5"}, // seconds are not standard
+		{"61 * * * *", `the minute field "61" is not valid: it takes 0-59`},
+		{"0 25 * * *", `the hour field "25" is not valid: it takes 0-23, *, a list (1,5), a range (1-5) or a step (*/2)`},
+		{"0 0 0 * *", `the day-of-month field "0" is not valid: it takes 1-31`},
+		{"0 3 * JANX *", `the month field "JANX" is not valid: it takes 1-12 or JAN-DEC`},
+		{"0 3 * * 8", `the day-of-week field "8" is not valid: it takes 0-6 or SUN-SAT`},
+		{"*/0 * * * *", `the minute field "*/0" is not valid`},
+		{"@daily", `descriptors such as @daily are not supported; write the 5 fields (@daily is "0 0 * * *")`},
+		{"@every 1h", "give rotation_period instead"},
+		{"@sometimes", "descriptors (@...) are not supported"},
+		{"TZ=Europe/Paris 0 3 * * *", "time zones (TZ=...) are not supported"},
+		{"TZ=UTC", "time zones (TZ=...) are not supported"}, // the parser would panic on it
+		{"CRON_TZ=UTC 0 3 * * *", "time zones (TZ=...) are not supported"},
+		{"0 0 30 2 *", `"0 0 30 2 *" never fires: no month has that day-of-month`},
+		{"0 3 31 2 *", "never fires"},
 		{strings.Repeat("1,", 60) + "1 * * * *", "at most 100 characters"},
 	}
 	for _, tc := range cases {
@@ -210,7 +218,7 @@ func TestRotationSchedule_Next(t *testing.T) {
 		{name: "cron inside a wrapping window", spec: "0 23 * * *", window: "22:00-02:00", from: "2026-11-26 10:00:00", next: "2026-11-26 23:00:00"},
 		{name: "both", period: time.Hour, spec: "0 3 * * *", wantErrContain: "exactly one of them"},
 		{name: "neither", wantErrContain: "one of them is required"},
-		{name: "period too short", period: 30 * time.Second, wantErrContain: "rotation_period: must be between 1m0s and"},
+		{name: "period too short", period: 30 * time.Second, wantErrContain: "rotation_period: must be between 1m and 366d"},
 		{name: "period too long", period: 367 * 24 * time.Hour, wantErrContain: "rotation_period: must be between"},
 		{name: "bad window", period: time.Hour, window: "2-3", wantErrContain: "rotation_window"},
 	}

@@ -892,9 +892,9 @@ func TestRotateRoot_ConfigFields(t *testing.T) {
 		{name: "grace 0 is the default", data: map[string]any{"rotation_grace": 0}, check: map[string]any{"rotation_grace": int64(300)}},
 		{name: "short grace refused", data: map[string]any{"rotation_grace": 30}, wantErr: []string{"rotation_grace: 30s is shorter than the 3m30s that recovering an interrupted rotation needs"}},
 		{name: "bad values", data: map[string]any{"rotation_period": 30, "rotation_window": "25:00-01:00", "rotation_grace": 5},
-			wantErr: []string{"rotation_period: must be 0 (off) or at least 1m0s", "rotation_window", "rotation_grace: 5s is shorter"}},
+			wantErr: []string{"rotation_period: must be 0 (off) or at least 1m\n", "rotation_window", "rotation_grace: 5s is shorter"}},
 		{name: "grace above the contract", data: map[string]any{"rotation_grace": 86401}, wantErr: []string{"rotation_grace"}},
-		{name: "window too short", data: map[string]any{"rotation_window": "02:00-02:03"}, wantErr: []string{"at least 5m0s long"}},
+		{name: "window too short", data: map[string]any{"rotation_window": "02:00-02:03"}, wantErr: []string{"at least 5m long"}},
 		{name: "window not a window", data: map[string]any{"rotation_window": "daily"}, wantErr: []string{`"HH:MM-HH:MM"`}},
 	}
 	for _, tc := range cases {

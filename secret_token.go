@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // secretTokenType is the leased secret type of creds.
@@ -19,6 +21,7 @@ const (
 	internalTokenID   = "token_id"
 	internalIssueKey  = "issue_key"
 	internalRole      = "role"
+	internalRecord    = "record"     // storage key of the issuance record; absent in leases of the previous version
 	internalExpiresAt = "expires_at" // RFC 3339: the upstream expiry, the lease's hard limit
 	internalIssuedAt  = "issued_at"  // RFC 3339
 	// internalLeaseEnd is when the lease ends as last granted (RFC 3339,
@@ -196,36 +199,35 @@ func (b *tookenBackend) secretTokenRevoke(ctx context.Context, req *logical.Requ
 }
 
 // revokeLease kills a lease's token: revokeUpstream within the revoke budget,
-// then delete its issuance record. When Tooken cannot be reached or refuses,
-// the token goes to the revoke queue and the revoke succeeds. Only a failure
-// to queue is an error (Vault retries).
+// then delete its issuance record (one delete). When Tooken cannot be reached
+// or refuses, the token goes to the revoke queue and the revoke succeeds. Only
+// a failure to queue is an error (Vault retries).
 func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, id string) error {
-	issueKey := internalString(req, internalIssueKey)
 	role := internalString(req, internalRole)
+	ref := refFor(role, internalString(req, internalIssueKey), internalString(req, internalRecord))
+	var exp time.Time
+	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
+		exp = t
+	}
 
 	client, err := b.getClient(ctx, req.Storage)
 	if err != nil && !errors.Is(err, errNotConfigured) {
 		return err
 	}
 	if err == nil {
-		if err = revokeUpstream(ctx, client, id, b.queue.revokeBudget); err == nil {
-			b.Logger().Debug("revoked token", "token_id", id, "role", role)
-			b.dropIssuance(ctx, req.Storage, issueKey)
+		if err = b.revokePaced(ctx, client, id); err == nil {
+			b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now()))
 			return nil
 		}
 	}
 
-	var exp time.Time
-	if t, terr := internalTime(req, internalExpiresAt); terr == nil {
-		exp = t
-	}
 	now := b.now()
-	if !exp.IsZero() && !now.Before(exp) {
+	if expiredAt(exp, now) {
 		// The token has expired upstream: nothing left to kill.
-		b.dropIssuance(ctx, req.Storage, issueKey)
+		b.dropRecord(ctx, req.Storage, ref, true)
 		return nil
 	}
-	entry := &revokeQueueEntry{TokenID: id, IssueKey: issueKey, Role: role, ExpiresAt: exp, QueuedAt: now}
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now}
 	b.queue.retry.recordFailure(&entry.retryState, err, now)
 	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
@@ -233,4 +235,51 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
 		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
 	return nil
+}
+
+// revokePaced is the DELETE of a lease revoke, within the revoke budget. It
+// first waits its turn at the revoke queue's limiter (Tooken's documented
+// pace, which the drain shares) while Tooken's bucket runs low (revokeQueue.
+// paced). So when Vault revokes many leases at once (revoke -prefix, leases
+// ending together; its expiration workers run 200 revokes concurrently)
+// Tooken's burst is used and then the revokes take turns here, instead of
+// all reaching Tooken, being refused with 429 and ending in the queue; one
+// that Tooken refused all the same takes its turn again after Tooken's
+// Retry-After. While Tooken has room, nothing waits. A revoke whose turn
+// would come after its budget fails at once, and is queued.
+func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Client, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.queue.revokeBudget)
+	defer cancel()
+	q := b.queue
+	for {
+		if q.paced(client, time.Now()) {
+			if err := q.limiter.Wait(ctx); err != nil {
+				return fmt.Errorf("waiting for a turn at Tooken's rate limit: %w", err)
+			}
+		}
+		err := q.revokeCounted(ctx, client, id)
+		var rl *tookenapi.RateLimitError
+		if !errors.As(err, &rl) {
+			return err
+		}
+		// Refused for the rate after the client's retries: Tooken's bucket
+		// is empty, so revokes take turns, and this one tries again after
+		// Tooken's Retry-After if that fits in its budget.
+		q.lowUntil.Store(time.Now().Add(paceHold).UnixNano())
+		if dl, _ := ctx.Deadline(); time.Until(dl) <= rl.RetryAfter {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(rl.RetryAfter):
+		}
+	}
+}
+
+// revokeCounted is revokeUpstream, counted among the revokes on their way.
+func (q *revokeQueue) revokeCounted(ctx context.Context, client *tookenapi.Client, id string) error {
+	q.revoking.Add(1)
+	defer q.revoking.Add(-1)
+	return revokeUpstream(ctx, client, id, q.revokeBudget)
 }

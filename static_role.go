@@ -106,7 +106,9 @@ func (r *staticRoleEntry) validate(name string) error {
 	if len(name) > maxStaticRoleNameLen {
 		errs = append(errs, fmt.Errorf("name: at most %d characters", maxStaticRoleNameLen))
 	}
-	if !tokenIDRegex.MatchString(r.TokenID) {
+	if r.TokenID == "" {
+		errs = append(errs, errors.New("token_id: required when creating a static role; give the id (tkn_...) of the Tooken token to manage"))
+	} else if !tokenIDRegex.MatchString(r.TokenID) {
 		// Never echo the value: it may be a secret pasted in the wrong field.
 		errs = append(errs, errors.New("token_id: not a Tooken token id; give the token's id (tkn_ followed by letters or digits), not its secret"))
 	}
@@ -114,7 +116,7 @@ func (r *staticRoleEntry) validate(name string) error {
 		errs = append(errs, err)
 	}
 	if r.RotationGrace < 0 || r.RotationGrace > maxRotationGrace {
-		errs = append(errs, fmt.Errorf("rotation_grace: must be between 0s and %s", maxRotationGrace))
+		errs = append(errs, fmt.Errorf("rotation_grace: must be between 0s and %s", humanDuration(maxRotationGrace)))
 	}
 	if n := utf8.RuneCountInString(r.Description); n > maxStaticDescriptionLen {
 		errs = append(errs, fmt.Errorf("description: at most %d characters, got %d", maxStaticDescriptionLen, n))
@@ -125,7 +127,7 @@ func (r *staticRoleEntry) validate(name string) error {
 // warnings for a valid role.
 func (r *staticRoleEntry) warnings() []string {
 	if r.RotationGrace < time.Minute {
-		return []string{fmt.Sprintf("rotation_grace %s is below 1m: a consumer still using the previous secret gets 401 that long after each rotation (Vault Agent re-reads static-creds within seconds of a rotation)", r.RotationGrace)}
+		return []string{fmt.Sprintf("rotation_grace %s is below 1m: a consumer still using the previous secret gets 401 that long after each rotation (Vault Agent re-reads static-creds within seconds of a rotation)", humanDuration(r.RotationGrace))}
 	}
 	return nil
 }
@@ -273,7 +275,7 @@ func staticRoleFields() map[string]*framework.FieldSchema {
 		},
 		"rotation_period": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("Rotate the token this long after its last rotation (%s to %s). Exactly one of rotation_period and rotation_schedule.", minRotationPeriod, maxStaticRotationPeriod),
+			Description: fmt.Sprintf("Time between scheduled rotations (%s to %s): the next is due this long after the previous one was due (a rotation run late does not shift the schedule), or after a rotate-role, an import or a repair. Exactly one of rotation_period and rotation_schedule.", humanDuration(minRotationPeriod), humanDuration(maxStaticRotationPeriod)),
 		},
 		"rotation_schedule": {
 			Type:        framework.TypeString,
@@ -285,7 +287,7 @@ func staticRoleFields() map[string]*framework.FieldSchema {
 		},
 		"rotation_grace": {
 			Type:        framework.TypeDurationSecond,
-			Description: fmt.Sprintf("How long the previous secret keeps working after each rotation (previous_secret_ttl), 0 to %s.", maxRotationGrace),
+			Description: fmt.Sprintf("How long the previous secret keeps working after each rotation (previous_secret_ttl), 0 to %s.", humanDuration(maxRotationGrace)),
 			Default:     int(defaultStaticGrace / time.Second),
 		},
 		"skip_import_rotation": {

@@ -3,6 +3,8 @@ package tooken
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -18,8 +20,15 @@ const (
 	configPath = "config"
 	// rolePrefix + name holds a roleEntry.
 	rolePrefix = "role/"
-	// issuedPrefix + issue key holds the issuanceRecord of one creds read.
-	issuedPrefix = "issued/"
+	// issuedPrefix holds the issuance records of creds reads (issuance.go):
+	// issuedPendingPrefix + issue key is a read's pending record, written
+	// before its POST; issuedLivePrefix + role + "/" + issue key the live
+	// record written once its token exists. Flat issuedPrefix + issue key
+	// records are the previous version's layout, moved into these two by a
+	// one-time pass (issuance_prepare.go).
+	issuedPrefix        = "issued/"
+	issuedPendingPrefix = issuedPrefix + "pending/"
+	issuedLivePrefix    = issuedPrefix + "live/"
 	// revokeQueuePrefix + token id holds a revokeQueueEntry.
 	revokeQueuePrefix = "revoke-queue/"
 	// staticRolePrefix + name holds a staticRoleEntry, the managed token's
@@ -95,9 +104,11 @@ type entries[T any] struct {
 }
 
 var (
-	roleEntries        = entries[roleEntry]{prefix: rolePrefix, what: "role"}
-	issuanceEntries    = entries[issuanceRecord]{prefix: issuedPrefix, what: "issuance record"}
-	revokeQueueEntries = entries[revokeQueueEntry]{prefix: revokeQueuePrefix, what: "revoke queue entry"}
+	roleEntries        = entries[roleEntry]{prefix: rolePrefix, what: "role", many: "roles"}
+	pendingEntries     = entries[issuanceRecord]{prefix: issuedPendingPrefix, what: "pending issuance record", many: "pending issuance records"}
+	liveEntries        = entries[liveRecord]{prefix: issuedLivePrefix, what: "live issuance record", many: "live issuance records"}
+	legacyEntries      = entries[issuanceRecord]{prefix: issuedPrefix, what: "issuance record", many: "issuance records"}
+	revokeQueueEntries = entries[revokeQueueEntry]{prefix: revokeQueuePrefix, what: "revoke queue entry", many: "revoke queue entries"}
 	staticRoleEntries  = entries[staticRoleEntry]{prefix: staticRolePrefix, what: "static role", many: "static roles"}
 	staticTokenOwners  = entries[staticTokenOwner]{prefix: staticTokenPrefix, what: "static token owner", many: "static token owners"}
 )
@@ -150,25 +161,79 @@ func listRoles(ctx context.Context, s logical.Storage) ([]string, error) {
 	return roleEntries.list(ctx, s)
 }
 
-// getIssuance is the issuance record of key; nil when there is none.
+// getIssuance is the pending record of an issue key; nil when there is none.
 func getIssuance(ctx context.Context, s logical.Storage, key string) (*issuanceRecord, error) {
-	rec, err := issuanceEntries.get(ctx, s, key)
+	rec, err := pendingEntries.get(ctx, s, key)
 	if rec != nil && rec.Key == "" {
 		rec.Key = key
 	}
 	return rec, err
 }
 
+// putIssuance stores a pending (or abandoned) record at its issue key.
 func putIssuance(ctx context.Context, s logical.Storage, rec *issuanceRecord) error {
-	return issuanceEntries.put(ctx, s, rec.Key, rec)
+	return pendingEntries.put(ctx, s, rec.Key, rec)
 }
 
 func deleteIssuance(ctx context.Context, s logical.Storage, key string) error {
-	return issuanceEntries.delete(ctx, s, key)
+	return pendingEntries.delete(ctx, s, key)
 }
 
+// listIssuance lists the issue keys of the pending records.
 func listIssuance(ctx context.Context, s logical.Storage) ([]string, error) {
-	return issuanceEntries.list(ctx, s)
+	return pendingEntries.list(ctx, s)
+}
+
+// liveID is the id of a live record under issuedLivePrefix: role/key.
+// Role names never hold a "/" (the roles/ pattern refuses it).
+func liveID(role, key string) string { return role + "/" + key }
+
+// getLive is the live record of role's issue key; nil when there is none.
+func getLive(ctx context.Context, s logical.Storage, role, key string) (*liveRecord, error) {
+	return liveEntries.get(ctx, s, liveID(role, key))
+}
+
+func putLive(ctx context.Context, s logical.Storage, role, key string, rec *liveRecord) error {
+	return liveEntries.put(ctx, s, liveID(role, key), rec)
+}
+
+func deleteLive(ctx context.Context, s logical.Storage, role, key string) error {
+	return liveEntries.delete(ctx, s, liveID(role, key))
+}
+
+// listLiveRoles lists the roles that have live records.
+func listLiveRoles(ctx context.Context, s logical.Storage) ([]string, error) {
+	folders, err := liveEntries.list(ctx, s)
+	for i, f := range folders {
+		folders[i] = strings.TrimSuffix(f, "/")
+	}
+	return folders, err
+}
+
+// listLive lists the issue keys of role's live records.
+func listLive(ctx context.Context, s logical.Storage, role string) ([]string, error) {
+	return listKeys(ctx, s, issuedLivePrefix+role+"/", fmt.Sprintf("live issuance records of role %q", role))
+}
+
+// getLegacy is a record of the previous layout (issuedPrefix + key); nil
+// when there is none.
+func getLegacy(ctx context.Context, s logical.Storage, key string) (*issuanceRecord, error) {
+	rec, err := legacyEntries.get(ctx, s, key)
+	if rec != nil && rec.Key == "" {
+		rec.Key = key
+	}
+	return rec, err
+}
+
+func deleteLegacy(ctx context.Context, s logical.Storage, key string) error {
+	return legacyEntries.delete(ctx, s, key)
+}
+
+// listLegacy lists the issue keys of the previous layout's records (the
+// folders of the current one left out).
+func listLegacy(ctx context.Context, s logical.Storage) ([]string, error) {
+	keys, err := legacyEntries.list(ctx, s)
+	return slices.DeleteFunc(keys, func(k string) bool { return strings.HasSuffix(k, "/") }), err
 }
 
 // getQueueEntry is the revoke queue entry of a token id; nil when there is none.

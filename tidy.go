@@ -2,6 +2,7 @@ package tooken
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -11,6 +12,13 @@ import (
 )
 
 // Tidy: find the upstream tokens of this mount that nothing accounts for.
+//
+// It pages through the mount's tokens upstream (100 a page) and decides on
+// each one against storage as it is when it decides: no snapshot of the
+// records is taken before listing (a creds read finishing in between would
+// look like an orphan). Then it walks the records role by role to collect
+// those whose token has expired. Memory: one page of tokens, and the keys of
+// one role's live records.
 
 const (
 	defaultTidySafetyAge = time.Hour
@@ -61,10 +69,20 @@ type tidyStatus struct {
 	Error            string    `json:"error,omitempty"`
 }
 
+// tidyRun is one tidy pass: its options and the status it fills in.
+type tidyRun struct {
+	client *tookenapi.Client
+	s      logical.Storage
+	safety time.Duration
+	revoke bool
+	start  time.Time
+	st     *tidyStatus
+}
+
 // runTidy lists this mount's tokens upstream (metadata vault_mount_uuid)
-// and reports those that neither an issuance record (pending, confirmed) nor
-// the revoke queue accounts for and that are older than safety; it revokes
-// them when asked. It also deletes issuance records whose token has expired.
+// and reports those that no issuance record, running creds read or revoke
+// queue entry accounts for and that are older than safety; it revokes them
+// when asked. Then it deletes the issuance records whose token has expired.
 func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUID string, safety time.Duration, revoke bool) (*tidyStatus, error) {
 	start := b.now()
 	st := &tidyStatus{LastRunAt: start.UTC().Truncate(time.Second), SafetyAge: int64(safety / time.Second), RevokeOrphans: revoke, Orphans: []string{}}
@@ -74,10 +92,12 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	if err != nil {
 		return st, err
 	}
-	run := &tidyRun{client: client, s: s, safety: safety, revoke: revoke, start: start, st: st}
-	if err := b.loadTidyAccounts(ctx, run); err != nil {
+	// The previous version's records must be in the current layout first:
+	// tidy looks for a token's records at the current keys only.
+	if err := b.prepareIssuance(ctx, s); err != nil {
 		return st, err
 	}
+	run := &tidyRun{client: client, s: s, safety: safety, revoke: revoke, start: start, st: st}
 	cursor := ""
 	for page := 0; page < tidyMaxPages; page++ {
 		list, err := client.ListTokens(ctx, tookenapi.ListOptions{Limit: tidyPageSize, Cursor: cursor})
@@ -85,8 +105,11 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 			return st, upstreamError("tidy: listing tokens", err)
 		}
 		for i := range list.Data {
-			if list.Data[i].Metadata[metaMountUUID] == mountUUID {
-				b.tidyToken(ctx, run, &list.Data[i])
+			if list.Data[i].Metadata[metaMountUUID] != mountUUID {
+				continue
+			}
+			if err := b.tidyToken(ctx, run, &list.Data[i]); err != nil {
+				return st, err
 			}
 		}
 		if list.NextCursor == nil || *list.NextCursor == "" {
@@ -94,88 +117,182 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 		}
 		cursor = *list.NextCursor
 	}
+	if err := b.collectExpired(ctx, run); err != nil {
+		return st, err
+	}
 	b.Logger().Info("tidy done", "upstream_scanned", st.UpstreamScanned, "orphans_found", st.OrphansFound, "orphans_revoked", st.OrphansRevoked, "records_collected", st.RecordsCollected)
 	return st, nil
 }
 
-// tidyRun is one tidy pass: its options, what accounts for a token, and the
-// status it fills in.
-type tidyRun struct {
-	client  *tookenapi.Client
-	s       logical.Storage
-	safety  time.Duration
-	revoke  bool
-	start   time.Time
-	records map[string]*issuanceRecord // by issue key, not expired
-	queued  map[string]struct{}        // token ids in the revoke queue
-	st      *tidyStatus
-}
-
-// loadTidyAccounts reads the issuance records (deleting the expired ones)
-// and the revoke queue.
-func (b *tookenBackend) loadTidyAccounts(ctx context.Context, run *tidyRun) error {
-	keys, err := listIssuance(ctx, run.s)
-	if err != nil {
-		return err
-	}
-	run.records = make(map[string]*issuanceRecord, len(keys))
-	for _, key := range keys {
-		rec, err := getIssuance(ctx, run.s, key)
-		if err != nil {
-			return err
-		}
-		if rec == nil {
-			continue
-		}
-		if rec.expired(run.start) && !b.issued.isInFlight(key) {
-			b.dropIssuance(ctx, run.s, key)
-			run.st.RecordsCollected++
-			continue
-		}
-		run.records[key] = rec
-	}
-	ids, err := listQueue(ctx, run.s)
-	if err != nil {
-		return err
-	}
-	run.queued = make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		run.queued[id] = struct{}{}
-	}
-	return nil
-}
-
 // tidyToken classifies one upstream token of this mount: accounted for, too
-// young, or an orphan (reported, and revoked when asked).
-func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tookenapi.Token) {
+// young, or an orphan (reported, and revoked when asked). Only storage
+// failures are returned.
+func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tookenapi.Token) error {
 	st := run.st
 	st.UpstreamScanned++
-	key := tok.Metadata[metaIssueKey]
-	rec := run.records[key]
-	names := rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) // the record is this token's
-	_, queued := run.queued[tok.ID]
-	if queued || (key != "" && b.issued.isInFlight(key)) || (names && rec.State != issueStateAbandoned) {
+	accounted, abandoned, err := b.accountFor(ctx, run.s, tok)
+	if err != nil {
+		return err
+	}
+	if accounted {
 		st.Accounted++
-		return
+		return nil
 	}
 	if run.start.Sub(tok.CreatedAt) < run.safety {
 		st.TooYoung++
-		return
+		return nil
+	}
+	revoked := false
+	if run.revoke {
+		gone, err := b.revokeOrphan(ctx, run, tok)
+		if gone { // a lease revoke killed it since the listing
+			st.Accounted++
+			return nil
+		}
+		revoked = err == nil
 	}
 	st.OrphansFound++
 	if len(st.Orphans) < maxReportedOrphans {
 		st.Orphans = append(st.Orphans, tok.ID)
 	}
-	b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", key, "revoke", run.revoke)
-	if !run.revoke {
-		return
-	}
-	if err := revokeUpstream(ctx, run.client, tok.ID, b.tidy.callTimeout); err != nil {
-		b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
-		return
+	b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", tok.Metadata[metaIssueKey], "revoked", revoked)
+	if !revoked {
+		return nil
 	}
 	st.OrphansRevoked++
-	if names { // abandoned: its token is dead now
-		b.dropIssuance(ctx, run.s, key)
+	if abandoned != nil && b.issued.claim(abandoned.Key) { // its token is dead now
+		b.dropPending(ctx, run.s, abandoned.Role, abandoned.Key)
+		b.issued.release(abandoned.Key)
 	}
+	return nil
+}
+
+// revokeOrphan revokes a token tidy found unaccounted for. gone says that
+// Tooken no longer knew it (404): it died since it was listed, a lease
+// revoke most likely, and was no orphan. A failure is logged and returned.
+func (b *tookenBackend) revokeOrphan(ctx context.Context, run *tidyRun, tok *tookenapi.Token) (gone bool, err error) {
+	cctx, cancel := context.WithTimeout(ctx, b.tidy.callTimeout)
+	defer cancel()
+	err = run.client.RevokeToken(cctx, tok.ID)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, tookenapi.ErrNotFound):
+		return true, nil
+	}
+	b.Logger().Warn("tidy: could not revoke an orphan", "token_id", tok.ID, "error", err)
+	return false, err
+}
+
+// accountFor tells whether something accounts for an upstream token of this
+// mount, reading storage now: a creds read of this node holding its key, its
+// pending record, its live record, or a queue entry of its id. The order
+// cannot miss a token whose records move while it looks: a pending record is
+// deleted only after its live record is stored (the sweep) or its token is
+// dead (rollback, a failed read's clean-up), and a live record only after
+// the token is dead or queued (revoke). abandoned is the token's pending
+// record when the rollback gave up on it: not an account, the token is an
+// orphan.
+func (b *tookenBackend) accountFor(ctx context.Context, s logical.Storage, tok *tookenapi.Token) (accounted bool, abandoned *issuanceRecord, err error) {
+	key, role := tok.Metadata[metaIssueKey], tok.Metadata[metaRole]
+	if key != "" {
+		if b.issued.isInFlight(key) {
+			return true, nil, nil
+		}
+		rec, err := getIssuance(ctx, s, key)
+		if err != nil {
+			return false, nil, err
+		}
+		if rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) {
+			if rec.State != issueStateAbandoned {
+				return true, nil, nil
+			}
+			abandoned = rec
+		}
+		if role != "" && abandoned == nil {
+			live, err := getLive(ctx, s, role, key)
+			if err != nil {
+				return false, nil, err
+			}
+			if live != nil && live.TokenID == tok.ID {
+				return true, nil, nil
+			}
+		}
+	}
+	q, err := getQueueEntry(ctx, s, tok.ID)
+	if err != nil {
+		return false, nil, err
+	}
+	return q != nil, abandoned, nil
+}
+
+// collectExpired deletes the issuance records whose token has expired
+// upstream: live records whose lease Vault lost (or whose delete failed),
+// and pending records the rollback has not finished. The pending records of
+// reads this node confirmed are swept first. It walks the live records one
+// role at a time.
+func (b *tookenBackend) collectExpired(ctx context.Context, run *tidyRun) error {
+	b.sweepConfirmed(ctx, run.s)
+	if err := b.collectExpiredPending(ctx, run); err != nil {
+		return err
+	}
+	roles, err := listLiveRoles(ctx, run.s)
+	if err != nil {
+		return err
+	}
+	for _, role := range roles {
+		keys, err := listLive(ctx, run.s, role)
+		if err != nil {
+			return err
+		}
+		for _, key := range keys {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rec, err := getLive(ctx, run.s, role, key)
+			if err != nil {
+				return err
+			}
+			if rec != nil && expiredAt(rec.ExpiresAt, run.start) && b.dropLiveIfPresent(ctx, run.s, role, key) {
+				run.st.RecordsCollected++
+			}
+		}
+	}
+	return nil
+}
+
+// collectExpiredPending deletes the pending records whose token has expired,
+// that no request or rollback holds and that no live record follows (that of
+// a confirmed read is the sweep's).
+func (b *tookenBackend) collectExpiredPending(ctx context.Context, run *tidyRun) error {
+	keys, err := listIssuance(ctx, run.s)
+	if err != nil {
+		return err
+	}
+	r := b.issued
+	for _, key := range keys {
+		if !r.claim(key) {
+			continue
+		}
+		err := b.collectPendingKey(ctx, run, key)
+		r.release(key)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collectPendingKey is collectExpiredPending for one key it holds.
+func (b *tookenBackend) collectPendingKey(ctx context.Context, run *tidyRun, key string) error {
+	rec, err := getIssuance(ctx, run.s, key)
+	if err != nil || rec == nil || !rec.expired(run.start) {
+		return err
+	}
+	if live, err := getLive(ctx, run.s, rec.Role, key); err != nil || live != nil {
+		return err
+	}
+	b.dropPending(ctx, run.s, rec.Role, key)
+	run.st.RecordsCollected++
+	return nil
 }

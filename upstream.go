@@ -71,22 +71,17 @@ func createdNothing(err error) bool {
 }
 
 // upstreamError turns a client error into the error a Vault caller sees:
-// 502 for upstream failures, so that they are not mistaken for Vault's own.
-// An answer asking to retry later (429, 503 with Retry-After; the client
-// waits for a few seconds at most) names the ask.
+// 502 for upstream failures, so that they are not mistaken for Vault's own,
+// saying what Tooken answered and what to do (upstreamProblem). Vault core
+// prints such an error (any error a plugin returns, as opposed to a 400
+// error response) under its own "1 error occurred:" line, so the text is one
+// self-contained sentence or two.
 func upstreamError(what string, err error) error {
-	var rl *tookenapi.RateLimitError
-	ask, asked := tookenapi.RetryAfter(err)
 	switch {
 	case errors.Is(err, tookenapi.ErrScopeNotHeld), errors.Is(err, errNotConfigured):
 		return err
-	case errors.As(err, &rl):
-		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is rate limiting this engine (retry after %s): %v", what, rl.RetryAfter, err))
-	case asked:
-		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: Tooken is unavailable and asks to retry after %s: %v", what, ask, err))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", what, err)
-	default:
-		return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("%s: %v", what, err))
 	}
+	return logical.CodedError(http.StatusBadGateway, what+": "+upstreamProblem(err))
 }

@@ -278,7 +278,12 @@ func TestGitHubActionsOIDC(t *testing.T) {
 	job := loadWorkflow(t)
 	e, v := startTooken(t, VaultOptions{})
 	gh := newGitHubOIDC(t)
-	v.runExampleScript(t, "github-actions/setup.sh", "REPOSITORY="+ghRepo, "JWT_VALIDATION_PUBKEY="+gh.pubPEM)
+	// The role make dev and the README create: the script replaces it, and says so.
+	v.WriteRole(t, "tooken", "ci-deploy", "scopes=deployments:write", "ttl=1h", "max_ttl=24h")
+	out := v.runExampleScript(t, "github-actions/setup.sh", "REPOSITORY="+ghRepo, "JWT_VALIDATION_PUBKEY="+gh.pubPEM)
+	if !strings.Contains(out, "setup.sh: replacing the existing Tooken role tooken/roles/ci-deploy: from now on scopes=deployments:write ttl=15m max_ttl=1h") {
+		t.Errorf("setup.sh replaced role ci-deploy without saying so:\n%s", out)
+	}
 	aud := job.vault.With["jwtGithubAudience"]
 	env := map[string]string{}
 	for k, val := range job.env {

@@ -48,8 +48,8 @@ func readmeCommands(t *testing.T, heading string) []string {
 }
 
 // TestReadmeExamples runs every command of the README's Examples against a dev Vault and the
-// emulator, with the emulator's URL and root secret file in place of Tooken's, and the lease the
-// session's creds read made in place of <lease id>.
+// emulator, with the emulator's URL and root secret file in place of Tooken's, its admin API in
+// place of make dev's, and the lease the session's creds read made in place of <lease id>.
 func TestReadmeExamples(t *testing.T) {
 	t.Parallel()
 	e := startEmulator(t, EmulatorOptions{})
@@ -65,6 +65,7 @@ func TestReadmeExamples(t *testing.T) {
 	for _, cmd := range cmds {
 		cmd = strings.ReplaceAll(cmd, "https://api.tooken.io/v1", e.URL)
 		cmd = strings.ReplaceAll(cmd, "< root-secret", "< "+e.RootSecretFile)
+		cmd = strings.ReplaceAll(cmd, "http://127.0.0.1:8301", e.AdminURL) // make dev's admin API
 		if strings.Contains(cmd, "<lease id>") {
 			if lease == "" {
 				t.Fatalf("%s: no lease read before", cmd)

@@ -126,7 +126,7 @@ func TestCLIFieldForms(t *testing.T) {
 	}
 
 	_, errOut, err := v.Run(t, Run{}, "write", "tooken/roles/comma", "tll=2h")
-	if said := oneLine(errOut); err == nil || !strings.Contains(said, "tll: unknown field (did you mean ttl?); roles/comma takes allow_token_management, description, identity_metadata, max_ttl, metadata, name_template, scopes, ttl") {
+	if said := oneLine(errOut); err == nil || !strings.Contains(said, "tll: unknown field (did you mean ttl?); roles/comma takes allow_token_management, description, identity_metadata, max_live_tokens, max_ttl, metadata, name_template, scopes, ttl") {
 		t.Errorf("typo: %v %s", err, said)
 	}
 	if _, errOut, err := v.Run(t, Run{}, "write", "tooken/tidy"); err == nil {

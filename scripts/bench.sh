@@ -230,10 +230,12 @@ function scale(    s, n0, nN, share) {
 	if (cnt[s]) {
 		nN = med(s, "leases")
 		printf "  created %d leases in %.1f s (%.0f/s, %d clients, lease TTL 24h)\n", nN, med(s, "create-s"), nN / med(s, "create-s"), clients
-		if (has(s, "idle0-us/run"))
+		if (has(s, "idle0-us/run")) {
 			printf "  idle plugin CPU per periodic run: %.0f us at 0 leases, %.0f us at %d (%.2f x), over %d runs each\n",
 				med(s, "idle0-us/run"), med(s, "idleN-us/run"), nN, med(s, "idleN-us/run") / med(s, "idle0-us/run"), med(s, "idle-runs")
-		else
+			if (has(s, "first-us/run"))
+				printf "  (the first periodic run after creating them, which deletes the pending records of the last minute's reads: %.0f us)\n", med(s, "first-us/run")
+		} else
 			print "  idle plugin CPU per periodic run: not measured (BENCH_IDLE_RUNS=0)"
 		n0 = med(s, "rss0-MiB")
 		printf "  plugin RSS: %.1f MiB at 0 leases, %.1f MiB at %d: %.2f x   (target <= 1.20; %+.0f bytes per lease)\n",

@@ -2,12 +2,13 @@
 # scripts/dev.sh: a local playground (run through `make dev`, which builds bin/ first).
 #
 #   scripts/dev.sh          start the Tooken emulator and a Vault dev server, mount the plugin at
-#                           tooken/, configure it, create role ci-deploy, read creds once, then wait:
-#                           Ctrl-C stops everything it started and exits 0.
+#                           tooken/, configure it, create role ci-deploy, read creds once, make token
+#                           partner1 at the emulator (for the static-role recipe it prints), then
+#                           wait: Ctrl-C stops everything it started and exits 0.
 #   DEV_DETACH=1 scripts/dev.sh   same, but return and leave both servers running
 #   scripts/dev.sh stop     stop a running playground: a foreground run elsewhere is asked to stop
 #                           (it stops its servers and exits 0), then whatever a detached or crashed
-#                           run left behind is stopped
+#                           run left behind is stopped (it says so when nothing was running)
 #
 # A second start while one runs takes over: the first is asked to stop (quietly, exit 0) and the
 # second starts afresh. A server that dies on its own ends the run with exit 1, naming the server
@@ -46,12 +47,16 @@ runs() {
 	[[ $1 =~ ^[0-9]+$ ]] && alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"
 }
 
+# stopped counts what stop_pid and stop_owner stopped (make dev-stop says when it was nothing).
+stopped=0
+
 # stop_pid NAME: stop the process recorded in $DEV_DIR/NAME.pid if it is still the one we started.
 stop_pid() {
 	local name=$1 file=$DEV_DIR/$1.pid pid i
 	[[ -f $file ]] || return 0
 	pid=$(<"$file")
 	if runs "$pid" "$2"; then
+		stopped=$((stopped + 1))
 		kill -TERM "$pid" 2>/dev/null || true
 		for ((i = 0; i < 100; i++)); do
 			alive "$pid" || break
@@ -97,6 +102,7 @@ stop_owner() {
 		return 0
 	fi
 	say "another make dev is running (pid $owner): asking it to stop"
+	stopped=$((stopped + 1))
 	waiter=$(cat "$DEV_DIR/waiter.pid" 2>/dev/null || true)
 	if runs "$waiter" dev.sh; then
 		kill -TERM "$waiter" 2>/dev/null || true
@@ -113,6 +119,7 @@ stop_owner() {
 if [[ ${1:-start} == stop ]]; then
 	stop_owner
 	stop_all
+	((stopped > 0)) || say "nothing to stop: no playground is running (pid files in $(rel "$DEV_DIR"))"
 	exit 0
 fi
 [[ ${1:-start} == start ]] || die "usage: scripts/dev.sh [start|stop]"
@@ -153,8 +160,10 @@ wait_for() {
 stop_owner
 stop_all
 
-for p in "$VAULT_PORT" "$((VAULT_PORT + 1))" "$TOOKEN_PORT" "$TOOKEN_ADMIN_PORT"; do
-	port_busy "$p" && die "port $p on 127.0.0.1 is in use: free it or pick others (VAULT_PORT, TOOKEN_PORT, TOOKEN_ADMIN_PORT)"
+# Each port with what it is for: the dev cluster port is not set on its own.
+for p in "$VAULT_PORT:Vault's API port, VAULT_PORT" "$((VAULT_PORT + 1)):Vault's cluster port, VAULT_PORT+1" \
+	"$TOOKEN_PORT:the emulator's API port, TOOKEN_PORT" "$TOOKEN_ADMIN_PORT:the emulator's admin port, TOOKEN_ADMIN_PORT"; do
+	port_busy "${p%%:*}" && die "port ${p%%:*} on 127.0.0.1 (${p#*:}) is in use: free it or pick others (VAULT_PORT, whose cluster port is VAULT_PORT+1, TOOKEN_PORT, TOOKEN_ADMIN_PORT)"
 done
 
 say "getting a Vault binary (scripts/vault.sh; the first build takes ~5 minutes)"
@@ -212,6 +221,14 @@ tr -d '\r\n' <"$DEV_DIR/root-secret" | "$VAULT" write tooken/config "url=http://
 v write tooken/roles/ci-deploy scopes=deployments:write ttl=1h max_ttl=24h
 v read tooken/creds/ci-deploy
 
+# A token that exists before Vault manages it, for the static-role recipe below: made at the
+# emulator's admin API (as Tooken's operator would in its console), so that the recipe works
+# whatever became of the root secret (rotate-root). Only its id is kept.
+ADMIN_URL="http://127.0.0.1:$TOOKEN_ADMIN_PORT"
+PARTNER_ID=$(curl -sf -X POST "$ADMIN_URL/admin/tokens" -d '{"name":"partner1","scopes":["deployments:write"]}' |
+	grep -o '"id":"tkn_[0-9a-f]*"' | cut -d'"' -f4) || PARTNER_ID=
+[[ -n $PARTNER_ID ]] || die "the emulator's admin API did not make token partner1 (curl is needed)"
+
 # Examples for what comes next: a policy fencing an app to one role, and a Vault Agent config.
 cat >"$DEV_DIR/ci-deploy-policy.hcl" <<HCL
 # Lets a token read creds for role ci-deploy, and nothing else under tooken/.
@@ -264,7 +281,15 @@ In another terminal:
   # Vault Agent renders the token into .dev/ci-deploy.token and keeps it fresh:
   vault agent -config=.dev/agent.hcl
 
-  curl -s http://127.0.0.1:$TOOKEN_ADMIN_PORT/admin/tokens?state=live   # what the emulator holds
+  # A static role: Vault takes custody of token partner1 ($PARTNER_ID, made at the emulator),
+  # rotates it at once and then daily, and serves its current secret:
+  vault write tooken/static-roles/partner1 token_id=$PARTNER_ID rotation_period=24h
+  vault read tooken/static-creds/partner1
+  vault write -f tooken/rotate-role/partner1   # rotate now; the previous secret works for 5m
+  # Another token to import (the answer has its id and secret):
+  curl -s -X POST '$ADMIN_URL/admin/tokens' -d '{"name":"partner2","scopes":["deployments:write"]}'
+
+  curl -s '$ADMIN_URL/admin/tokens?state=live'   # what the emulator holds
 
 TXT
 

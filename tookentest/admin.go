@@ -2,15 +2,18 @@ package tookentest
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // AdminHandler serves the admin and inspection API (paths /admin/...), JSON
 // in and out. It has no authentication: bind it to loopback only.
 //
 //	GET    /admin/tokens[?state=live|revoked|expired]  -> [TokenRecord]
+//	POST   /admin/tokens      {"name", "scopes", ...}  -> 201 token with "secret"
 //	GET    /admin/tokens/{id}                          -> TokenRecord
 //	GET    /admin/root                                 -> {"token_id": ...}
 //	GET    /admin/requests                             -> [RequestRecord]
@@ -100,6 +103,7 @@ func (s *Server) adminRoute(method, path string) (adminHandler, string) {
 	type route struct{ method, path string }
 	exact := map[route]adminHandler{
 		{http.MethodGet, "/admin/tokens"}:      s.adminListTokens,
+		{http.MethodPost, "/admin/tokens"}:     s.adminCreateToken,
 		{http.MethodGet, "/admin/root"}:        s.adminRoot,
 		{http.MethodGet, "/admin/requests"}:    s.adminRequests,
 		{http.MethodDelete, "/admin/requests"}: s.adminResetRequests,
@@ -133,6 +137,70 @@ func (s *Server) adminListTokens(w http.ResponseWriter, r *http.Request, _ strin
 		return
 	}
 	adminJSON(w, http.StatusOK, s.tokens(state))
+}
+
+// AdminCreator is the created_by of the tokens made with CreateToken (and
+// POST /admin/tokens): the emulator's operator, not a caller token.
+const AdminCreator = "admin"
+
+// CreateTokenRequest is a token to make with CreateToken: the fields of the
+// API's POST /tokens (Metadata and ExpiresAt optional; nil ExpiresAt: never
+// expires).
+type CreateTokenRequest struct {
+	Name      string            `json:"name"`
+	Scopes    []string          `json:"scopes"`
+	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+// CreateToken makes a token as Tooken's operator would in its console, and
+// answers it with its secret (shown only here, as the API's create answer
+// does): the contract's rules for name, scopes, expires_at and metadata, but
+// any valid scopes, since no caller token bounds them. It is how a test or a
+// demo gets a token that is not the root's to import as a static role.
+func (s *Server) CreateToken(req CreateTokenRequest) (TokenRecord, string, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return TokenRecord{}, "", err
+	}
+	out, aerr := s.createAsAdmin(body)
+	if aerr != nil {
+		return TokenRecord{}, "", errors.New(aerr.msg)
+	}
+	rec, _ := s.Token(out.ID)
+	return rec, out.Secret, nil
+}
+
+// createAsAdmin validates a POST /tokens body and makes its token for
+// AdminCreator, saving the state file.
+func (s *Server) createAsAdmin(body []byte) (tokenJSON, *apiError) {
+	clock := s.now()
+	req, aerr := parseCreate(body, clock)
+	if aerr != nil {
+		return tokenJSON{}, aerr
+	}
+	s.mu.Lock()
+	out := s.createLocked(req, AdminCreator, clock)
+	s.stateVersion++
+	s.mu.Unlock()
+	s.saveState()
+	return out, nil
+}
+
+// adminCreateToken answers POST /admin/tokens like the API's create: 201
+// with the token and its secret, or 400 naming the field.
+func (s *Server) adminCreateToken(w http.ResponseWriter, r *http.Request, _ string) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
+	if err != nil {
+		adminError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	out, aerr := s.createAsAdmin(b)
+	if aerr != nil {
+		adminError(w, aerr.status, aerr.msg)
+		return
+	}
+	adminJSON(w, http.StatusCreated, out)
 }
 
 func (s *Server) adminGetToken(w http.ResponseWriter, _ *http.Request, id string) {

@@ -185,3 +185,68 @@ func TestRequestLogAndLogger(t *testing.T) {
 		t.Fatalf("%+v", reqs)
 	}
 }
+
+// POST /admin/tokens makes a token as Tooken's operator would, with any
+// valid scopes, and answers its secret once: it works at the API, also
+// after the root was rotated (nothing of it depends on the root's secret).
+func TestAdminCreateToken(t *testing.T) {
+	clk := newClock()
+	s := newTestServer(t, Options{Now: clk.Now})
+	root := s.RootSecret()
+	wantStatus(t, do(t, s, "POST", "/v1/tokens/self/rotate", root, map[string]any{}), 200) // the root's secret is Vault's now
+
+	st, b := admin(t, s, "POST", "/admin/tokens", `{"name":"partner1","scopes":["deployments:write","admin:read"],"metadata":{"team":"partners"},"expires_at":"2027-01-01T00:00:00Z"}`)
+	var out struct {
+		ID        string            `json:"id"`
+		Name      string            `json:"name"`
+		Scopes    []string          `json:"scopes"`
+		Metadata  map[string]string `json:"metadata"`
+		ExpiresAt string            `json:"expires_at"`
+		Secret    string            `json:"secret"`
+	}
+	if st != 201 || json.Unmarshal(b, &out) != nil || out.Name != "partner1" || len(out.Scopes) != 2 || out.Metadata["team"] != "partners" || out.ExpiresAt != "2027-01-01T00:00:00Z" {
+		t.Fatalf("%d %s", st, b)
+	}
+	self := do(t, s, "GET", "/v1/tokens/self", out.Secret, nil)
+	wantStatus(t, self, 200)
+	if self.str("id") != out.ID {
+		t.Fatalf("the secret authenticates %s, not %s", self.str("id"), out.ID)
+	}
+	rec, ok := s.Token(out.ID)
+	if !ok || rec.CreatedBy != AdminCreator || rec.State != "live" {
+		t.Fatalf("%+v", rec)
+	}
+	if c := s.Counters()["created"]; c != 1 {
+		t.Errorf("created counter %d, want 1", c)
+	}
+
+	// The contract's rules, with the API's messages; nothing is made.
+	for body, want := range map[string]string{
+		`{"scopes":["a:read"]}`:                           "name is required",
+		`{"name":"x"}`:                                    "scopes is required",
+		`{"name":"x","scopes":["Bad"]}`:                   "scopes:",
+		`{"name":"x","scopes":["a:read"],"colour":"red"}`: "unknown field",
+		`{"name":"x","scopes":["a:read"],"expires_at":"2000-01-01T00:00:00Z"}`: "expires_at",
+	} {
+		st, b := admin(t, s, "POST", "/admin/tokens", body)
+		if st != 400 || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %d %s, want 400 with %q", body, st, b, want)
+		}
+	}
+	if n := len(s.Tokens()); n != 2 {
+		t.Errorf("%d tokens, want the root and partner1", n)
+	}
+
+	// The Go API does the same.
+	exp := clk.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	rec, secret, err := s.CreateToken(CreateTokenRequest{Name: "go", Scopes: []string{"billing:read"}, ExpiresAt: &exp})
+	if err != nil || rec.CreatedBy != AdminCreator || rec.ExpiresAt == nil || !rec.ExpiresAt.Equal(exp) {
+		t.Fatalf("%+v %v", rec, err)
+	}
+	if got, ok := s.Authenticate(secret); !ok || got.ID != rec.ID {
+		t.Fatal("the Go API's secret does not authenticate its token")
+	}
+	if _, _, err := s.CreateToken(CreateTokenRequest{Name: "noscopes"}); err == nil || !strings.Contains(err.Error(), "scopes") {
+		t.Errorf("err = %v, want one naming scopes", err)
+	}
+}

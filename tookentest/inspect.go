@@ -12,7 +12,7 @@ type TokenRecord struct {
 	ExpiresAt *time.Time        `json:"expires_at"`
 	RevokedAt *time.Time        `json:"revoked_at"`
 	RotatedAt *time.Time        `json:"rotated_at"`
-	CreatedBy string            `json:"created_by"` // id of the caller token, "" for the bootstrap root
+	CreatedBy string            `json:"created_by"` // id of the caller token; "" for the bootstrap root, AdminCreator for CreateToken's
 	State     string            `json:"state"`      // "live", "revoked", "expired"
 	// Also recorded:
 	LastUsedAt      *time.Time `json:"last_used_at"`

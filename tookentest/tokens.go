@@ -219,24 +219,30 @@ func (s *Server) handleCreate(c *call) (int, any, *apiError) {
 	if missing := missingScopes(c.caller.scopes, req.scopes); len(missing) > 0 {
 		return 0, nil, errScopeNotHeld("token lacks " + strings.Join(missing, ", "))
 	}
+	c.changed = true
+	return http.StatusCreated, s.createLocked(req, c.caller.id, c.clock), nil
+}
+
+// createLocked makes the token of a valid create request for createdBy (a
+// caller's id, or AdminCreator) at clock, and answers it with its secret.
+func (s *Server) createLocked(req createReq, createdBy string, clock time.Time) tokenJSON {
 	secret := newSecret()
 	t := &token{
 		id:         newTokenID(),
 		name:       req.name,
 		scopes:     req.scopes,
 		metadata:   req.metadata,
-		createdAt:  c.now,
+		createdAt:  clock.Truncate(time.Second),
 		expiresAt:  req.expiresAt,
-		createdBy:  c.caller.id,
+		createdBy:  createdBy,
 		secretHash: hashSecret(secret),
 	}
 	s.insertLocked(t)
 	s.count("created")
-	s.emitLocked("token.created", t.id, c.clock)
-	c.changed = true
+	s.emitLocked("token.created", t.id, clock)
 	out := t.toJSON()
 	out.Secret = secret
-	return http.StatusCreated, out, nil
+	return out
 }
 
 func (s *Server) handleGet(c *call) (int, any, *apiError) {

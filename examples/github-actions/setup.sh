@@ -17,7 +17,10 @@
 #                discovery document (for a Vault without Internet access, or a test)
 #
 # The names (the jwt auth method at jwt-github/, its role ci-deploy, the engine at tooken/, its
-# role ci-deploy, policy ci-deploy) are the ones deploy.yml and ci-deploy-policy.hcl use.
+# role ci-deploy, policy ci-deploy) are the ones deploy.yml and ci-deploy-policy.hcl use. The
+# script writes them all, replacing what has the same name: `make dev` and the README create a
+# Tooken role ci-deploy (ttl 1h, max_ttl 24h) and a policy ci-deploy; after this script that role's
+# tokens live 15m (at most 1h) and are named after the job. It says so when it replaces one.
 set -euo pipefail
 
 : "${REPOSITORY:?set REPOSITORY to the repository allowed to log in, OWNER/NAME}"
@@ -39,7 +42,13 @@ else
   vault write auth/jwt-github/config oidc_discovery_url="$ISSUER" bound_issuer="$ISSUER"
 fi
 
+# replacing WHAT: say on stderr that WHAT, which exists, is being replaced.
+replacing() { printf 'setup.sh: replacing the existing %s\n' "$1" >&2; }
+
 # Who may read what.
+if vault policy read ci-deploy >/dev/null 2>&1; then
+  replacing "policy ci-deploy with $here/ci-deploy-policy.hcl (read tooken/creds/ci-deploy only)"
+fi
 vault policy write ci-deploy "$here/ci-deploy-policy.hcl"
 
 # The jwt role: a job of REPOSITORY on REF, with a token minted for AUDIENCE. user_claim is the
@@ -71,6 +80,9 @@ JSON
 
 # The Tooken role: its tokens are named after the repository and the run, and carry the job's
 # claims as metadata, in Tooken's dashboard and audit log.
+if vault read tooken/roles/ci-deploy >/dev/null 2>&1; then
+  replacing "Tooken role tooken/roles/ci-deploy: from now on scopes=$SCOPES ttl=$TTL max_ttl=$MAX_TTL, tokens named after the job (gh-<repository>-run<run id>-...)"
+fi
 vault write tooken/roles/ci-deploy \
   scopes="$SCOPES" ttl="$TTL" max_ttl="$MAX_TTL" \
   name_template='gh-{{ .AliasMetadata.repository | truncate 60 }}-run{{ .AliasMetadata.run_id }}-{{ random 6 }}' \

@@ -72,6 +72,7 @@ type Client struct {
 	transport *http.Transport
 	http      *retryablehttp.Client
 	logger    hclog.Logger
+	rate      rateLimit // as the latest answer gave it (ratelimit.go)
 }
 
 // New builds a client. The base URL must pass ParseBaseURL and the CA PEM (if
@@ -126,14 +127,15 @@ func New(opts Options) (*Client, error) {
 // retryClient is the retrying HTTP client of c over hc.
 func (c *Client) retryClient(hc *http.Client, maxRetries int) *retryablehttp.Client {
 	return &retryablehttp.Client{
-		HTTPClient:   hc,
-		Logger:       nil, // never let the library log; see RequestLogHook
-		RetryWaitMin: retryWaitMin,
-		RetryWaitMax: retryWaitMax,
-		RetryMax:     maxRetries,
-		CheckRetry:   checkRetry,
-		Backoff:      backoff,
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		HTTPClient:      hc,
+		Logger:          nil, // never let the library log; see RequestLogHook
+		RetryWaitMin:    retryWaitMin,
+		RetryWaitMax:    retryWaitMax,
+		RetryMax:        maxRetries,
+		CheckRetry:      checkRetry,
+		Backoff:         backoff,
+		ErrorHandler:    retryablehttp.PassthroughErrorHandler,
+		ResponseLogHook: func(_ retryablehttp.Logger, r *http.Response) { c.noteRateLimit(r) },
 		RequestLogHook: func(_ retryablehttp.Logger, r *http.Request, attempt int) {
 			if attempt > 0 {
 				c.logger.Debug("retrying Tooken request", "method", r.Method, "path", r.URL.Path, "attempt", attempt)
@@ -164,9 +166,14 @@ func (c *Client) WithSecret(secret string) *Client {
 // link-local address, and nothing that could carry a secret (user info,
 // query, fragment).
 func ParseBaseURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		// url.Parse reads host:port/v1 as an invalid scheme, or host/v1
+		// as a path: say what is missing.
+		return nil, errors.New("has no scheme: start it with https:// (or http:// for a local emulator), e.g. https://api.tooken.io/v1")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, errors.New("not a valid URL")
+		return nil, errors.New("not a valid URL: write it as https://HOST[:PORT]/v1")
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":

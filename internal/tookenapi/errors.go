@@ -67,7 +67,8 @@ func (e *APIError) Error() string {
 		sb.WriteString(" (request " + e.RequestID + ")")
 	}
 	if e.RetryAfter > 0 {
-		sb.WriteString("; retry after " + e.RetryAfter.String())
+		// In seconds, as the Retry-After header gives them (not Go's 1h0m0s).
+		fmt.Fprintf(&sb, "; retry after %ds", int64(e.RetryAfter/time.Second))
 	}
 	return sb.String()
 }

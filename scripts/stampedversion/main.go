@@ -110,8 +110,12 @@ func openELF(path string) (*image, error) {
 
 func openMachO(path string) (*image, error) {
 	f, err := macho.Open(path)
+	var fe *macho.FormatError
+	if errors.As(err, &fe) {
+		return nil, errors.New("not a plugin binary: neither a linux (ELF) nor a darwin (Mach-O) executable; give a file that make release (or make build) wrote")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("neither ELF nor Mach-O: %w", err)
+		return nil, err
 	}
 	if f.Symtab == nil {
 		return nil, errors.New("no symbol table (built with -s?)")

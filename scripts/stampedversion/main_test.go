@@ -55,3 +55,12 @@ func TestStampedVersion(t *testing.T) {
 		}
 	})
 }
+
+// A file that is no executable (README.md, a checksum list) is named as
+// such, not with the object file reader's "invalid magic number".
+func TestStampedVersion_NotABinary(t *testing.T) {
+	_, err := stampedVersion("../../README.md")
+	if err == nil || !strings.HasPrefix(err.Error(), "not a plugin binary: neither a linux (ELF) nor a darwin (Mach-O) executable") || strings.Contains(err.Error(), "magic") {
+		t.Fatalf("stampedVersion(README.md): err = %v", err)
+	}
+}
