@@ -155,8 +155,9 @@ type issuedToken struct {
 	role      string
 	issueKey  string
 	issuedAt  time.Time
-	expiresAt time.Time     // upstream expiry: the lease's hard limit
-	ttl       time.Duration // first lease TTL
+	expiresAt time.Time         // upstream expiry: the lease's hard limit
+	ttl       time.Duration     // first lease TTL
+	dest      secretDestination // the Tooken that issued it
 }
 
 func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -212,8 +213,12 @@ func (b *tookenBackend) credsResponse(it *issuedToken, cr *credsRequest) *logica
 			internalRecord:    issuanceRef{role: it.role, key: it.issueKey}.recordKey(),
 			internalExpiresAt: it.expiresAt.Format(time.RFC3339),
 			internalIssuedAt:  it.issuedAt.Format(time.RFC3339),
+			internalDestURL:   it.dest.URL,
 		},
 	)
+	if it.dest.CASHA256 != "" {
+		resp.Secret.InternalData[internalDestCA] = it.dest.CASHA256
+	}
 	if cr.ttl > 0 {
 		resp.Secret.InternalData[internalTTL] = cr.ttl.String()
 	}
@@ -261,7 +266,7 @@ func leaseRemaining(expiresAt, now time.Time) time.Duration {
 // rollback finishes it. A role with max_live_tokens refuses the read before
 // anything is written once the role has that many tokens alive.
 func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr *credsRequest) (*issuedToken, error) {
-	client, err := b.getClient(ctx, req.Storage)
+	client, dest, err := b.getClientAt(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +293,9 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 	// Storage write 1: the pending record, before anything exists upstream.
 	// If it fails it may still have landed: the slot stays taken until the
 	// rollback has looked.
-	if err := putIssuance(ctx, req.Storage, newIssuanceRecord(key, roleName, body, now)); err != nil {
+	rec := newIssuanceRecord(key, roleName, body, now)
+	rec.Dest = &dest
+	if err := putIssuance(ctx, req.Storage, rec); err != nil {
 		return nil, fmt.Errorf("creating a token for role %q: recording the issuance: %w", roleName, err)
 	}
 	tok, err := b.createIssued(ctx, req.Storage, client, roleName, key, body)
@@ -300,7 +307,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, false)
 		return nil, err
 	}
-	it.role, it.issueKey, it.issuedAt = roleName, key, now
+	it.role, it.issueKey, it.issuedAt, it.dest = roleName, key, now, dest
 
 	// Storage write 2: the live record. If it fails the lease will never
 	// exist: revoke at once; if that fails too, the pending record stays and
