@@ -96,7 +96,7 @@ test-e2e: build
 # The engine's cost in one run, with the machine: in-process ratios against a baseline, and through
 # one Vault 1.14.1 the throughput and CPU per operation of Vault, the plugin and the emulator beside
 # KV-v2, SSH OTP and a no-op plugin, plus the scale rows (idle CPU and RSS at 100,000 leases,
-# revocation storms, 100 mounts). scripts/bench.sh lists the knobs; the full run takes ~20 minutes
+# revocation storms, 100 mounts). scripts/bench.sh lists the knobs; the full run takes ~12 minutes
 # on 2 cores (it prints how long), BENCH_QUICK=1 about a minute; BENCH_VAULT=0 skips Vault.
 bench:
 	@GO='$(GO)' scripts/bench.sh

@@ -201,3 +201,34 @@ func TestLiveTokens_FailedReadsFreeTheirSlot(t *testing.T) {
 		t.Errorf("%d live tokens, want 1", n)
 	}
 }
+
+// A role with max_live_tokens costs a creds read and its revoke the same
+// storage round trips as a role without: 2 writes per read and 1 delete per
+// revoke, once the role's count is known (its first read lists the role's
+// live records once).
+func TestLiveTokens_CapCostsNoStorageRoundTrip(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("capped", map[string]any{"scopes": "deployments:write", "max_live_tokens": 3})
+	e.writeRole("free", map[string]any{"scopes": "deployments:write"})
+	for _, role := range []string{"capped", "free"} {
+		first, _ := readCapped(t, e, role) // warms the role's cache and count
+		must(t)(e.revoke(lease(first)))
+		for i := 0; i < 10; i++ {
+			e.storage.reset()
+			resp, refused := readCapped(t, e, role)
+			if refused {
+				t.Fatalf("%s: read %d refused with 1 token live at most", role, i)
+			}
+			if g, p, d, l := e.storage.gets.Load(), e.storage.puts.Load(), e.storage.deletes.Load(), e.storage.lists.Load(); g != 0 || p != 2 || d != 0 || l != 0 {
+				t.Errorf("%s: a creds read made %d gets, %d puts, %d deletes, %d lists; want 2 puts only", role, g, p, d, l)
+			}
+			e.storage.reset()
+			must(t)(e.revoke(lease(resp)))
+			if n, d := e.storage.total(), e.storage.deletes.Load(); n != 1 || d != 1 {
+				t.Errorf("%s: a lease revoke made %d storage round trips (%d deletes); want 1 delete", role, n, d)
+			}
+		}
+	}
+}
