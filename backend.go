@@ -39,13 +39,15 @@ type tookenBackend struct {
 	// rollback and their failure records.
 	configMu sync.Mutex
 
-	// lock guards config, configLoaded, configGen, client and clientConn.
+	// lock guards config, configLoaded, configGen, client, clientConn and
+	// clientDest.
 	lock         sync.RWMutex
 	config       *tookenConfig // cached copy; nil with configLoaded = no config stored
 	configLoaded bool
 	configGen    uint64 // bumped on every install, so a slow load cannot cache stale data
 	client       *tookenapi.Client
-	clientConn   connection // what client was built for
+	clientConn   connection        // what client was built for
+	clientDest   secretDestination // clientConn's destination (custody.go)
 
 	// roleLock guards roles and roleGen.
 	roleLock sync.RWMutex
@@ -251,35 +253,45 @@ func (b *tookenBackend) getConfig(ctx context.Context, s logical.Storage) (*took
 // getClient returns the API client for the stored config, building it once.
 // It returns errNotConfigured when there is no config.
 func (b *tookenBackend) getClient(ctx context.Context, s logical.Storage) (*tookenapi.Client, error) {
+	c, _, err := b.getClientAt(ctx, s)
+	return c, err
+}
+
+// getClientAt is getClient with the destination the client calls (the
+// config's url and CA it was built for): what a token it creates is
+// recorded with, and what a revoke of a token must match (a token lives at
+// the Tooken that issued it; another one's 404 says nothing of it).
+func (b *tookenBackend) getClientAt(ctx context.Context, s logical.Storage) (*tookenapi.Client, secretDestination, error) {
 	b.lock.RLock()
-	c := b.client
+	c, dest := b.client, b.clientDest
 	b.lock.RUnlock()
 	if c != nil {
-		return c, nil
+		return c, dest, nil
 	}
 
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil {
-		return nil, err
+		return nil, dest, err
 	}
 	if cfg == nil {
-		return nil, errNotConfigured
+		return nil, dest, errNotConfigured
 	}
 
 	b.lock.Lock()
 	defer b.lock.Unlock()
 	if b.client != nil {
-		return b.client, nil
+		return b.client, b.clientDest, nil
 	}
 	c, err = tookenapi.New(cfg.clientOptions(b.Logger()))
 	if err != nil {
-		return nil, fmt.Errorf("building Tooken client: %w", err)
+		return nil, dest, fmt.Errorf("building Tooken client: %w", err)
 	}
 	// Cache only if the config we built from is still the current one.
+	dest = cfg.destination()
 	if b.configLoaded && b.config == cfg {
-		b.client, b.clientConn = c, cfg.connection()
+		b.client, b.clientConn, b.clientDest = c, cfg.connection(), dest
 	}
-	return c, nil
+	return c, dest, nil
 }
 
 // connect returns a client for cfg's connection, authenticated with cfg's

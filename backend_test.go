@@ -3,9 +3,12 @@ package tooken
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,6 +134,48 @@ func newEmulator(t testing.TB, opts tookentest.Options) *tookentest.Server {
 	s := tookentest.NewServer(opts)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// tamperingFront is a proxy in front of the emulator srv (a broken Tooken,
+// or a proxy on the way) that edits the requests it matches with editReq
+// and their 2xx JSON answers with editResp (either may be nil); the others
+// pass through. Configure its URL + "/v1".
+func tamperingFront(t testing.TB, srv *tookentest.Server, match func(*http.Request) bool, editReq, editResp func(map[string]any)) *httptest.Server {
+	t.Helper()
+	api := srv.Handler()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !match(r) {
+			api.ServeHTTP(w, r)
+			return
+		}
+		if editReq != nil {
+			body, _ := io.ReadAll(r.Body)
+			var m map[string]any
+			if json.Unmarshal(body, &m) == nil {
+				editReq(m)
+				body, _ = json.Marshal(m)
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		}
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, r)
+		out := rec.Body.Bytes()
+		var m map[string]any
+		if editResp != nil && rec.Code < 300 && json.Unmarshal(out, &m) == nil {
+			editResp(m)
+			out, _ = json.Marshal(m)
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(front.Close)
+	return front
 }
 
 func (e *testEnv) request(op logical.Operation, path string, data map[string]any) *logical.Request {

@@ -57,13 +57,17 @@ const (
 // (and the previous version's record at issuedPrefix + Key, whose State went
 // pending -> confirmed in place). It never holds a secret.
 type issuanceRecord struct {
-	Key        string                       `json:"key"`
-	State      string                       `json:"state"`
-	Role       string                       `json:"role"`
-	Body       tookenapi.CreateTokenRequest `json:"body"` // the exact POST body: a replay reuses it
-	TokenID    string                       `json:"token_id,omitempty"`
-	CreatedAt  time.Time                    `json:"created_at"`
-	retryState                              // rollback attempts
+	Key       string                       `json:"key"`
+	State     string                       `json:"state"`
+	Role      string                       `json:"role"`
+	Body      tookenapi.CreateTokenRequest `json:"body"` // the exact POST body: a replay reuses it
+	TokenID   string                       `json:"token_id,omitempty"`
+	CreatedAt time.Time                    `json:"created_at"`
+	// Dest is the Tooken the POST goes to: only there can a replay learn
+	// the token, and a revoke kill it. Absent in records of a version that
+	// did not record it: the config's destination then.
+	Dest       *secretDestination `json:"destination,omitempty"`
+	retryState                    // rollback attempts
 }
 
 func newIssuanceRecord(key, role string, body tookenapi.CreateTokenRequest, now time.Time) *issuanceRecord {

@@ -22,6 +22,7 @@ type rollbackReport struct {
 	Abandoned int `json:"abandoned"` // records given up on (total abandoned seen)
 	Collected int `json:"collected"` // expired records deleted
 	Swept     int `json:"swept"`     // pending records of confirmed reads deleted
+	Elsewhere int `json:"elsewhere"` // pending records whose POST went to another destination than the config's: they wait
 }
 
 // rollbackIssuance is the periodic rollback. It deletes the pending records
@@ -158,6 +159,7 @@ type rollbackPass struct {
 	now    time.Time
 	minAge time.Duration
 	client *tookenapi.Client // built when first needed
+	at     secretDestination // client's destination
 	// deadline: no record's upstream work starts after it (each call has
 	// its own timeout); the records left wait for the next pass.
 	deadline time.Time
@@ -196,21 +198,32 @@ func (b *tookenBackend) rollbackKey(ctx context.Context, s logical.Storage, p *r
 	}
 	if p.client == nil {
 		var err error
-		if p.client, err = b.getClient(ctx, s); err != nil {
+		if p.client, p.at, err = b.getClientAt(ctx, s); err != nil {
 			return err
 		}
 	}
-	done, err := b.rollbackRecord(ctx, s, p.client, key)
+	res, err := b.rollbackRecord(ctx, s, p.client, p.at, key)
 	switch {
 	case err != nil:
 		return err
-	case done:
+	case res == rollbackDone:
 		rep.Finished++
+	case res == rollbackElsewhere:
+		rep.Elsewhere++
 	default:
 		rep.Failed++
 	}
 	return nil
 }
+
+// rollbackResult is what rollbackRecord did with a record.
+type rollbackResult int
+
+const (
+	rollbackNotDone   rollbackResult = iota // failed, or another worker has it
+	rollbackDone                            // the record is gone
+	rollbackElsewhere                       // its POST went to another destination: it waits
+)
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -243,47 +256,56 @@ func (b *tookenBackend) collectPending(ctx context.Context, s logical.Storage, r
 	rep.Collected++
 }
 
-// rollbackRecord finishes one pending record with undoCreate and deletes it.
-// It reports done when the record is gone; a failed attempt is recorded with
-// its backoff, and the record is abandoned after maxAttempts. Only a storage
-// failure is returned as an error.
-func (b *tookenBackend) rollbackRecord(ctx context.Context, s logical.Storage, client *tookenapi.Client, key string) (bool, error) {
+// rollbackRecord finishes one pending record with undoCreate (through
+// client, whose destination is at) and deletes it. A failed attempt is
+// recorded with its backoff, and the record is abandoned after maxAttempts.
+// A record whose POST went to another destination waits, unattempted: a
+// replay here would create a token at this Tooken, and tell nothing of the
+// one there. Only a storage failure is returned as an error.
+func (b *tookenBackend) rollbackRecord(ctx context.Context, s logical.Storage, client *tookenapi.Client, at secretDestination, key string) (rollbackResult, error) {
 	r := b.issued
 	if !r.claim(key) {
-		return false, nil
+		return rollbackNotDone, nil
 	}
 	defer r.release(key)
 	// Read again under the claim, and make sure no lease holds the token:
 	// the request may have confirmed it meanwhile.
 	rec, err := getIssuance(ctx, s, key)
 	if err != nil || rec == nil {
-		return rec == nil && err == nil, err
+		if rec == nil && err == nil {
+			return rollbackDone, nil
+		}
+		return rollbackNotDone, err
 	}
 	if rec.State != issueStatePending {
-		return false, nil
+		return rollbackNotDone, nil
 	}
 	if live, err := getLive(ctx, s, rec.Role, key); err != nil || live != nil {
 		if live != nil {
 			r.markConfirmed(key)
 		}
-		return false, err
+		return rollbackNotDone, err
 	}
 	now := b.now()
-	if rec.expired(now) {
+	switch {
+	case rec.expired(now):
 		// Whatever this key created is dead upstream already.
 		b.dropPending(ctx, s, rec.Role, key)
-		return true, nil
+		return rollbackDone, nil
+	case rec.Dest != nil && !rec.Dest.sameAs(at):
+		r.setDue(key, minTime(now.Add(elsewhereRecheck), rec.expiresAt()), false)
+		return rollbackElsewhere, nil
 	}
 	tokenID, err := undoCreate(ctx, client, rec.Body, key, r.callTimeout)
 	if err == nil {
 		b.Logger().Info("rollback finished an unfinished creds request: its token is revoked, or was never created", "role", rec.Role, "token_id", tokenID, "issue_key", key)
 		b.dropPending(ctx, s, rec.Role, key)
-		return true, nil
+		return rollbackDone, nil
 	}
 	if tokenID != "" {
 		rec.TokenID = tokenID
 	}
-	return false, b.recordRollbackFailure(ctx, s, rec, err, now)
+	return rollbackNotDone, b.recordRollbackFailure(ctx, s, rec, err, now)
 }
 
 // markConfirmed notes that key's live record exists: the sweep deletes its

@@ -713,3 +713,54 @@ func TestIssuance_UnsweptBound(t *testing.T) {
 		t.Errorf("%d live tokens, want 25", n)
 	}
 }
+
+// A creds read cut short after its POST leaves a pending record naming the
+// Tooken it posted to. After the config points to another Tooken, the
+// rollback does not replay it there (a replay would create a token at the
+// new Tooken and say nothing of the one at the first): the record waits,
+// tidy/status counts it, and once the config points back the rollback
+// finishes it where the token lives.
+func TestIssuance_RollbackWaitsForTheTookenItPostedTo(t *testing.T) {
+	first := newEmulator(t, tookentest.Options{RateLimit: -1})
+	second := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(first, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+	rec := e.pendingRecord("r", time.Hour)
+	rec.Dest = &secretDestination{URL: normalizeBaseURL(first.URL())}
+	if err := putIssuance(context.Background(), e.storage.Storage, rec); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.client().CreateToken(context.Background(), rec.Body, rec.Key) // the POST of the read that died
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	must(t)(e.write(configPath, map[string]any{"url": second.URL(), "token": second.RootSecret()}))
+	second.ResetRequests()
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(createRequests(second)); n != 0 || e.issuance(rec.Key) == nil {
+		t.Fatalf("the rollback sent %d POSTs to the second Tooken, record kept: %v", n, e.issuance(rec.Key) != nil)
+	}
+	if up, _ := first.Token(tok.ID); up.State != "live" {
+		t.Fatalf("the first Tooken's token is %s", up.State)
+	}
+	st := must(t)(e.read("tidy/status")).Data
+	if st["pending_elsewhere"] != int64(1) {
+		t.Errorf("tidy/status pending_elsewhere = %v, want 1", st["pending_elsewhere"])
+	}
+	if roll, _ := st["last_rollback"].(map[string]any); roll == nil || fmt.Sprint(roll["elsewhere"]) != "1" {
+		t.Errorf("tidy/status last_rollback = %v, want elsewhere 1", st["last_rollback"])
+	}
+
+	must(t)(e.write(configPath, map[string]any{"url": first.URL(), "token": first.RootSecret()}))
+	e.shiftClock(10 * time.Minute) // past the record's recheck
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if up, _ := first.Token(tok.ID); up.State == "live" || e.issuance(rec.Key) != nil {
+		t.Fatalf("with the config back: token %s, record kept %v", up.State, e.issuance(rec.Key) != nil)
+	}
+}

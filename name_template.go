@@ -266,8 +266,46 @@ func (c *templateCheck) pipe(p *parse.PipeNode, rootDot bool) {
 		for _, arg := range cmd.Args {
 			c.arg(arg, rootDot)
 		}
+		c.printArgs(cmd, rootDot)
 	}
 }
+
+// printArgs refuses, in a call of print or printf, an argument that is
+// the template's data or one of its maps: both take only scalars
+// (name_template_print.go), and a render would fail on it. Arguments only
+// known when rendering (in a with, through a pipe) are checked then.
+func (c *templateCheck) printArgs(cmd *parse.CommandNode, rootDot bool) {
+	if len(cmd.Args) == 0 {
+		return
+	}
+	fn, ok := cmd.Args[0].(*parse.IdentifierNode)
+	if !ok || (fn.Ident != "print" && fn.Ident != "printf") {
+		return
+	}
+	for _, arg := range cmd.Args[1:] {
+		var what string
+		switch n := arg.(type) {
+		case *parse.DotNode:
+			if rootDot {
+				what = "."
+			}
+		case *parse.FieldNode:
+			if rootDot && len(n.Ident) == 1 && isMapField(n.Ident[0]) {
+				what = n.String()
+			}
+		case *parse.VariableNode:
+			if n.Ident[0] == "$" && (len(n.Ident) == 1 || (len(n.Ident) == 2 && isMapField(n.Ident[1]))) {
+				what = n.String()
+			}
+		}
+		if what != "" {
+			c.refuse(arg, "%s takes strings, numbers and booleans, not %s (print a value of it, such as .EntityMetadata.team)", fn.Ident, what)
+		}
+	}
+}
+
+// isMapField tells whether a field of the template's data is a map.
+func isMapField(name string) bool { return name == "EntityMetadata" || name == "AliasMetadata" }
 
 func (c *templateCheck) arg(n parse.Node, rootDot bool) {
 	switch n := n.(type) {
@@ -416,51 +454,6 @@ func utcTimestamp(layout string) (string, error) {
 	}
 	out := time.Now().UTC().Format(layout)
 	return out, checkOutput("timestamp", len(out))
-}
-
-// boundedPrint is Go's print; its arguments are bounded values, so it is
-// bounded by their number, and its result by maxTemplateValue.
-func boundedPrint(args ...any) (string, error) {
-	out := fmt.Sprint(args...)
-	return out, checkOutput("print", len(out))
-}
-
-// boundedPrintf is Go's printf without what could allocate without bound: a
-// width or precision over maxFormatWidth, or one taken from an argument (*).
-func boundedPrintf(format string, args ...any) (string, error) {
-	if err := checkInput("printf", format); err != nil {
-		return "", err
-	}
-	if err := checkFormat(format); err != nil {
-		return "", err
-	}
-	out := fmt.Sprintf(format, args...)
-	return out, checkOutput("printf", len(out))
-}
-
-// checkFormat refuses a printf format with a '*' or with a number (width,
-// precision or argument index) over maxFormatWidth.
-func checkFormat(format string) error {
-	n := 0
-	inVerb := false
-	for i := 0; i < len(format); i++ {
-		c := format[i]
-		switch {
-		case !inVerb:
-			inVerb, n = c == '%', 0
-		case c == '*':
-			return errors.New("printf: a width or precision from an argument (*) is not allowed")
-		case c >= '0' && c <= '9':
-			if n = n*10 + int(c-'0'); n > maxFormatWidth {
-				return fmt.Errorf("printf: width or precision over %d", maxFormatWidth)
-			}
-		case strings.IndexByte("+-# .[]", c) >= 0:
-			n = 0
-		default: // the verb
-			inVerb = false
-		}
-	}
-	return nil
 }
 
 // cappedWriter collects a template's output and fails past its limit.

@@ -14,6 +14,8 @@ import (
 	"github.com/google/uuid"
 	sdktemplate "github.com/hashicorp/vault/sdk/helper/template"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
 // legacyNameTemplateFuncs are the functions of the engine's name templates
@@ -228,6 +230,10 @@ func TestNameTemplate_Refused(t *testing.T) {
 		{"unknown field through $", "{{ with .DisplayName }}{{ $.Nope }}{{ end }}y", ".Nope is not a field"},
 		{"every problem at once", "{{ range 3 }}{{ end }}{{ html .Nope }}", "range is not allowed"},
 		{"too long", strings.Repeat("x", maxNameTemplateLen+1), "longer than 4096"},
+		{"print of the whole data", `{{ if .EntityName }}{{ print . }}{{ end }}x`, "print takes strings, numbers and booleans, not ."},
+		{"print of a map", `{{ if .EntityName }}{{ print "a" .EntityMetadata }}{{ end }}x`, "not .EntityMetadata"},
+		{"printf of a map through $", `{{ with .DisplayName }}{{ printf "%.3v" $.AliasMetadata }}{{ end }}x`, "printf takes strings, numbers and booleans, not $.AliasMetadata"},
+		{"print of $", `{{ with .DisplayName }}{{ print $ }}{{ end }}x`, "not $"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,12 +267,17 @@ func TestNameTemplate_RenderBounds(t *testing.T) {
 		{"printf star", `{{ printf "%*d" 999999999 1 }}`, "printf: a width or precision from an argument"},
 		{"printf long argument index", `{{ printf "%[999]d" 1 }}`, "printf: width or precision over 64"},
 		{"print of long strings", "{{ print" + strings.Repeat(" .RoleName", 200) + " }}", "print: result longer"},
+		{"print of the data's map in a with", `{{ with $m := .DisplayName }}{{ with $.AliasMetadata }}{{ print . }}{{ end }}{{ end }}x`, "print: argument 1 is a map"},
+		{"printf of many arguments no verb takes", `{{ printf "%.1s"` + strings.Repeat(" .RoleName", 200) + " }}", "printf: the result could be longer than 16384 bytes"},
+		{"printf of one argument many times", `{{ printf "` + strings.Repeat("%[1]s", 100) + `" .RoleName | truncate 3 }}`, "printf: the result could be longer"},
+		{"printf quoting", `{{ printf "` + strings.Repeat("%q", 20) + `"` + strings.Repeat(" .RoleName", 20) + " }}", "printf: the result could be longer"},
 		{"uppercase of a long literal", `{{ uppercase "` + strings.Repeat("a", 2000) + `" }}`, "uppercase: argument longer"},
 		{"timestamp of a long layout", `{{ timestamp "` + strings.Repeat("January", 200) + `" }}`, "timestamp: argument longer"},
 		{"random out of range", "{{ random 1000000 }}", "random: length"},
 		{"output past the bound", strings.Repeat("{{ .RoleName | truncate 1000 }}", 20), "renders more than 16384 bytes"},
 	}
-	data := newNameTemplateData(strings.Repeat("r", 900), strings.Repeat("d", 900))
+	data := newNameTemplateData(strings.Repeat("r", 900), strings.Repeat("d", 900)).
+		withIdentity(callerIdentity{aliasMetadata: map[string]string{"k": "v"}})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tmpl, err := parseNameTemplate(tc.tmpl)
@@ -416,6 +427,59 @@ func TestNameTemplate_IdentityData(t *testing.T) {
 	name, err = tmpl.render(newNameTemplateData("ci", "jwt-x").withIdentity(callerIdentity{}))
 	if err != nil || name != "gh----" {
 		t.Errorf("no identity: %q %v", name, err)
+	}
+}
+
+// A render is bounded whatever the requester: print and printf take only
+// scalars, so neither formats the whole data nor a metadata map (which fmt
+// would build whole before any check), not even behind a branch that the
+// write-time render (sample data, no identity) never takes. With an entity
+// of 64 metadata keys of 512 bytes (Vault's own limits), a template that
+// would print the data some 2,000 times is refused at write; one that
+// reaches a map only when rendering fails the creds read at once, within
+// the bound of a render.
+func TestNameTemplate_PrintOfTheIdentityIsBounded(t *testing.T) {
+	md := map[string]string{}
+	for i := range 64 {
+		md[fmt.Sprintf("k%03d", i)] = strings.Repeat("v", 512)
+	}
+	entity := &logical.Entity{ID: "ent-big", Name: "big", Metadata: md,
+		Aliases: []*logical.Alias{{MountAccessor: "auth_jwt_1", Name: "big", Metadata: md}}}
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t, withEntity(&entitySystemView{entity: entity}))
+	e.configure(srv, nil)
+	fill := func(head, unit, tail string) string {
+		return head + strings.Repeat(unit, (maxNameTemplateLen-len(head)-len(tail))/len(unit)) + tail
+	}
+
+	whole := fill("{{ if .EntityName }}{{ print", " .", " }}{{ end }}x")
+	resp, err := e.write("roles/big", map[string]any{"scopes": "deployments:write", "name_template": whole})
+	if err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatalf("a %d-byte name_template printing the whole data 2,000 times was stored", len(whole))
+	}
+	if !strings.Contains(resp.Error().Error(), "print takes strings, numbers and booleans") {
+		t.Errorf("refused with %q, want it to say what print takes", resp.Error())
+	}
+
+	inWith := fill("{{ if .EntityName }}{{ with .EntityMetadata }}{{ print", " .", " }}{{ end }}{{ end }}x")
+	e.writeRole("big", map[string]any{"scopes": "deployments:write", "name_template": inWith})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	cresp, cerr := e.readCredsAs("big", entity.ID, nil)
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	if cerr == nil && (cresp == nil || !cresp.IsError()) {
+		t.Fatal("a creds read printed a metadata map into the token name")
+	}
+	if got := outcome(cresp, cerr); !strings.Contains(got, "print: argument 1 is a map") {
+		t.Errorf("creds read: %s, want it to say print took a map", got[:min(200, len(got))])
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Fatalf("one creds read with a %d-byte name_template allocated %d MiB in %s", len(inWith), alloc>>20, elapsed.Round(time.Millisecond))
+	}
+	if live := issuedLive(srv); len(live) != 0 {
+		t.Errorf("%d tokens created for a read that failed", len(live))
 	}
 }
 

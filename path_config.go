@@ -132,6 +132,9 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 	}
 
 	resp := &logical.Response{}
+	if stored != nil && !stored.destination().sameAs(cfg.destination()) {
+		resp.AddWarning(destinationChangeWarning(stored.destination()))
+	}
 	if stored == nil || cfg.Token != stored.Token {
 		cfg.secretChanged(b.now())
 	}
@@ -155,6 +158,13 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// destinationChangeWarning is the warning of a config write that points the
+// engine to another Tooken (url or ca_cert) than old: the tokens issued
+// there live on there, and only there can they be revoked.
+func destinationChangeWarning(old secretDestination) string {
+	return fmt.Sprintf("url or ca_cert changed: the tokens issued at %s stay alive there; their lease revokes are queued, and the rollback of unfinished creds reads waits, until the config points there again or the tokens expire (at most their role's max_ttl); tidy/status counts them (queued_elsewhere, pending_elsewhere). Leases issued by an earlier version of the engine do not record where: their revokes go to the new url", old.URL)
 }
 
 // configToWrite is the config a write starts from: a copy of the stored

@@ -155,8 +155,9 @@ type issuedToken struct {
 	role      string
 	issueKey  string
 	issuedAt  time.Time
-	expiresAt time.Time     // upstream expiry: the lease's hard limit
-	ttl       time.Duration // first lease TTL
+	expiresAt time.Time         // upstream expiry: the lease's hard limit
+	ttl       time.Duration     // first lease TTL
+	dest      secretDestination // the Tooken that issued it
 }
 
 func (b *tookenBackend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -212,8 +213,12 @@ func (b *tookenBackend) credsResponse(it *issuedToken, cr *credsRequest) *logica
 			internalRecord:    issuanceRef{role: it.role, key: it.issueKey}.recordKey(),
 			internalExpiresAt: it.expiresAt.Format(time.RFC3339),
 			internalIssuedAt:  it.issuedAt.Format(time.RFC3339),
+			internalDestURL:   it.dest.URL,
 		},
 	)
+	if it.dest.CASHA256 != "" {
+		resp.Secret.InternalData[internalDestCA] = it.dest.CASHA256
+	}
 	if cr.ttl > 0 {
 		resp.Secret.InternalData[internalTTL] = cr.ttl.String()
 	}
@@ -261,7 +266,7 @@ func leaseRemaining(expiresAt, now time.Time) time.Duration {
 // rollback finishes it. A role with max_live_tokens refuses the read before
 // anything is written once the role has that many tokens alive.
 func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr *credsRequest) (*issuedToken, error) {
-	client, err := b.getClient(ctx, req.Storage)
+	client, dest, err := b.getClientAt(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +293,9 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 	// Storage write 1: the pending record, before anything exists upstream.
 	// If it fails it may still have landed: the slot stays taken until the
 	// rollback has looked.
-	if err := putIssuance(ctx, req.Storage, newIssuanceRecord(key, roleName, body, now)); err != nil {
+	rec := newIssuanceRecord(key, roleName, body, now)
+	rec.Dest = &dest
+	if err := putIssuance(ctx, req.Storage, rec); err != nil {
 		return nil, fmt.Errorf("creating a token for role %q: recording the issuance: %w", roleName, err)
 	}
 	tok, err := b.createIssued(ctx, req.Storage, client, roleName, key, body)
@@ -300,7 +307,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, false)
 		return nil, err
 	}
-	it.role, it.issueKey, it.issuedAt = roleName, key, now
+	it.role, it.issueKey, it.issuedAt, it.dest = roleName, key, now, dest
 
 	// Storage write 2: the live record. If it fails the lease will never
 	// exist: revoke at once; if that fails too, the pending record stays and
@@ -359,10 +366,16 @@ func (b *tookenBackend) createBody(req *logical.Request, cr *credsRequest, name,
 // leaseFor checks Tooken's answer to a create and works out the lease: the
 // upstream expiry (the one asked for, or Tooken's if earlier) and the first
 // lease TTL (the ttl asked for, else the role's), which ends before it. An
-// error means the token cannot be handed out.
+// error means the token cannot be handed out (the caller revokes it).
 func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expiresAt time.Time) (*issuedToken, error) {
 	roleName, maxTTL := cr.roleName, cr.maxTTL
-	if tok.ExpiresAt != nil && tok.ExpiresAt.Before(expiresAt) {
+	if tok.Secret == "" || tok.ID == "" {
+		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
+	}
+	if err := checkAnsweredExpiry(tok.ExpiresAt, expiresAt); err != nil {
+		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: %v; the engine revokes the token and hands out none", roleName, err))
+	}
+	if tok.ExpiresAt.Before(expiresAt) {
 		expiresAt = tok.ExpiresAt.UTC()
 	}
 	limit := min(maxTTL, leaseRemaining(expiresAt, time.Now()))
@@ -370,13 +383,26 @@ func (b *tookenBackend) leaseFor(tok *tookenapi.Token, cr *credsRequest, expires
 	if cr.ttl == 0 {
 		ttl = b.leaseTTL(cr.role.entry, limit)
 	}
-	if tok.Secret == "" || tok.ID == "" {
-		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("creating a token for role %q: Tooken's answer has no token id or secret", roleName))
-	}
 	if ttl <= 0 {
 		return nil, fmt.Errorf("creating a token for role %q: its max TTL (%s) leaves no time for a lease", roleName, humanDuration(maxTTL))
 	}
 	return &issuedToken{token: tok, expiresAt: expiresAt, ttl: ttl}, nil
+}
+
+// checkAnsweredExpiry checks the expires_at of a create answer (answered)
+// against the one the engine asked for: every token it hands out must end
+// upstream no later than its lease's max TTL, and the answer is the only
+// word of it. An answer without expires_at (a Tooken or proxy that drops
+// it: the token may never expire) or with a later one does not keep that
+// promise; its token must not be handed out.
+func checkAnsweredExpiry(answered *time.Time, asked time.Time) error {
+	switch {
+	case answered == nil || answered.IsZero():
+		return fmt.Errorf("Tooken's answer has no expires_at (asked for %s), so the token may outlive its lease", asked.UTC().Format(time.RFC3339))
+	case answered.After(asked):
+		return fmt.Errorf("Tooken's answer has expires_at %s, later than the %s asked for, so the token would outlive its lease", answered.UTC().Format(time.RFC3339), asked.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // leaseTTL is the role's ttl, the mount's default lease TTL when unset, at

@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -760,5 +761,45 @@ func TestCreds_MountMaxBelowTokenLifetime(t *testing.T) {
 	keys, _ := listIssuance(t.Context(), e.storage)
 	if len(keys) != 0 {
 		t.Errorf("issuance records left: %v", keys)
+	}
+}
+
+// Every token the engine hands out ends upstream no later than its lease's
+// max TTL, and the create answer's expires_at is the engine's only word of
+// it: an answer that drops expires_at (the token may never expire) or names
+// a later one is refused with a 502, its token is revoked, and no lease nor
+// issuance record is left.
+func TestCreds_AnswerWithoutTheAskedExpiryIsRefused(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"no expires_at": func(m map[string]any) { delete(m, "expires_at") },
+		"a later expires_at": func(m map[string]any) {
+			m["expires_at"] = time.Now().Add(300 * 24 * time.Hour).UTC().Format(time.RFC3339)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+			front := tamperingFront(t, srv,
+				func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
+				nil, edit)
+			e := getTestBackend(t)
+			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
+			e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+			resp, err := e.read("creds/r")
+			if err == nil && resp != nil && !resp.IsError() {
+				rec, _ := srv.Token(resp.Data["token_id"].(string))
+				t.Fatalf("creds handed out token %s under a lease of max TTL 1h; its upstream expires_at is %v (the engine asked for %v)",
+					rec.ID, rec.ExpiresAt, resp.Data["expires_at"])
+			}
+			coded := logical.HTTPCodedError(nil)
+			if !errors.As(err, &coded) || coded.Code() != http.StatusBadGateway || !strings.Contains(err.Error(), "expires_at") {
+				t.Fatalf("err = %v, want a 502 naming expires_at", err)
+			}
+			if live := issuedLive(srv); len(live) != 0 {
+				t.Errorf("%d tokens left alive upstream, want the refused one revoked", len(live))
+			}
+			if keys := e.issuanceKeys(); len(keys) != 0 {
+				t.Errorf("issuance records left: %v", keys)
+			}
+		})
 	}
 }

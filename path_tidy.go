@@ -105,6 +105,8 @@ func tidyStatusResponseFields() map[string]*framework.FieldSchema {
 		"pending_records":   count("Issuance records of creds reads not finished."),
 		"abandoned_records": count("Issuance records the rollback gave up on (need an operator)."),
 		"confirmed_records": count("Issuance records of live leases."),
+		"queued_elsewhere":  count("Revoke queue entries whose token was issued at another Tooken than the config's url and ca_cert now (seen by this node's drains): they wait for the config to point there again, or for the token's expiry."),
+		"pending_elsewhere": count("Pending records whose create went to another Tooken than the config's url and ca_cert now: the rollback finishes them only there."),
 		"last_rollback":     {Type: framework.TypeMap, Description: "The last periodic rollback: pending, finished, failed, abandoned, collected, swept."},
 		"last_queue_drain":  {Type: framework.TypeMap, Description: "The last revoke queue drain: queued, revoked, dropped, failed, deferred, rate_limited."},
 		"last_tidy":         {Type: framework.TypeMap, Description: "The last tidy's answer since the plugin started; null before the first."},
@@ -177,6 +179,8 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 		"pending_records":   int64(counts.pending),
 		"abandoned_records": int64(counts.abandoned),
 		"confirmed_records": int64(counts.confirmed),
+		"queued_elsewhere":  int64(b.queue.waitingElsewhere()),
+		"pending_elsewhere": int64(counts.elsewhere),
 		"last_rollback":     structToMap(&roll),
 		"last_queue_drain":  structToMap(&drain),
 		"last_tidy":         nil,
@@ -194,6 +198,7 @@ func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Req
 // recordCounts counts the issuance records by what they stand for.
 type recordCounts struct {
 	pending, abandoned, confirmed int
+	elsewhere                     int // pending (or abandoned) records of another destination than the config's
 }
 
 // countRecords counts the issuance records from storage, so that any node
@@ -202,6 +207,10 @@ type recordCounts struct {
 // listed, one role at a time, and records of the previous layout not moved
 // yet are read.
 func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c recordCounts, err error) {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return c, err
+	}
 	keys, err := listIssuance(ctx, s)
 	if err != nil {
 		return c, err
@@ -214,8 +223,10 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 			}
 			continue
 		}
+		elsewhere := cfg != nil && rec.Dest != nil && !rec.Dest.sameAs(cfg.destination())
 		if rec.State == issueStateAbandoned {
 			c.abandoned++
+			c.elsewhere += btoi(elsewhere)
 			continue
 		}
 		live, err := getLive(ctx, s, rec.Role, key)
@@ -224,6 +235,7 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 		}
 		if live == nil {
 			c.pending++
+			c.elsewhere += btoi(elsewhere)
 		}
 	}
 	roles, err := listLiveRoles(ctx, s)
@@ -238,6 +250,14 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 		c.confirmed += len(keys)
 	}
 	return b.countLegacy(ctx, s, c)
+}
+
+// btoi is 1 for true.
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // countLegacy adds the records of the previous layout to c.

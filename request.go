@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 )
 
 // The request layer. Every request routed to one of the mount's paths is
@@ -146,7 +148,12 @@ func (b *tookenBackend) checkRequest(req *logical.Request) (map[string]any, erro
 	}
 	errs := captureProblems(captures)
 	data, cloned := req.Data, false
+	var unknown []string
 	for _, k := range slices.Sorted(maps.Keys(req.Data)) {
+		if _, known := r.path.Fields[k]; !known && !r.path.TakesArbitraryInput {
+			unknown = append(unknown, k)
+			continue
+		}
 		v, err := checkField(r, captures, req.Path, k, req.Data[k])
 		switch {
 		case err != nil:
@@ -158,12 +165,14 @@ func (b *tookenBackend) checkRequest(req *logical.Request) (map[string]any, erro
 			data[k] = v
 		}
 	}
+	errs = append(errs, unknownFields(unknown, req, r)...)
 	return data, errors.Join(errs...)
 }
 
-// checkField checks one field of a request to route r. It returns the
-// field's value read into what the SDK takes when the SDK would read it
-// wrongly (key=value pairs given as strings), else nil.
+// checkField checks one field of a request to route r that the path
+// declares. It returns the field's value read into what the SDK takes when
+// the SDK would read it wrongly (key=value pairs given as strings), else
+// nil.
 func checkField(r *route, captures map[string]string, reqPath, k string, v any) (any, error) {
 	if c, isCapture := captures[k]; isCapture {
 		// The UI may send the path's value again; another value is a
@@ -174,11 +183,12 @@ func checkField(r *route, captures map[string]string, reqPath, k string, v any) 
 		return nil, nil
 	}
 	schema, ok := r.path.Fields[k]
-	switch {
-	case !ok && r.path.TakesArbitraryInput:
-		return nil, nil
-	case !ok:
-		return nil, unknownField(k, reqPath, r)
+	if !ok {
+		return nil, nil // TakesArbitraryInput
+	}
+	if n := givenTimes(v); n > 1 && !takesList(schema.Type) {
+		// The CLI makes a list of a field given twice (ttl=1h ttl=2h).
+		return nil, fmt.Errorf("%s: given %d times; give it once", k, n)
 	}
 	if strs, isStrings := pairStrings(v); isStrings && schema.Type == framework.TypeKVPairs {
 		md, err := parseKVPairs(k, strs)
@@ -268,9 +278,18 @@ func parseKVPairs(field string, strs []string) (map[string]string, error) {
 	return md, nil
 }
 
-// unknownField names a field the path does not take, the path's own fields,
-// and the closest of them when the name looks like a typo of it.
-func unknownField(k, reqPath string, r *route) error {
+// maxUnknownReported bounds how many unknown field names an answer
+// repeats: the names are the caller's (one may be a secret pasted in the
+// wrong place, or a megabyte long), and the answer goes whole into the
+// audit log's error field, which Vault does not HMAC.
+const maxUnknownReported = 5
+
+// unknownFields reports the fields (names, sorted) that the path of route r
+// does not take: the first maxUnknownReported, each shortened and redacted
+// (fieldName) with the closest of the path's fields when the name looks
+// like a typo of it, then how many more there are. A name starting with "-"
+// is a CLI flag written after the path.
+func unknownFields(names []string, req *logical.Request, r *route) []error {
 	var fields []string
 	for name := range r.path.Fields {
 		if !slices.Contains(r.captures, name) {
@@ -278,14 +297,86 @@ func unknownField(k, reqPath string, r *route) error {
 		}
 	}
 	slices.Sort(fields)
+	var errs []error
+	for i, k := range names {
+		if i == maxUnknownReported {
+			errs = append(errs, fmt.Errorf("and %d more unknown fields", len(names)-i))
+			break
+		}
+		errs = append(errs, unknownField(k, req, fields))
+	}
+	return errs
+}
+
+// unknownField names one field k that the request's path does not take,
+// and what the path takes (fields, sorted).
+func unknownField(k string, req *logical.Request, fields []string) error {
+	name := fieldName(k)
+	if strings.HasPrefix(k, "-") {
+		flag, _, _ := strings.Cut(strings.TrimLeft(k, "-"), "=")
+		return fmt.Errorf("%s: a CLI flag after the path is read as a field; CLI flags go before the path (vault %s -%s=... %s%s)",
+			name, cliVerb(req.Operation), fieldName(flag), req.MountPoint, req.Path)
+	}
 	if len(fields) == 0 {
-		return fmt.Errorf("%s: unknown field; %s takes no fields (with the CLI, write it with -f)", k, reqPath)
+		hint := ""
+		if req.Operation == logical.UpdateOperation || req.Operation == logical.CreateOperation {
+			hint = " (with the CLI, write it with -f)"
+		}
+		return fmt.Errorf("%s: unknown field; %s takes no fields%s", name, req.Path, hint)
 	}
 	hint := ""
 	if s := closestField(k, fields); s != "" {
 		hint = fmt.Sprintf(" (did you mean %s?)", s)
 	}
-	return fmt.Errorf("%s: unknown field%s; %s takes %s", k, hint, reqPath, strings.Join(fields, ", "))
+	return fmt.Errorf("%s: unknown field%s; %s takes %s", name, hint, req.Path, strings.Join(fields, ", "))
+}
+
+// plainFieldName is a field name an answer may repeat as it is.
+var plainFieldName = regexp.MustCompile(`^-{0,2}[A-Za-z0-9_.]{1,40}$`)
+
+// fieldName is a caller's field name as an answer repeats it: as given when
+// it is short and plain, else quoted, shortened to 40 characters, with
+// anything shaped like a Tooken secret redacted.
+func fieldName(k string) string {
+	if plainFieldName.MatchString(k) && !strings.Contains(k, "tok_") {
+		return k
+	}
+	return quoteShort(tookenapi.RedactSecrets(k))
+}
+
+// cliVerb is the vault command of an operation.
+func cliVerb(op logical.Operation) string {
+	switch op {
+	case logical.ReadOperation:
+		return "read"
+	case logical.ListOperation:
+		return "list"
+	case logical.DeleteOperation:
+		return "delete"
+	}
+	return "write"
+}
+
+// givenTimes is how many values v holds when it is a list (a field given
+// more than once on the CLI or in a query string), else 1.
+func givenTimes(v any) int {
+	switch v := v.(type) {
+	case []any:
+		return len(v)
+	case []string:
+		return len(v)
+	}
+	return 1
+}
+
+// takesList tells whether a field type takes a list of values.
+func takesList(t framework.FieldType) bool {
+	switch t {
+	case framework.TypeCommaStringSlice, framework.TypeStringSlice, framework.TypeCommaIntSlice,
+		framework.TypeKVPairs, framework.TypeSlice, framework.TypeHeader:
+		return true
+	}
+	return false
 }
 
 // closestField is the field within two edits of k, if there is one.

@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,27 +71,30 @@ func TestRequest_UnknownFieldsRefused(t *testing.T) {
 
 const leakMarker = "tok_test_LEAKMARKERabcdefghij0123456789"
 
-// A value of the wrong type is refused with "<field>: expected <type>",
-// which never repeats it, and the existence check does not fail (Vault
+// A value of the wrong type is refused with "<field>: expected <type>" (a
+// field given twice: "given 2 times"), which never repeats it, and the existence check does not fail (Vault
 // would log its error at ERROR, value included).
 func TestRequest_TypeErrorsNeverRepeatTheValue(t *testing.T) {
 	srv := newEmulator(t, tookentest.Options{})
 	e := getTestBackend(t)
-	for name, v := range map[string]any{
-		"token given twice": []any{srv.RootSecret(), "oops"},
-		"token as a list":   []any{srv.RootSecret()},
-		"token as a map":    map[string]any{"a": srv.RootSecret()},
+	for name, tc := range map[string]struct {
+		v    any
+		want string
+	}{
+		"token given twice": {[]any{srv.RootSecret(), "oops"}, "token: given 2 times; give it once"},
+		"token as a list":   {[]any{srv.RootSecret()}, "token: expected a string"},
+		"token as a map":    {map[string]any{"a": srv.RootSecret()}, "token: expected a string"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			req := e.request(logical.UpdateOperation, configPath, map[string]any{"url": srv.URL(), "token": v})
+			req := e.request(logical.UpdateOperation, configPath, map[string]any{"url": srv.URL(), "token": tc.v})
 			found, exists, err := e.b.HandleExistenceCheck(context.Background(), req)
 			if err != nil || !found || exists {
 				t.Fatalf("existence check: found %v exists %v err %v", found, exists, err)
 			}
 			req.Operation = logical.CreateOperation
 			resp, err := e.handle(req)
-			mustUserError(t, resp, err, "token: expected a string")
-			if msg := resp.Error().Error(); strings.Contains(msg, srv.RootSecret()) || msg != "token: expected a string" {
+			mustUserError(t, resp, err, tc.want)
+			if msg := resp.Error().Error(); strings.Contains(msg, srv.RootSecret()) || msg != tc.want {
 				t.Errorf("message %q", msg)
 			}
 		})
@@ -233,4 +237,93 @@ func TestRequest_ClosestField(t *testing.T) {
 			t.Errorf("closestField(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// Unknown field names are the caller's: one may be a secret pasted in the
+// wrong place, or a megabyte long, and the answer goes whole into the audit
+// log's error field. An answer names at most five, each shortened and
+// redacted, and says how many more there are: its size is bounded whatever
+// the request.
+func TestRequest_UnknownFieldNamesBounded(t *testing.T) {
+	e := getTestBackend(t)
+	t.Run("secret-shaped and huge names", func(t *testing.T) {
+		secret := "tok_test_" + strings.Repeat("S", 30)
+		huge := strings.Repeat("k", 1<<20)
+		resp, err := e.write(configPath, map[string]any{secret: "x", huge: "y"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := resp.Error().Error()
+		if strings.Contains(msg, secret) || len(msg) > 64<<10 {
+			t.Fatalf("the answer (%d bytes) repeats the unknown field names: contains the secret-shaped name: %v", len(msg), strings.Contains(msg, secret))
+		}
+		mustUserError(t, resp, err, `"[redacted secret]": unknown field; config takes`, `"`+strings.Repeat("k", 40)+`...": unknown field`)
+	})
+	t.Run("many unknown fields", func(t *testing.T) {
+		data, in := map[string]any{}, 0
+		for i := range 50000 {
+			k := "f" + strconv.Itoa(i)
+			data[k] = ""
+			in += len(k) + 4 // "k":"" plus a comma, as JSON
+		}
+		resp, err := e.handle(e.request(logical.ReadOperation, "creds/r", data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := len(resp.Error().Error()); out > 64<<10 {
+			t.Fatalf("a creds read with %d unknown query fields (%d KiB) answered an error of %d KiB", len(data), in>>10, out>>10)
+		}
+		mustUserError(t, resp, err, "f0: unknown field", "and 49995 more unknown fields")
+		if n := strings.Count(resp.Error().Error(), ": unknown field"); n != maxUnknownReported {
+			t.Errorf("%d names reported, want %d", n, maxUnknownReported)
+		}
+	})
+}
+
+// A CLI flag written after the path (vault read PATH -format=json) reaches
+// the engine as a field named -format: the answer says where flags go, for
+// the operation used, and never to write a read with -f.
+func TestRequest_CLIFlagAfterThePath(t *testing.T) {
+	e := getTestBackend(t)
+	for name, tc := range map[string]struct {
+		op   logical.Operation
+		path string
+		want string
+	}{
+		"read":  {logical.ReadOperation, "tidy/status", "-format: a CLI flag after the path is read as a field; CLI flags go before the path (vault read -format=... tooken/tidy/status)"},
+		"write": {logical.UpdateOperation, "rotate-root", "-format: a CLI flag after the path is read as a field; CLI flags go before the path (vault write -format=... tooken/rotate-root)"},
+		"list":  {logical.ListOperation, "roles/", "(vault list -format=... tooken/roles/)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, err := e.handle(e.request(tc.op, tc.path, map[string]any{"-format": "json"}))
+			mustUserError(t, resp, err, tc.want)
+			if strings.Contains(resp.Error().Error(), "-f)") {
+				t.Errorf("%q tells to write it with -f", resp.Error())
+			}
+		})
+	}
+	// A path without fields read with a stray field: no "-f" hint on a read.
+	resp, err := e.read("tidy/status")
+	must(t)(resp, err)
+	resp, err = e.handle(e.request(logical.ReadOperation, "tidy/status", map[string]any{"x": "1"}))
+	mustUserError(t, resp, err, "x: unknown field; tidy/status takes no fields")
+	if strings.Contains(resp.Error().Error(), "-f") {
+		t.Errorf("a read told to write with -f: %q", resp.Error())
+	}
+}
+
+// A field given twice (ttl=1h ttl=2h on the CLI: a list) says so, for every
+// field that takes one value; fields that take a list take it.
+func TestRequest_FieldGivenTwice(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	resp, err := e.write("roles/ci", map[string]any{"scopes": "deployments:write", "ttl": []any{"1h", "2h"}, "max_ttl": []any{"1h", "2h", "3h"}})
+	mustUserError(t, resp, err, "ttl: given 2 times; give it once", "max_ttl: given 3 times; give it once")
+	if r, _ := readRole(context.Background(), e.storage, "ci"); r != nil {
+		t.Fatal("role stored")
+	}
+	must(t)(e.write("roles/ci", map[string]any{"scopes": []any{"deployments:write", "deployments:read"}, "metadata": []any{"team=a", "env=b"}}))
+	resp, err = e.handle(e.request(logical.ReadOperation, "creds/ci", map[string]any{"ttl": []string{"5m", "10m"}}))
+	mustUserError(t, resp, err, "ttl: given 2 times; give it once")
 }

@@ -48,13 +48,17 @@ const (
 
 // revokeQueueEntry is stored at revokeQueuePrefix + TokenID. No secret.
 type revokeQueueEntry struct {
-	TokenID    string    `json:"token_id"`
-	IssueKey   string    `json:"issue_key,omitempty"`
-	Role       string    `json:"role,omitempty"`
-	Record     string    `json:"record,omitempty"` // storage key of the issuance record; absent in entries of the previous version
-	ExpiresAt  time.Time `json:"expires_at"`       // the token's upstream expiry; zero = unknown
-	QueuedAt   time.Time `json:"queued_at"`
-	retryState           // revoke attempts: the first failed one is the lease revoke's
+	TokenID   string    `json:"token_id"`
+	IssueKey  string    `json:"issue_key,omitempty"`
+	Role      string    `json:"role,omitempty"`
+	Record    string    `json:"record,omitempty"` // storage key of the issuance record; absent in entries of the previous version
+	ExpiresAt time.Time `json:"expires_at"`       // the token's upstream expiry; zero = unknown
+	QueuedAt  time.Time `json:"queued_at"`
+	// Dest is the Tooken that issued the token, the only one whose answer
+	// tells of it; absent in entries of leases that do not record it (the
+	// config's destination then).
+	Dest       *secretDestination `json:"destination,omitempty"`
+	retryState                    // revoke attempts: the first failed one is the lease revoke's
 }
 
 func (e *revokeQueueEntry) expired(now time.Time) bool {
@@ -71,6 +75,7 @@ type revokeQueue struct {
 	mu        sync.Mutex
 	length    int                  // as last listed, plus enqueued since
 	next      map[string]time.Time // token id -> next attempt, for the entries this node wrote
+	elsewhere map[string]struct{}  // token ids of the entries seen waiting on another destination
 	pauseTill time.Time            // honour Retry-After across drains
 	last      drainReport          // the last drain
 	revoking  atomic.Int64         // lease revokes on their way to Tooken (revokePaced)
@@ -88,6 +93,7 @@ type revokeQueue struct {
 func newRevokeQueue() *revokeQueue {
 	return &revokeQueue{
 		next:         make(map[string]time.Time),
+		elsewhere:    make(map[string]struct{}),
 		limiter:      rate.NewLimiter(defaultRevokeRate, defaultRevokeBurst),
 		revokeBudget: defaultRevokeBudget,
 		retry:        retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
@@ -131,13 +137,13 @@ func (q *revokeQueue) notDue(id string, now time.Time) bool {
 }
 
 // sync takes the queue length from a fresh listing and forgets the next
-// attempts of entries no longer listed. It returns the Retry-After pause in
-// force.
+// attempts (and destinations) of entries no longer listed. It returns the
+// Retry-After pause in force.
 func (q *revokeQueue) sync(ids []string) (pause time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.length = len(ids)
-	if len(q.next) > len(ids) {
+	if len(q.next) > len(ids) || len(q.elsewhere) > 0 {
 		listed := make(map[string]struct{}, len(ids))
 		for _, id := range ids {
 			listed[id] = struct{}{}
@@ -147,8 +153,37 @@ func (q *revokeQueue) sync(ids []string) (pause time.Time) {
 				delete(q.next, id)
 			}
 		}
+		for id := range q.elsewhere {
+			if _, ok := listed[id]; !ok {
+				delete(q.elsewhere, id)
+			}
+		}
 	}
 	return q.pauseTill
+}
+
+// elsewhereRecheck is how long a queue entry of another destination waits
+// before a drain reads it again (the config may point there again).
+const elsewhereRecheck = 5 * time.Minute
+
+// markElsewhere notes whether the entry of id waits on another destination
+// than the config's.
+func (q *revokeQueue) markElsewhere(id string, elsewhere bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if elsewhere {
+		q.elsewhere[id] = struct{}{}
+	} else {
+		delete(q.elsewhere, id)
+	}
+}
+
+// waitingElsewhere is how many entries this node saw waiting on another
+// destination (since its first drain, which reads every entry).
+func (q *revokeQueue) waitingElsewhere() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.elsewhere)
 }
 
 // pause holds every drain until the given time (a Retry-After).
@@ -165,6 +200,7 @@ func (q *revokeQueue) removed(id string) {
 		q.length--
 	}
 	delete(q.next, id)
+	delete(q.elsewhere, id)
 	q.mu.Unlock()
 }
 
@@ -202,6 +238,10 @@ type drainReport struct {
 	Failed      int  `json:"failed"`   // attempts that failed (backoff)
 	Deferred    int  `json:"deferred"` // not yet due
 	RateLimited bool `json:"rate_limited"`
+	// Elsewhere counts the entries waiting on another destination than the
+	// config's: their tokens were issued at a Tooken the config no longer
+	// points to, and wait for it to point there again, or for their expiry.
+	Elsewhere int `json:"elsewhere"`
 }
 
 // drainRevokeQueue is the periodic drain: it works through the due entries
@@ -211,6 +251,7 @@ type drainReport struct {
 func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage) (rep drainReport, err error) {
 	q := b.queue
 	defer func() {
+		rep.Elsewhere = q.waitingElsewhere()
 		q.mu.Lock()
 		q.last = rep
 		q.mu.Unlock()
@@ -224,7 +265,7 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	if len(ids) == 0 {
 		return rep, nil
 	}
-	client, err := b.getClient(ctx, s)
+	client, at, err := b.getClientAt(ctx, s)
 	if err != nil {
 		return rep, err
 	}
@@ -243,7 +284,7 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	// on their backoff.
 	force := b.tookenAnswers(dctx, client)
 	for i, id := range ids {
-		called, ok, stop := b.drainOne(dctx, s, client, id, force, &rep)
+		called, ok, stop := b.drainOne(dctx, s, queueClient{client, at}, id, force, &rep)
 		if called {
 			force = ok
 		}
@@ -263,11 +304,18 @@ func (b *tookenBackend) tookenAnswers(ctx context.Context, client *tookenapi.Cli
 	return err == nil
 }
 
+// queueClient is the client a drain revokes with, and its destination.
+type queueClient struct {
+	*tookenapi.Client
+	at secretDestination
+}
+
 // drainOne works on one queue entry, and counts what it did in rep; with
-// force it ignores the entry's backoff. It reports whether it called Tooken,
-// whether that call killed the token, and stop when the drain must end here
-// (budget spent, rate limited).
-func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client *tookenapi.Client, id string, force bool, rep *drainReport) (called, ok, stop bool) {
+// force it ignores the entry's backoff. An entry whose token was issued at
+// another destination than the client's waits (it is never counted done
+// there). It reports whether it called Tooken, whether that call killed the
+// token, and stop when the drain must end here (budget spent, rate limited).
+func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client queueClient, id string, force bool, rep *drainReport) (called, ok, stop bool) {
 	q := b.queue
 	if !force && q.notDue(id, b.now()) {
 		rep.Deferred++
@@ -293,6 +341,13 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		}
 		return false, false, false
 	}
+	elsewhere := e.Dest != nil && !e.Dest.sameAs(client.at)
+	q.markElsewhere(id, elsewhere)
+	if elsewhere {
+		q.setNext(id, now.Add(elsewhereRecheck))
+		rep.Deferred++
+		return false, false, false
+	}
 	if !force && now.Before(e.NextAttempt) {
 		q.setNext(id, e.NextAttempt)
 		rep.Deferred++
@@ -302,7 +357,7 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		rep.Deferred++
 		return false, false, true
 	}
-	if err := revokeUpstream(ctx, client, e.TokenID, q.callTimeout); err != nil {
+	if err := revokeUpstream(ctx, client.Client, e.TokenID, q.callTimeout); err != nil {
 		rep.Failed++
 		if b.retryQueued(ctx, s, e, err, now) {
 			rep.RateLimited = true

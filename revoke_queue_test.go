@@ -372,3 +372,63 @@ func TestRevoke_StormAtTookensPace(t *testing.T) {
 	}
 	t.Logf("Tooken refused %d calls with 429 during the storm", srv.Counters()["rate_limited"])
 }
+
+// A token lives at the Tooken that issued it. After the config points to
+// another Tooken (url and token written together, as the custody rule
+// asks), the revoke of a lease issued at the first is never counted done at
+// the second (whose proven 404 would say nothing of it): the revoke is
+// queued, the drain sends nothing to the second, tidy/status counts it, and
+// once the config points to the first again the drain revokes it there. A
+// lease issued by an earlier version, which does not record where, is
+// revoked at the config's Tooken.
+func TestRevokeQueue_WaitsForTheTookenThatIssuedTheToken(t *testing.T) {
+	first := newEmulator(t, tookentest.Options{RateLimit: -1})
+	second := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(first, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	resp := must(t)(e.read("creds/r"))
+	secret := resp.Data["token"].(string)
+
+	wresp, err := e.write(configPath, map[string]any{"url": second.URL(), "token": second.RootSecret()})
+	must(t)(wresp, err)
+	if wresp == nil || !strings.Contains(strings.Join(wresp.Warnings, " "), "url or ca_cert changed: the tokens issued at "+first.URL()) {
+		t.Errorf("the url change does not warn about the tokens issued at the first Tooken: %v", wresp)
+	}
+	second.ResetRequests()
+	must(t)(e.revoke(lease(resp)))
+	if works(first, secret) && len(e.queueIDs()) == 0 {
+		t.Fatalf("the lease revoke succeeded and queued nothing, but its token still works at the Tooken that issued it (%s); "+
+			"the DELETE went to %s, whose 404 counted as revoked", first.URL(), second.URL())
+	}
+	e.shiftClock(time.Hour)
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if n := deletes(second); n != 0 || len(e.queueIDs()) != 1 {
+		t.Fatalf("after a drain: %d DELETEs at the second Tooken, %d queue entries; want none there and the entry kept", n, len(e.queueIDs()))
+	}
+	st := must(t)(e.read("tidy/status")).Data
+	if st["queued_elsewhere"] != int64(1) {
+		t.Errorf("tidy/status queued_elsewhere = %v, want 1", st["queued_elsewhere"])
+	}
+
+	must(t)(e.write(configPath, map[string]any{"url": first.URL(), "token": first.RootSecret()}))
+	e.shiftClock(time.Hour + 10*time.Minute) // past the entry's recheck, before the token's expiry
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if works(first, secret) || len(e.queueIDs()) != 0 {
+		t.Fatalf("with the config back at the first Tooken: token alive %v, %d queue entries", works(first, secret), len(e.queueIDs()))
+	}
+
+	// A lease of an earlier version (no destination recorded).
+	e.shiftClock(0)
+	old := must(t)(e.read("creds/r"))
+	delete(old.Secret.InternalData, internalDestURL)
+	delete(old.Secret.InternalData, internalDestCA)
+	must(t)(e.revoke(lease(old)))
+	if works(first, old.Data["token"].(string)) || len(e.queueIDs()) != 0 {
+		t.Fatal("a lease without a recorded destination was not revoked at the config's Tooken")
+	}
+}

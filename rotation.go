@@ -137,7 +137,11 @@ type managedToken struct {
 	// secret, and auth being refused is the root's problem, not the end of
 	// this rotation.
 	selfAuthenticated bool
-	done              func() // releases auth
+	// secretSetAt is when the secret the engine holds was stored (zero:
+	// unknown); for a self-authenticated token it tells a secret written
+	// after a rotation started from the one that rotation rotated away.
+	secretSetAt time.Time
+	done        func() // releases auth
 }
 
 // rotationWAL is the WAL entry of one rotation. No secret in it. The JSON of
@@ -282,6 +286,9 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRotatedSecret(ctx, st.auth, tok); err != nil {
+		return nil, b.uncheckedRotation(t, st, tok, w, err)
+	}
 	if err := t.store(ctx, s, st, tok, w); err != nil {
 		if st.selfAuthenticated {
 			b.pending.put(w.IdempotencyKey, tok.Secret)
@@ -297,7 +304,67 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 	}
 	b.Logger().Info("rotated the "+t.what()+" token", "token_id", tokenID, "trigger", trigger,
 		"previous_secret_expires_at", fmtTimeOrNil(tok.PreviousSecretExpiresAt))
+	b.warnPreviousSecretOverstays(t, tok, w)
 	return tok, nil
+}
+
+// warnPreviousSecretOverstays logs a warning when the rotate answer tok does
+// not say that the previous secret stops working within the grace asked for
+// (w): previous_secret_expires_at missing, or later than the grace after the
+// answer's rotated_at (Tooken's clock, as the expiry; the engine's clock
+// when the answer has none).
+// The rotation is kept all the same: the new secret passed its check, and
+// refusing it would leave the engine holding the previous secret, the very
+// one that may live on; nothing the engine can do shortens it, short of
+// revoking the token. The operator learns that the old secret may outlive
+// the grace (rotate again, or revoke the token, if it leaked).
+func (b *tookenBackend) warnPreviousSecretOverstays(t rotationTarget, tok *tookenapi.Token, w rotationWAL) {
+	from := b.now()
+	if tok.RotatedAt != nil && !tok.RotatedAt.IsZero() {
+		from = *tok.RotatedAt
+	}
+	limit := from.Add(w.grace() + time.Second)
+	pe := tok.PreviousSecretExpiresAt
+	if pe != nil && !pe.IsZero() && !pe.After(limit) {
+		return
+	}
+	b.Logger().Warn("Tooken's rotate answer does not say that the previous "+t.what()+" secret stops working within the grace asked for: it may keep working longer",
+		"token_id", w.TokenID, "rotation_grace", w.grace().String(), "previous_secret_expires_at", fmtTimeOrNil(pe))
+}
+
+// checkRotatedSecret checks that the secret of a rotate answer works before
+// it replaces the one the engine holds: GET /tokens/self authenticated by
+// the new secret itself (any token may read itself), over the same
+// connection, must answer the rotated token. A secret that Tooken does not
+// accept (an answer altered on its way, a broken Tooken) would otherwise be
+// stored over the previous secret, the only one that still works, and only
+// for the grace.
+func checkRotatedSecret(ctx context.Context, auth *tookenapi.Client, tok *tookenapi.Token) error {
+	self, err := auth.WithSecret(tok.Secret).Self(ctx)
+	if err == nil && self.ID != tok.ID {
+		err = errors.New("the new secret belongs to another token")
+	}
+	if err != nil {
+		return fmt.Errorf("checking the new secret (GET /tokens/self with it): %w", err)
+	}
+	return nil
+}
+
+// uncheckedRotation is the error of a rotation whose new secret failed its
+// check (checkRotatedSecret): the engine keeps the previous secret and the
+// WAL entry, and the rollback replays the rotation (Tooken answers a replay
+// with the first answer, secret included), storing its secret once it
+// passes the check. A self-authenticated token keeps a secret that may be
+// genuine (the check itself failed, not Tooken's verdict on it) in memory,
+// for a replay after the previous secret died.
+func (b *tookenBackend) uncheckedRotation(t rotationTarget, st *managedToken, tok *tookenapi.Token, w rotationWAL, err error) error {
+	if st.selfAuthenticated && !errors.Is(err, tookenapi.ErrUnauthorized) {
+		b.pending.put(w.IdempotencyKey, tok.Secret)
+	}
+	return &rotationError{status: http.StatusBadGateway, pending: true, cause: err, msg: fmt.Sprintf(
+		"%s rotation unconfirmed: Tooken rotated the %s token %s, but %v; the engine keeps the previous secret, which works until %s, and replays the rotation (same Idempotency-Key) within about %s to recover a new secret that works; if that fails: %s",
+		t.what(), t.what(), w.TokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, w.StartedAt.Add(w.grace()).Format(time.RFC3339)),
+		rotationRecoveryDelay, t.lockoutHint())}
 }
 
 // managedTokenID is the managed token's id: from its state, or from GET
@@ -464,7 +531,38 @@ func (b *tookenBackend) rollForwardLocked(ctx context.Context, s logical.Storage
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.budget)
 	defer cancel()
+	switch replaced, err := secretReplaced(ctx, t, st, w); {
+	case err != nil:
+		return err
+	case replaced:
+		log.Info(t.what() + " rotation WAL entry dropped: the secret stored since is another token's, or was written after the rotation started and is refused")
+		return nil
+	}
 	return b.replayAndStore(ctx, s, t, st, w, log)
+}
+
+// secretReplaced tells, for a self-authenticated token whose id is not
+// stored (a root written with verify_connection=false), whether the secret
+// stored now is another token's than the one w rotated. Then w is moot:
+// replaying it authenticated by that other token would not be a replay to
+// Tooken (another caller) but a new rotation of w's token, whose secret
+// would then be stored over the one the operator wrote. GET /tokens/self
+// tells. When Tooken refuses the stored secret, w is moot if that secret
+// was written after w started (the engine never brings back a root the
+// operator replaced); otherwise the replay goes on, and may recover the
+// secret w rotated to. An error means "not yet" (Tooken unreachable).
+func secretReplaced(ctx context.Context, t rotationTarget, st *managedToken, w rotationWAL) (bool, error) {
+	if st.tokenID != "" || !st.selfAuthenticated {
+		return false, nil
+	}
+	self, err := st.auth.Self(ctx)
+	switch {
+	case err == nil:
+		return self.ID != w.TokenID, nil
+	case errors.Is(err, tookenapi.ErrUnauthorized):
+		return st.secretSetAt.After(w.StartedAt), nil
+	}
+	return false, fmt.Errorf("reading the %s token (GET /tokens/self) to tell whether it is the one the rotation rotated: %w", t.what(), err)
 }
 
 // replayAndStore replays the rotation of w with each secret that may
@@ -477,7 +575,7 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 	if p := b.pending.get(w.IdempotencyKey); st.selfAuthenticated && p != "" && !st.auth.UsesSecret(p) {
 		candidates = append(candidates, st.auth.WithSecret(p))
 	}
-	storedAlive := false
+	storedAlive, replayedRefused := false, false
 	var lastErr error
 	for i, auth := range candidates {
 		res, err := replayRotation(ctx, auth, w, st.callBudget)
@@ -490,12 +588,23 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 			}
 			b.pending.drop(w.IdempotencyKey)
 			log.Info("finished an interrupted "+t.what()+" rotation", "previous_secret_expires_at", fmtTimeOrNil(res.tok.PreviousSecretExpiresAt))
+			b.warnPreviousSecretOverstays(t, res.tok, w)
 			return nil
 		}
 		lastErr = res.err
 		storedAlive = storedAlive || (i == 0 && res.accepted)
+		replayedRefused = replayedRefused || res.replayed
 	}
 	switch {
+	case storedAlive && replayedRefused && st.selfAuthenticated && !st.secretSetAt.After(w.StartedAt):
+		// Tooken replays the rotation (so it happened) with a secret that
+		// it refuses, and the stored secret, which it accepts, predates the
+		// rotation: that is the previous secret, alive for the grace only.
+		// Keep replaying until then (an answer altered on its way may come
+		// intact); once the grace ends Tooken refuses the stored secret and
+		// the entry ends as a lockout, below.
+		return fmt.Errorf("replaying the %s rotation: %w; the stored secret is the one it rotated away, which works until the grace ends (about %s)",
+			t.what(), lastErr, w.StartedAt.Add(w.grace()).Format(time.RFC3339))
 	case storedAlive:
 		// Tooken answered the replay, authenticated, with a refusal: the
 		// rotation never happened, or its secret is no longer the current one.
@@ -516,6 +625,7 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 type replayResult struct {
 	tok      *tookenapi.Token // the replayed answer, its secret checked to work; nil otherwise
 	accepted bool             // Tooken accepted the secret the replay was made with
+	replayed bool             // Tooken answered the rotation, but refuses the answer's secret
 	err      error            // why tok is nil
 }
 
@@ -549,19 +659,16 @@ func replayRotation(ctx context.Context, auth *tookenapi.Client, w rotationWAL, 
 		return replayResult{accepted: true, err: err}, nil
 	}
 
-	// The replayed secret may be stale (rotated by hand since): check it
-	// before it replaces anything.
-	self, err := auth.WithSecret(tok.Secret).Self(ctx)
-	if err == nil && self.ID != w.TokenID {
-		err = errors.New("the replayed secret belongs to another token")
-	}
+	// The replayed secret may be stale (rotated by hand since) or altered
+	// on its way: check it before it replaces anything.
+	err = checkRotatedSecret(ctx, auth, tok)
 	switch {
 	case err == nil:
 		return replayResult{tok: tok, accepted: true}, nil
 	case errors.Is(err, tookenapi.ErrUnauthorized):
-		return replayResult{accepted: true, err: errors.New("the replayed answer's secret is no longer accepted (the token was rotated since)")}, nil
+		return replayResult{accepted: true, replayed: true, err: errors.New("Tooken does not accept the secret of the replayed answer (the token was rotated since, or the answer was altered on its way)")}, nil
 	default:
-		return replayResult{}, fmt.Errorf("checking the replayed secret: %w", err)
+		return replayResult{}, fmt.Errorf("replayed: %w", err)
 	}
 }
 

@@ -55,6 +55,7 @@ func (t *rootTarget) load(ctx context.Context, s logical.Storage) (*managedToken
 		budget:            cfg.rotationCallBudget() + rotationCheckBudget,
 		auth:              auth,
 		selfAuthenticated: true,
+		secretSetAt:       cfg.SecretSetAt,
 		done:              done,
 	}, nil
 }

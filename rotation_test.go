@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/tooken/vault-plugin-secrets-tooken/internal/tookenapi"
 	"github.com/tooken/vault-plugin-secrets-tooken/tookentest"
 )
 
@@ -501,6 +502,180 @@ func TestRotateRoot_Lockout(t *testing.T) {
 	cfg = must(t)(e.read(configPath)).Data
 	if cfg["last_rotation_error"] != "" || cfg["rotation_failures"] != 0 {
 		t.Fatalf("a new token did not clear the rotation error: %v", cfg)
+	}
+}
+
+// behindFront points e's config to a tamperingFront of its emulator that,
+// while tamper is set, replaces the secret of every rotate answer with one
+// that Tooken does not know (a broken Tooken, or a proxy that altered it).
+func (e *rotEnv) behindFront(tamper *atomic.Bool) {
+	e.t.Helper()
+	front := tamperingFront(e.t, e.srv,
+		func(r *http.Request) bool { return tamper.Load() && strings.HasSuffix(r.URL.Path, "/rotate") },
+		nil,
+		func(m map[string]any) { m["secret"] = "tok_test_" + strings.Repeat("X", 32) })
+	must(e.t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": e.root}))
+}
+
+// "Rotation never locks Vault out": the new secret of a rotate answer is
+// checked (GET /tokens/self with it) before it replaces the stored one. An
+// answer whose secret Tooken refuses is not stored: rotate-root answers 502,
+// the previous secret (alive for the grace) stays stored and the WAL entry
+// stays; the rollback replays the rotation and stores the replayed secret
+// once it works. While every answer is altered, the rollback keeps trying
+// until the grace ends, then reports the lockout once.
+func TestRotateRoot_ChecksTheNewSecret(t *testing.T) {
+	for _, heals := range []bool{true, false} {
+		t.Run(map[bool]string{true: "altered once: the replay recovers the new secret", false: "altered always: a lockout once the grace ends"}[heals], func(t *testing.T) {
+			e := newRotEnv(t, nil)
+			var tamper atomic.Bool
+			e.behindFront(&tamper)
+			tamper.Store(true)
+			resp, err := e.rotate()
+			if err == nil || !strings.Contains(err.Error(), "rotation unconfirmed") || !strings.Contains(err.Error(), "401") {
+				t.Fatalf("rotate-root with an altered answer: %s, want an error saying the new secret is refused", outcome(resp, err))
+			}
+			if coded := logical.HTTPCodedError(nil); !errors.As(err, &coded) || coded.Code() != http.StatusBadGateway {
+				t.Errorf("rotate-root error %v, want a 502 coded error", err)
+			}
+			stored := e.storedConfig()
+			if stored.Token != e.root || !works(e.srv, stored.Token) {
+				t.Fatalf("rotate-root stored a root secret that Tooken does not accept (Tooken rotated the root %d time(s)); the previous one works until %v",
+					e.rotations(), stored.PreviousSecretExpiresAt)
+			}
+			must(t)(e.read("creds/r"))
+			if len(e.rotateWALs()) != 1 {
+				t.Fatalf("WAL entries %v, want the rotation's, for the rollback", e.rotateWALs())
+			}
+			if heals {
+				tamper.Store(false)
+				e.rollback(true)
+				if w := e.rotateWALs(); len(w) != 0 {
+					t.Fatalf("WAL entries left after the rollback: %v", w)
+				}
+				if secret := e.mustWork(); secret == e.root {
+					t.Fatal("the rollback kept the previous secret")
+				}
+				e.emuTime.advance(time.Hour + 2*time.Second)
+				e.mustWork()
+				if n := e.rotations(); n != 1 {
+					t.Fatalf("rotations upstream = %d, want 1 (the replay is answered from the idempotency store)", n)
+				}
+				return
+			}
+			e.rollback(true)
+			if len(e.rotateWALs()) != 1 || e.storedConfig().Token != e.root {
+				t.Fatal("the rollback gave up (or stored the altered secret) while the previous secret still works")
+			}
+			e.emuTime.advance(time.Hour + 2*time.Second)
+			e.rollback(true)
+			if w := e.rotateWALs(); len(w) != 0 {
+				t.Fatalf("WAL entries left after the grace: %v", w)
+			}
+			msg, _ := must(t)(e.read(configPath)).Data["last_rotation_error"].(string)
+			if !strings.Contains(msg, "no longer holds a working root secret") || !strings.Contains(msg, "config token=") {
+				t.Fatalf("config read does not report the lockout: %q", msg)
+			}
+			if n := e.rotations(); n != 1 {
+				t.Fatalf("rotations upstream = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// A rotate answer that does not say the previous secret ends within the
+// grace asked for (previous_secret_expires_at dropped, or later) still
+// rotates: the new secret passed its check, and refusing it would keep the
+// very secret that may live on. The engine warns that the previous secret
+// may outlive the grace.
+func TestRotateRoot_WarnsWhenThePreviousSecretMayOverstay(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"no previous_secret_expires_at": func(m map[string]any) { delete(m, "previous_secret_expires_at") },
+		"a later one": func(m map[string]any) {
+			m["previous_secret_expires_at"] = time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newRotEnv(t, nil)
+			front := tamperingFront(e.t, e.srv, func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/rotate") }, nil, edit)
+			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": e.root}))
+			must(t)(e.rotate())
+			if secret := e.mustWork(); secret == e.root {
+				t.Fatal("the rotation kept the previous secret")
+			}
+			if !strings.Contains(e.logs.String(), "may keep working longer") {
+				t.Fatal("no warning that the previous root secret may outlive the grace")
+			}
+		})
+	}
+	t.Run("the asked grace", func(t *testing.T) {
+		e := newRotEnv(t, nil)
+		must(t)(e.rotate())
+		if strings.Contains(e.logs.String(), "may keep working longer") {
+			t.Fatal("a warning for an answer that keeps the grace")
+		}
+	})
+}
+
+// The root is the token the operator wrote. An interrupted root rotation
+// leaves a WAL entry; a config write of another root token with
+// verify_connection=false leaves token_id unknown. The rollback reads the
+// stored root (GET /tokens/self) and drops the entry: replaying it
+// authenticated by the new root would be a new rotation of the old root
+// (another caller), whose secret would then be stored over the new root.
+func TestRotateRoot_RollbackKeepsANewRoot(t *testing.T) {
+	e := newRotEnv(t, nil)
+	drop := e.srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + e.rootID + "/rotate", Drop: true})
+	if resp, err := e.rotate(); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatalf("rotation with every answer dropped succeeded: %v", resp)
+	}
+	e.srv.RemoveFault(drop)
+	if len(e.rotateWALs()) == 0 {
+		t.Fatal("no WAL entry left by the interrupted rotation: the test proves nothing")
+	}
+	newRoot := operatorToken(t, e.srv, tookenapi.CreateTokenRequest{Name: "new-root", Scopes: []string{"tokens:write", "deployments:write", "billing:read"}})
+	must(t)(e.write(configPath, map[string]any{"token": newRoot.Secret, "verify_connection": false}))
+	if id := e.storedConfig().TokenID; id != "" {
+		t.Fatalf("token_id %q after an unverified write of another token: the test proves nothing", id)
+	}
+	e.ageWALs(2 * time.Minute)
+	rotated := e.rotations()
+	e.rollback(false)
+	stored := e.storedConfig()
+	rec, _ := e.srv.Authenticate(stored.Token)
+	if rec.ID != newRoot.ID {
+		t.Fatalf("after the rollback the stored root is %s (token_id %q), not the %s the operator wrote; Tooken rotated the old root %d more time(s)",
+			rec.ID, stored.TokenID, newRoot.ID, e.rotations()-rotated)
+	}
+	if n := e.rotations() - rotated; n != 0 {
+		t.Fatalf("the rollback rotated the old root %d more time(s)", n)
+	}
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entries left: %v", w)
+	}
+	must(t)(e.read("creds/r"))
+}
+
+// A secret the operator wrote after a rotation started, unverified, is never
+// replaced by the rotated token's secret, even when Tooken refuses it and
+// the engine still holds the rotated secret in memory (its store failed):
+// the rollback drops the entry, and the config keeps what the operator
+// wrote (a write of a working secret is the fix, not the old root back).
+func TestRotateRoot_RollbackKeepsADeadSecretTheOperatorWrote(t *testing.T) {
+	e := newRotEnv(t, nil)
+	e.faulty.failNext(e.faulty.failPut, configPath, 1)
+	if _, err := e.rotate(); err == nil || !strings.Contains(err.Error(), "storing the new secret failed") {
+		t.Fatalf("rotate-root with a failed store: %v", err)
+	}
+	typo := "tok_test_" + strings.Repeat("Z", 30)
+	must(t)(e.write(configPath, map[string]any{"token": typo, "verify_connection": false}))
+	e.ageWALs(2 * time.Minute)
+	e.rollback(false)
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entries left: %v", w)
+	}
+	if got := e.storedConfig().Token; got != typo {
+		t.Fatal("the rollback stored the old root's rotated secret over the one the operator wrote")
 	}
 }
 

@@ -32,7 +32,21 @@ const (
 	// internalTTL is the ttl a creds read asked for (a Go duration), the
 	// lease's renewal increment then; absent, the role's ttl is.
 	internalTTL = "ttl"
+	// internalDestURL and internalDestCA are the destination of the
+	// Tooken that issued the token (custody.go: its normalised url and CA
+	// fingerprint, no secret): its revoke must go there. Leases from
+	// before they were written have neither: the config's destination is
+	// taken for theirs.
+	internalDestURL = "destination_url"
+	internalDestCA  = "destination_ca_sha256"
 )
+
+// leaseDestination is the destination a lease's token was issued at; false
+// for a lease that does not record it.
+func leaseDestination(req *logical.Request) (secretDestination, bool) {
+	d := secretDestination{URL: internalString(req, internalDestURL), CASHA256: internalString(req, internalDestCA)}
+	return d, d.URL != ""
+}
 
 func secretToken(b *tookenBackend) *framework.Secret {
 	return &framework.Secret{
@@ -210,9 +224,13 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 		exp = t
 	}
 
-	client, err := b.getClient(ctx, req.Storage)
+	dest, recorded := leaseDestination(req)
+	client, at, err := b.getClientAt(ctx, req.Storage)
 	if err != nil && !errors.Is(err, errNotConfigured) {
 		return err
+	}
+	if err == nil && recorded && !dest.sameAs(at) {
+		err = otherDestinationError(dest)
 	}
 	if err == nil {
 		if err = b.revokePaced(ctx, client, id); err == nil {
@@ -228,13 +246,30 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 		return nil
 	}
 	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now}
+	if recorded {
+		entry.Dest = &dest
+	}
 	b.queue.retry.recordFailure(&entry.retryState, err, now)
 	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
 	}
+	b.queue.markElsewhere(id, errors.Is(err, errOtherDestination))
 	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
 		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
 	return nil
+}
+
+// errOtherDestination marks a revoke that the engine cannot send: the token
+// was issued at another Tooken than the config's now (its url or ca_cert
+// changed since). That Tooken's token lives on there whatever this one
+// answers (a 404 from it would say nothing), so the revoke waits in the
+// queue for the config to point there again, or for the token's expiry.
+var errOtherDestination = errors.New("issued at another Tooken")
+
+// otherDestinationError is errOtherDestination naming where the token was
+// issued (a url, never a secret).
+func otherDestinationError(dest secretDestination) error {
+	return fmt.Errorf("the token was %w (%s): the config's url or ca_cert changed since, and only that Tooken can revoke it; it is revoked once the config points there again, or dies at its expiry", errOtherDestination, dest.URL)
 }
 
 // revokePaced is the DELETE of a lease revoke, within the revoke budget. It

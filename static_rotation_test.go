@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,6 +243,59 @@ func TestRotateRole_FailureInjection(t *testing.T) {
 				}
 			}
 			e.mustNoSecretsLogged(before, secret)
+		})
+	}
+}
+
+// The new secret of a rotate answer is checked (GET /tokens/self with it)
+// before it replaces the role's: an answer whose secret Tooken refuses is
+// not stored, rotate-role answers 502, static-creds keeps serving the
+// previous secret (alive for the grace) and the WAL entry stays. A replay
+// whose answer comes intact is stored; one still altered drops the entry
+// with the failure on the role (the root authenticates a new rotation,
+// which needs no lost secret).
+func TestRotateRole_ChecksTheNewSecret(t *testing.T) {
+	for _, heals := range []bool{true, false} {
+		t.Run(map[bool]string{true: "altered once: the replay recovers the new secret", false: "altered always: a new rotate-role recovers"}[heals], func(t *testing.T) {
+			e := newStaticEnv(t, nil)
+			var tamper atomic.Bool
+			e.behindFront(&tamper)
+			id, _ := e.appToken("app")
+			e.mustImport("app", id, map[string]any{"rotation_period": "720h", "rotation_grace": "5m"})
+			before := e.staticCreds("app", id)
+			tamper.Store(true)
+			resp, err := e.rotateRole("app")
+			if err == nil || !strings.Contains(err.Error(), "rotation unconfirmed") {
+				t.Fatalf("rotate-role with an altered answer: %s, want an error saying the new secret is refused", outcome(resp, err))
+			}
+			if got := e.staticCreds("app", id); got != before {
+				t.Fatal("rotate-role stored a secret from an altered answer")
+			}
+			if e.staticWALs()["app"] != 1 {
+				t.Fatalf("WAL entries %v, want the rotation's, for the rollback", e.staticWALs())
+			}
+			tamper.Store(!heals)
+			e.rollback(true)
+			if w := e.staticWALs(); len(w) != 0 {
+				t.Fatalf("WAL entries left after the rollback: %v", w)
+			}
+			if heals {
+				if e.staticCreds("app", id) == before {
+					t.Fatal("the rollback kept the previous secret")
+				}
+			} else {
+				msg := dataString(must(t)(e.read(staticRolesPath+"app")), "last_rotation_error")
+				if !containsAll(msg, "could not be finished", "does not accept the secret") {
+					t.Fatalf("the role does not report the failed rotation: %q", msg)
+				}
+				tamper.Store(false)
+				must(t)(e.rotateRole("app"))
+			}
+			e.emuTime.advance(5*time.Minute + 2*time.Second)
+			if works(e.srv, before) {
+				t.Fatal("the previous secret works after the grace")
+			}
+			e.staticCreds("app", id)
 		})
 	}
 }

@@ -18,10 +18,11 @@ const defaultUpstreamCallTimeout = 15 * time.Second
 
 // revokeUpstream revokes a token within timeout. nil means Tooken confirms
 // that it is dead: 204, or 404 (already gone counts as revoked). The client
-// reports a 404 as ErrNotFound only when its base URL is proven a Tooken
-// API (it proves it first, with GET /tokens/self): a 404 from anything else
-// (a base URL without /v1, a proxy) is an error like an outage, and the
-// revoke is retried or queued.
+// takes either only from a base URL proven a Tooken API (it proves it
+// first, with GET /tokens/self), and no other 2xx: a 404 or 2xx from
+// anything else (a base URL without /v1, a proxy, a catch-all front that
+// answers 200 to every path) is an error like an outage, and the revoke is
+// retried or queued.
 func revokeUpstream(ctx context.Context, client *tookenapi.Client, id string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -3,9 +3,9 @@
 // the API allows to retry (honouring Retry-After up to MaxRetryWait), sends
 // one Idempotency-Key over all the attempts of a POST, tells a definitive
 // failure from one whose outcome is unknown, checks that answers are Tooken
-// token objects, takes a 404 for "not found" only from a base URL proven to
-// be a Tooken API, never dials a link-local address, and never puts a secret
-// into an error or a log line.
+// token objects, takes a 404 for "not found" and a revoke's 204 for
+// "revoked" only from a base URL proven to be a Tooken API, never dials a
+// link-local address, and never puts a secret into an error or a log line.
 package tookenapi
 
 import (
@@ -335,12 +335,22 @@ func (c *Client) RotateToken(ctx context.Context, id string, previousSecretTTL t
 	return &out, nil
 }
 
-// RevokeToken revokes a token (DELETE /tokens/{id}). A token that does not
-// exist or is already revoked gives an error matching ErrNotFound; callers
-// that only want it dead treat that as success.
+// RevokeToken revokes a token (DELETE /tokens/{id}). nil means the API
+// answered 204 No Content, the contract's answer, from a base URL proven a
+// Tooken API. A token that does not exist or is already revoked gives an
+// error matching ErrNotFound (also only from a proven base URL); callers
+// that only want it dead treat that as success. Any other 2xx is not a
+// Tooken answer (ErrInvalidAnswer, with ErrOutcomeUnknown), and a 204 from a
+// base URL that GET /tokens/self does not prove gives ErrNotProven: a
+// catch-all server (a single-page app, a gateway) answers 2xx to every
+// path, which says nothing of the token.
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/tokens/"+url.PathEscape(id), nil, nil, "", nil)
+	return c.do(ctx, http.MethodDelete, "/tokens/"+url.PathEscape(id), nil, nil, "", noContent{})
 }
+
+// noContent is the answer of a call whose contract answer is 204 No Content
+// with no body (DELETE); see checkNoContent.
+type noContent struct{}
 
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in any, idempotencyKey string, out any) error {
 	tr := &attemptTracker{}
@@ -403,7 +413,13 @@ func (c *Client) roundTrip(req *retryablehttp.Request, method, path string, out 
 		return c.transportError(method, path, fmt.Errorf("reading the answer: %w", err))
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if err := c.decodeAnswer(resp, data, method, path, out); err != nil {
+		var err error
+		if _, ok := out.(noContent); ok {
+			err = c.checkNoContent(req.Context(), resp.StatusCode, method, path)
+		} else {
+			err = c.decodeAnswer(resp, data, method, path, out)
+		}
+		if err != nil {
 			markReached(req.Context()) // the server took the call
 			return err
 		}
@@ -457,6 +473,21 @@ func (c *Client) unproven404(ctx context.Context, method, path string, apiErr *A
 		return &notProvenError{method: method, path: path, proof: err}
 	}
 	return apiErr
+}
+
+// checkNoContent checks the 2xx answer (status) to a call whose contract
+// answer is 204 No Content: another status is not a Tooken answer, and a
+// 204 counts only from a base URL proven a Tooken API, which it proves
+// first (GET /tokens/self), as for a 404. A 204 proves nothing itself: the
+// URL stays unproven.
+func (c *Client) checkNoContent(ctx context.Context, status int, method, path string) error {
+	if status != http.StatusNoContent {
+		return &invalidAnswerError{method: method, path: path, status: status, what: "the API answers it with 204 No Content"}
+	}
+	if err := c.Prove(ctx); err != nil {
+		return &notProvenError{method: method, path: path, status: status, proof: err}
+	}
+	return nil
 }
 
 // validator is a decoded answer that can tell whether it is well-formed.

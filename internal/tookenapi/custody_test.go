@@ -190,6 +190,69 @@ func TestClient_NotFoundNeedsProof(t *testing.T) {
 	})
 }
 
+// A revoke is done only when the API answers 204 No Content from a proven
+// Tooken API: a catch-all server's 2xx (a single-page app answering 200
+// text/html to every path, a gateway's 202, even a 204) proves nothing of
+// the token, nor of the URL.
+func TestClient_RevokeNeeds204FromAProvenURL(t *testing.T) {
+	for name, tc := range map[string]struct {
+		status      int
+		contentType string
+		body        string
+		want        []error
+		calls       int64 // the DELETE, and GET /tokens/self when a 204 needs the proof
+	}{
+		"200 text/html":        {http.StatusOK, "text/html", "<html>welcome</html>", []error{ErrInvalidAnswer, ErrOutcomeUnknown}, 1},
+		"202 application/json": {http.StatusAccepted, "application/json", `{}`, []error{ErrInvalidAnswer, ErrOutcomeUnknown}, 1},
+		"204 from anything":    {http.StatusNoContent, "", "", []error{ErrNotProven}, 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			url, calls := fakeServer(t, tc.status, tc.contentType, tc.body)
+			c := testClient(t, url, "tok_test_"+strings.Repeat("s", 30), 0)
+			err := c.RevokeToken(context.Background(), "tkn_1a2b")
+			for _, want := range tc.want {
+				if !errors.Is(err, want) {
+					t.Errorf("err = %v, want %v", err, want)
+				}
+			}
+			if errors.Is(err, ErrNotFound) || err == nil {
+				t.Errorf("err = %v: counts as revoked", err)
+			}
+			if n := calls.Load(); n != tc.calls {
+				t.Errorf("%d calls, want %d", n, tc.calls)
+			}
+			if c.Proven() {
+				t.Error("the answer proved the URL")
+			}
+		})
+	}
+	t.Run("a Tooken API, proven once by the first revoke", func(t *testing.T) {
+		srv := newEmulator(t, tookentest.Options{})
+		c := testClient(t, srv.URL(), srv.RootSecret(), 0)
+		var ids []string
+		for _, name := range []string{"a", "b"} {
+			tok, err := c.CreateToken(context.Background(), CreateTokenRequest{Name: name, Scopes: []string{"deployments:read"}}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, tok.ID)
+		}
+		c = testClient(t, srv.URL(), srv.RootSecret(), 0) // not proven
+		srv.ResetRequests()
+		for _, id := range ids {
+			if err := c.RevokeToken(context.Background(), id); err != nil {
+				t.Fatalf("revoke %s: %v", id, err)
+			}
+			if rec, _ := srv.Token(id); rec.State != "revoked" {
+				t.Fatalf("token %s is %q after its revoke", id, rec.State)
+			}
+		}
+		if n := len(srv.Requests()); n != 3 {
+			t.Errorf("%d calls, want 2 DELETEs and one proof", n)
+		}
+	})
+}
+
 // Before a URL is proven, a transport failure says "cannot reach" and
 // nothing finer (refused, reset, EOF, timeout read the same); the cause
 // stays available to errors.Is / errors.As.

@@ -32,9 +32,9 @@ var (
 	// (see Token.Validate). The server may have carried the call out, so it
 	// comes with ErrOutcomeUnknown.
 	ErrInvalidAnswer = errors.New("tooken: not a Tooken API answer")
-	// ErrNotProven marks a 404 from a base URL that has not been proven a
-	// Tooken API (see Client.Proven): it does not show that the token is
-	// gone, only that something at that URL does not know the path.
+	// ErrNotProven marks a 404, or a revoke's 204, from a base URL that has
+	// not been proven a Tooken API (see Client.Proven): it does not show that
+	// the token is gone, only that something at that URL answered the path.
 	ErrNotProven = errors.New("tooken: the base URL is not proven a Tooken API")
 	// ErrForbiddenAddress marks a connection the client refused to open: the
 	// address is link-local (169.254.0.0/16, fe80::/10), where cloud
@@ -130,19 +130,24 @@ func (e *invalidAnswerError) Error() string {
 
 func (e *invalidAnswerError) Is(target error) bool { return target == ErrInvalidAnswer }
 
-// notProvenError is a 404 from a base URL not proven a Tooken API. It does
-// not unwrap to the APIError, so that errors.Is(err, ErrNotFound) is false:
-// nobody may take it for "already gone".
+// notProvenError is a 404 (or a revoke's 204) from a base URL not proven a
+// Tooken API. It does not unwrap to the APIError, so that errors.Is(err,
+// ErrNotFound) is false: nobody may take it for "already gone" (or "revoked").
 type notProvenError struct {
 	method, path string
+	status       int   // the answer's; 0 is 404
 	proof        error // why GET /tokens/self did not prove the URL
 }
 
 func (e *notProvenError) Error() string {
-	if e.proof == nil {
-		return fmt.Sprintf("tooken: %s %s answered 404: the base URL does not answer as a Tooken API", e.method, e.path)
+	status := e.status
+	if status == 0 {
+		status = http.StatusNotFound
 	}
-	return fmt.Sprintf("tooken: %s %s answered 404, but the base URL has not been proven a Tooken API (GET /tokens/self: %v)", e.method, e.path, e.proof)
+	if e.proof == nil {
+		return fmt.Sprintf("tooken: %s %s answered %d: the base URL does not answer as a Tooken API", e.method, e.path, status)
+	}
+	return fmt.Sprintf("tooken: %s %s answered %d, but the base URL has not been proven a Tooken API (GET /tokens/self: %v)", e.method, e.path, status, e.proof)
 }
 
 func (e *notProvenError) Is(target error) bool { return target == ErrNotProven }
