@@ -294,37 +294,40 @@ func (b *tookenBackend) dropPending(ctx context.Context, s logical.Storage, role
 }
 
 // dropLive deletes the live record of a token that is dead, and frees its
-// slot. Best effort: a record left behind is collected by tidy once its
+// slot. A record left behind (the error) is collected by tidy once its
 // token has expired.
-func (b *tookenBackend) dropLive(ctx context.Context, s logical.Storage, role, key string) {
+func (b *tookenBackend) dropLive(ctx context.Context, s logical.Storage, role, key string) error {
 	r := b.issued
 	done := r.changing(role)
 	defer done()
 	if err := deleteLive(ctx, s, role, key); err != nil {
 		b.Logger().Warn("could not delete an issuance record; tidy will once its token has expired", "role", role, "issue_key", key, "error", err)
-		return
+		return err
 	}
 	r.mu.Lock()
 	r.adjustLocked(role, -1)
 	r.mu.Unlock()
+	return nil
 }
 
 // dropLiveIfPresent is dropLive for a record that may be gone already (its
 // token has expired, so tidy may have collected it): it reads the record
 // first, under a claim, so that its slot is freed once.
-func (b *tookenBackend) dropLiveIfPresent(ctx context.Context, s logical.Storage, role, key string) bool {
+func (b *tookenBackend) dropLiveIfPresent(ctx context.Context, s logical.Storage, role, key string) (dropped bool, err error) {
 	r := b.issued
 	id := liveID(role, key)
 	if !r.claimLive(id) {
-		return false // another deletion of it is under way
+		return false, nil // another deletion of it is under way
 	}
 	defer r.releaseLive(id)
 	rec, err := getLive(ctx, s, role, key)
 	if err != nil || rec == nil {
-		return false
+		return false, err
 	}
-	b.dropLive(ctx, s, role, key)
-	return true
+	if err := b.dropLive(ctx, s, role, key); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // issuanceRef names the issuance record of an issued token: the live record
@@ -356,19 +359,31 @@ func refFor(role, key, record string) issuanceRef {
 // revoke, queue drain). A record of the previous version is at its flat key
 // until the start-up pass moves it: both are deleted, flat first (see
 // moveLegacy for why that order). expired says that the token's expires_at
-// has passed: tidy may have collected the record already.
-func (b *tookenBackend) dropRecord(ctx context.Context, s logical.Storage, ref issuanceRef, expired bool) {
+// has passed: tidy may have collected the record already. For a role whose
+// live tokens are counted (max_live_tokens), the record is read before it is
+// deleted, so that a second revoke of one lease (Vault retries a revoke whose
+// lease it could not delete) frees no second slot; and a record that could
+// not be deleted is the error, so that the revoke is tried again rather than
+// the slot held until the token's expiry.
+func (b *tookenBackend) dropRecord(ctx context.Context, s logical.Storage, ref issuanceRef, expired bool) error {
 	if ref.key == "" {
-		return
+		return nil
 	}
 	if ref.legacy && !b.issued.prepared.Load() {
 		if err := deleteLegacy(ctx, s, ref.key); err != nil {
 			b.Logger().Warn("could not delete an issuance record; tidy will once its token has expired", "issue_key", ref.key, "error", err)
 		}
 	}
-	if expired {
-		b.dropLiveIfPresent(ctx, s, ref.role, ref.key)
-		return
+	if _, counted := b.issued.liveCount(ref.role); counted {
+		_, err := b.dropLiveIfPresent(ctx, s, ref.role, ref.key)
+		return err
 	}
-	b.dropLive(ctx, s, ref.role, ref.key)
+	// Uncounted: a record left behind costs no slot, and tidy collects it
+	// once its token has expired.
+	if expired {
+		_, _ = b.dropLiveIfPresent(ctx, s, ref.role, ref.key)
+		return nil
+	}
+	_ = b.dropLive(ctx, s, ref.role, ref.key)
+	return nil
 }

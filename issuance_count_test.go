@@ -202,11 +202,12 @@ func TestLiveTokens_FailedReadsFreeTheirSlot(t *testing.T) {
 	}
 }
 
-// A role with max_live_tokens costs a creds read and its revoke the same
-// storage round trips as a role without: 2 writes per read and 1 delete per
-// revoke, once the role's count is known (its first read lists the role's
-// live records once).
-func TestLiveTokens_CapCostsNoStorageRoundTrip(t *testing.T) {
+// A role with max_live_tokens costs a creds read the same storage round
+// trips as a role without, 2 writes, once the role's count is known (its
+// first read lists the role's live records once). Its revoke reads the
+// record before it deletes it (so that a repeated revoke frees no second
+// slot): 1 get and 1 delete, against 1 delete for a role without.
+func TestLiveTokens_CapCostsNoStorageRoundTripPerRead(t *testing.T) {
 	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
 	e := getTestBackend(t)
 	e.configure(srv, nil)
@@ -226,9 +227,58 @@ func TestLiveTokens_CapCostsNoStorageRoundTrip(t *testing.T) {
 			}
 			e.storage.reset()
 			must(t)(e.revoke(lease(resp)))
-			if n, d := e.storage.total(), e.storage.deletes.Load(); n != 1 || d != 1 {
-				t.Errorf("%s: a lease revoke made %d storage round trips (%d deletes); want 1 delete", role, n, d)
+			wantGets := int64(0)
+			if role == "capped" {
+				wantGets = 1
+			}
+			if n, g, d := e.storage.total(), e.storage.gets.Load(), e.storage.deletes.Load(); n != wantGets+1 || g != wantGets || d != 1 {
+				t.Errorf("%s: a lease revoke made %d storage round trips (%d gets, %d deletes); want %d gets and 1 delete", role, n, g, d, wantGets)
 			}
 		}
+	}
+}
+
+// A second revoke of one lease (Vault retries a revoke whose lease it could
+// not delete) frees no second slot: the role never has more live tokens than
+// its cap.
+func TestLiveTokens_RevokeTwiceFreesOneSlot(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("capped", map[string]any{"scopes": "deployments:write", "max_live_tokens": 2})
+	a, _ := readCapped(t, e, "capped")
+	readCapped(t, e, "capped")
+	must(t)(e.revoke(lease(a)))
+	must(t)(e.revoke(lease(a))) // Vault's retry: Tooken answers 404, counted as revoked
+	readCapped(t, e, "capped")
+	if _, refused := readCapped(t, e, "capped"); !refused {
+		t.Error("a third live token was created for a role with max_live_tokens=2")
+	}
+	if n := liveOfRole(srv, "capped"); n != 2 {
+		t.Errorf("%d live tokens upstream, want 2", n)
+	}
+}
+
+// A revoke whose issuance record cannot be deleted fails, so that Vault
+// tries it again, instead of holding the role's slot until the token's
+// expiry; the retry frees it.
+func TestLiveTokens_RecordDeleteFailureIsRetried(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, nil)
+	e.writeRole("capped", map[string]any{"scopes": "deployments:write", "max_live_tokens": 1, "max_ttl": "720h"})
+	a, _ := readCapped(t, e, "capped")
+	flaky := e.withFlakyStorage()
+	flaky.setRandom(0, 1) // every delete fails
+	if _, err := e.revoke(lease(a)); err == nil {
+		t.Error("the revoke succeeded with its issuance record left in storage")
+	}
+	flaky.setRandom(0, 0)
+	if n := liveOfRole(srv, "capped"); n != 0 {
+		t.Fatalf("%d live tokens upstream after the revoke, want 0", n)
+	}
+	must(t)(e.revoke(lease(a))) // Vault's retry
+	if _, refused := readCapped(t, e, "capped"); refused {
+		t.Error("the role's only slot is still held after the retried revoke")
 	}
 }

@@ -396,12 +396,16 @@ func (b *tookenBackend) retryQueued(ctx context.Context, s logical.Storage, e *r
 
 // finishQueued deletes a queue entry whose token is dead, and its issuance
 // record. It reports whether the entry is gone.
+// The record goes first: an entry whose record could not be deleted stays,
+// and the next drain finishes it (its token's revoke answers 404 then).
 func (b *tookenBackend) finishQueued(ctx context.Context, s logical.Storage, e *revokeQueueEntry) bool {
+	if err := b.dropRecord(ctx, s, refFor(e.Role, e.IssueKey, e.Record), e.expired(b.now())); err != nil {
+		return false
+	}
 	if err := deleteQueueEntry(ctx, s, e.TokenID); err != nil {
 		b.Logger().Warn("revoke queue: cannot delete a finished entry; the next drain will", "token_id", e.TokenID, "error", err)
 		return false
 	}
 	b.queue.removed(e.TokenID)
-	b.dropRecord(ctx, s, refFor(e.Role, e.IssueKey, e.Record), e.expired(b.now()))
 	return true
 }

@@ -234,7 +234,9 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	}
 	if err == nil {
 		if err = b.revokePaced(ctx, client, id); err == nil {
-			b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now()))
+			if derr := b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now())); derr != nil {
+				return fmt.Errorf("token %s is revoked, but its issuance record could not be deleted (Vault retries the revoke): %w", id, derr)
+			}
 			return nil
 		}
 	}
@@ -242,7 +244,9 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	now := b.now()
 	if expiredAt(exp, now) {
 		// The token has expired upstream: nothing left to kill.
-		b.dropRecord(ctx, req.Storage, ref, true)
+		if derr := b.dropRecord(ctx, req.Storage, ref, true); derr != nil {
+			return fmt.Errorf("token %s has expired, but its issuance record could not be deleted (Vault retries the revoke): %w", id, derr)
+		}
 		return nil
 	}
 	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now}

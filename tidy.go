@@ -253,7 +253,7 @@ func (b *tookenBackend) collectExpired(ctx context.Context, run *tidyRun) error 
 			if err != nil {
 				return err
 			}
-			if rec != nil && expiredAt(rec.ExpiresAt, run.start) && b.dropLiveIfPresent(ctx, run.s, role, key) {
+			if rec != nil && expiredAt(rec.ExpiresAt, run.start) && b.dropped(ctx, run.s, role, key) {
 				run.st.RecordsCollected++
 			}
 		}
@@ -295,4 +295,10 @@ func (b *tookenBackend) collectPendingKey(ctx context.Context, run *tidyRun, key
 	b.dropPending(ctx, run.s, rec.Role, key)
 	run.st.RecordsCollected++
 	return nil
+}
+
+// dropped deletes an expired live record for tidy, and tells whether it did.
+func (b *tookenBackend) dropped(ctx context.Context, s logical.Storage, role, key string) bool {
+	ok, _ := b.dropLiveIfPresent(ctx, s, role, key)
+	return ok
 }
