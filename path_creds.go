@@ -427,14 +427,19 @@ func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Dura
 // left behind is finished by the rollback.
 func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string, confirmTried bool) {
 	ctx = context.WithoutCancel(ctx)
+	liveLeft := false
 	if confirmTried {
 		if err := deleteLive(ctx, s, roleName, key); err != nil {
 			b.Logger().Warn("could not delete the live record of a failed creds request", "role", roleName, "issue_key", key, "error", err)
+			liveLeft = true
 		}
 	}
 	if id != "" {
 		if err := revokeUpstream(ctx, client, id, cleanupTimeout); err != nil {
 			b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
+			if liveLeft {
+				b.queueFailedCreate(ctx, s, id, key, roleName, err)
+			}
 			return
 		}
 		b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
@@ -513,3 +518,15 @@ subset of the role's, R:write covering R:read) become its scopes. For
 example: vault read tooken/creds/ci-deploy ttl=15m scopes=deployments:read.
 A value outside those bounds is refused, and nothing is created.
 `
+
+// queueFailedCreate queues the revoke of a failed creds read's token whose
+// live record could not be deleted: the rollback takes a pending record
+// with a live one for a lease's, so it would not kill that token.
+func (b *tookenBackend) queueFailedCreate(ctx context.Context, s logical.Storage, id, key, roleName string, cause error) {
+	now := b.now()
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: key, Role: roleName, Record: issuanceRef{role: roleName, key: key}.recordKey(), QueuedAt: now}
+	b.queue.retry.recordFailure(&entry.retryState, cause, now)
+	if err := b.enqueueRevoke(ctx, s, entry); err != nil {
+		b.Logger().Error("could not queue the revoke of a failed creds request's token; it lives until its expires_at", "role", roleName, "token_id", id, "error", err)
+	}
+}

@@ -803,3 +803,54 @@ func TestCreds_AnswerWithoutTheAskedExpiryIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// landedStorage answers an error to Puts under prefix after writing them
+// (the write landed, its answer was lost), and fails every Delete under it.
+type landedStorage struct {
+	logical.Storage
+	prefix string
+}
+
+func (l *landedStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if err := l.Storage.Put(ctx, e); err != nil || !strings.HasPrefix(e.Key, l.prefix) {
+		return err
+	}
+	return errInjected
+}
+
+func (l *landedStorage) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, l.prefix) {
+		return errInjected
+	}
+	return l.Storage.Delete(ctx, key)
+}
+
+// A failed creds read whose live record was written though its write failed,
+// could not be deleted, and whose token Tooken would not revoke then: the
+// token is queued, and dies at the next drain, not at its expiry (the
+// rollback takes a pending record with a live one for a lease's).
+func TestCreds_FailedConfirmWithALiveRecordLeftIsQueued(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"rollback_min_age": "1s", "max_retries": 0})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "max_ttl": "720h"})
+	base := e.storage.Storage
+	e.storage.Storage = &landedStorage{Storage: base, prefix: issuedLivePrefix}
+	srv.AddFault(tookentest.Fault{Method: http.MethodDelete, Status: http.StatusServiceUnavailable, Count: 1})
+	if _, err := e.read("creds/r"); err == nil {
+		t.Fatal("the creds read succeeded with its live record's write failing")
+	}
+	e.storage.Storage = base
+	if n := len(issuedLive(srv)); n != 1 {
+		t.Fatalf("%d live tokens upstream after the failed read, want 1 (its revoke was refused)", n)
+	}
+	e.shiftClock(10 * time.Second)
+	for range 2 {
+		if err := e.periodic(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live := issuedLive(srv); len(live) != 0 {
+		t.Errorf("%d tokens of the failed read live upstream after two periodic runs, want 0", len(live))
+	}
+}
