@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -148,5 +151,128 @@ func TestMakeRelease(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(got)) != v {
 			t.Errorf("stampedversion of the %s binary: %q %v", v, got, err)
 		}
+	}
+}
+
+// devRun is make dev running in the foreground on a terminal of its own (script(1) gives it a
+// pseudo-terminal, as a user's shell has), with its output.
+type devRun struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *syncBuf
+	done  chan struct{}
+	code  int
+}
+
+// syncBuf is an output buffer that the test reads while make writes it.
+type syncBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startMakeDev runs `make dev` on a pseudo-terminal (its build step taken as done: the test's
+// binaries are given) and waits until it says that Ctrl-C stops it.
+func startMakeDev(t *testing.T, env []string) *devRun {
+	t.Helper()
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) is not installed: no pseudo-terminal for make dev")
+	}
+	r := &devRun{out: &syncBuf{}, done: make(chan struct{})}
+	r.cmd = exec.Command("script", "-qefc", "make --no-print-directory -C .. -o build dev", "/dev/null")
+	r.cmd.Env = env
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := r.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stdin = stdin
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := r.cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); ok {
+			r.code = ee.ExitCode()
+		} else if err != nil {
+			r.code = -1
+		}
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-r.done:
+		default:
+			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
+	eventually(t, 2*time.Minute, "make dev says Ctrl-C stops it", func() (bool, string) {
+		select {
+		case <-r.done:
+			t.Fatalf("make dev ended (exit %d) before it was ready:\n%s", r.code, r.out.String())
+		default:
+		}
+		return strings.Contains(r.out.String(), "Press Ctrl-C to stop"), "not yet"
+	})
+	return r
+}
+
+// ctrlC types Ctrl-C on make dev's terminal.
+func (r *devRun) ctrlC(t *testing.T) {
+	t.Helper()
+	if _, err := r.stdin.Write([]byte{3}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait waits for make dev to end, at most a minute.
+func (r *devRun) wait(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("make dev did not end within a minute of %s:\n%s", what, r.out.String())
+	}
+}
+
+// TestDevForeground: make dev in the foreground on a terminal. A second make dev takes over from
+// the first, which ends quietly with exit 0; Ctrl-C ends the second with exit 0 and no make error.
+func TestDevForeground(t *testing.T) {
+	t.Parallel()
+	b := requireBinaries(t)
+	dir := t.TempDir()
+	env := cleanEnv(filepath.Join(dir, "home"),
+		"DEV_DIR="+filepath.Join(dir, "dev"), "VAULT_BIN="+b.Vault, "VERSION="+b.PluginVersion,
+		"TOOKEN_PLUGIN_BIN="+b.Plugin, "TOOKEN_SERVER_BIN="+b.Server,
+		"VAULT_PORT="+strconv.Itoa(freePort(t, true)), "TOOKEN_PORT="+strconv.Itoa(freePort(t, false)),
+		"TOOKEN_ADMIN_PORT="+strconv.Itoa(freePort(t, false)))
+	t.Cleanup(func() { runDevScript(t, env, "stop") })
+
+	first := startMakeDev(t, env)
+	second := startMakeDev(t, env)
+	first.wait(t, "a second make dev")
+	if out := first.out.String(); first.code != 0 || strings.Contains(out, "make: ***") || strings.Contains(out, "exited unexpectedly") {
+		t.Errorf("the first make dev, taken over by a second: exit %d, want 0 and quiet:\n%s", first.code, out)
+	}
+
+	second.ctrlC(t)
+	second.wait(t, "Ctrl-C")
+	if out := second.out.String(); second.code != 0 || strings.Contains(out, "make: ***") || strings.Contains(out, "Error 130") {
+		t.Errorf("make dev after Ctrl-C: exit %d, want 0 and no make error:\n%s", second.code, out)
+	}
+	if out, _ := runDevScript(t, env, "stop"); !strings.Contains(out, "nothing to stop") {
+		t.Errorf("after Ctrl-C something was still running: dev.sh stop said\n%s", out)
 	}
 }
