@@ -282,3 +282,44 @@ func TestLiveTokens_RecordDeleteFailureIsRetried(t *testing.T) {
 		t.Error("the role's only slot is still held after the retried revoke")
 	}
 }
+
+// A pending record the rollback gave up on (Tooken out for all its
+// attempts) holds its role's slot; tidy with revoke_orphans=true, which an
+// operator runs once Tooken answers again, gives it back to the rollback,
+// whose next run finishes it and frees the slot.
+func TestLiveTokens_TidyGivesAbandonedRecordsBack(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"rollback_min_age": "1s", "max_retries": 0})
+	e.writeRole("capped", map[string]any{"scopes": "deployments:write", "max_live_tokens": 1, "max_ttl": "720h"})
+	a, _ := readCapped(t, e, "capped")
+	must(t)(e.revoke(lease(a)))
+	// A restart before the sweep: the read's pending record looks unfinished.
+	e.b.issued = newIssuanceRecords()
+	e.b.issued.maxAttempts = 1
+	srv.SetDown(true)
+	e.shiftClock(5 * time.Second)
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetDown(false)
+	if st := must(t)(e.read("tidy/status")); st.Data["abandoned_records"] != int64(1) {
+		t.Fatalf("tidy/status: abandoned_records %v, want 1", st.Data["abandoned_records"])
+	}
+	if _, refused := readCapped(t, e, "capped"); !refused {
+		t.Fatal("the abandoned record did not count against the cap (the test sets up nothing)")
+	}
+	must(t)(e.write("tidy", map[string]any{"safety_age": "1h", "revoke_orphans": true}))
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if st := must(t)(e.read("tidy/status")); st.Data["abandoned_records"] != int64(0) || st.Data["pending_records"] != int64(0) {
+		t.Errorf("tidy/status after tidy and a periodic run: abandoned %v, pending %v, want 0 and 0", st.Data["abandoned_records"], st.Data["pending_records"])
+	}
+	if _, refused := readCapped(t, e, "capped"); refused {
+		t.Error("the role's slot is still held after tidy and the rollback finished the abandoned record")
+	}
+	if n := liveOfRole(srv, "capped"); n != 1 {
+		t.Errorf("%d live tokens of the role upstream, want 1 (the last read's)", n)
+	}
+}

@@ -120,6 +120,9 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	if err := b.collectExpired(ctx, run); err != nil {
 		return st, err
 	}
+	if revoke {
+		b.retryAbandoned(ctx, s)
+	}
 	b.Logger().Info("tidy done", "upstream_scanned", st.UpstreamScanned, "orphans_found", st.OrphansFound, "orphans_revoked", st.OrphansRevoked, "records_collected", st.RecordsCollected)
 	return st, nil
 }
@@ -301,4 +304,38 @@ func (b *tookenBackend) collectPendingKey(ctx context.Context, run *tidyRun, key
 func (b *tookenBackend) dropped(ctx context.Context, s logical.Storage, role, key string) bool {
 	ok, _ := b.dropLiveIfPresent(ctx, s, role, key)
 	return ok
+}
+
+// retryAbandoned gives the pending records the rollback gave up on back to
+// it, with their attempts reset: tidy with revoke_orphans=true is what an
+// operator runs once Tooken answers again, and a record whose token never
+// lived (or died) is one tidy cannot see upstream, yet it counts against
+// its role's max_live_tokens until it is finished. The next periodic run
+// replays and revokes them as any pending record.
+func (b *tookenBackend) retryAbandoned(ctx context.Context, s logical.Storage) {
+	r := b.issued
+	r.mu.Lock()
+	var keys []string
+	for key, p := range r.pending {
+		if p.abandoned {
+			keys = append(keys, key)
+		}
+	}
+	r.mu.Unlock()
+	for _, key := range keys {
+		if !r.claim(key) {
+			continue
+		}
+		rec, err := getIssuance(ctx, s, key)
+		if err == nil && rec != nil && rec.State == issueStateAbandoned {
+			rec.State, rec.retryState = issueStatePending, retryState{}
+			if err = putIssuance(ctx, s, rec); err == nil {
+				r.setDue(key, time.Time{}, false)
+			}
+		}
+		if err != nil {
+			b.Logger().Warn("tidy: could not give an abandoned issuance record back to the rollback", "issue_key", key, "error", err)
+		}
+		r.release(key)
+	}
 }
