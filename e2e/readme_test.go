@@ -47,13 +47,14 @@ func readmeCommands(t *testing.T, heading string) []string {
 	return cmds
 }
 
-// TestReadmeExamples runs every command of the README's Examples against a dev Vault and the
-// emulator, with the emulator's URL and root secret file in place of Tooken's, its admin API in
+// TestReadmeExamples runs every command of the README's Examples against a dev Vault (the plugin
+// registered with its version, which the examples enable) and the emulator, with the emulator's URL and root secret file in place of Tooken's, its admin API in
 // place of make dev's, and the lease the session's creds read made in place of <lease id>.
 func TestReadmeExamples(t *testing.T) {
 	t.Parallel()
 	e := startEmulator(t, EmulatorOptions{})
 	v := startDevVault(t, VaultOptions{})
+	v.RegisterPlugin(t) // with its sha256 and version, as the README's install section does
 	cmds := readmeCommands(t, "## Examples")
 	if len(cmds) < 10 {
 		t.Fatalf("found %d commands in the README's Examples: %q", len(cmds), cmds)
@@ -66,6 +67,7 @@ func TestReadmeExamples(t *testing.T) {
 		cmd = strings.ReplaceAll(cmd, "https://api.tooken.io/v1", e.URL)
 		cmd = strings.ReplaceAll(cmd, "< root-secret", "< "+e.RootSecretFile)
 		cmd = strings.ReplaceAll(cmd, "http://127.0.0.1:8301", e.AdminURL) // make dev's admin API
+		cmd = strings.ReplaceAll(cmd, "-plugin-version=v0.1.0 ", "-plugin-version="+v.Bins.PluginVersion+" ")
 		if strings.Contains(cmd, "<lease id>") {
 			if lease == "" {
 				t.Fatalf("%s: no lease read before", cmd)
