@@ -198,9 +198,27 @@ func checkField(r *route, captures map[string]string, reqPath, k string, v any) 
 		return md, nil
 	}
 	if !fieldConverts(k, v, schema) {
-		return nil, fmt.Errorf("%s: expected %s", k, typeDescription(schema.Type))
+		return nil, fmt.Errorf("%s: expected %s%s", k, typeDescription(schema.Type), givenValue(v, schema))
 	}
 	return nil, nil
+}
+
+// givenValue quotes a wrong value back to its caller ("; got ..."), shortened
+// and with anything shaped like a Tooken secret redacted, for the fields
+// whose values are not text: a duration, number or flag holds no secret of
+// its own (a string field, which may be a secret given in the wrong place,
+// is never quoted).
+func givenValue(v any, schema *framework.FieldSchema) string {
+	str, ok := v.(string)
+	if !ok || (schema.DisplayAttrs != nil && schema.DisplayAttrs.Sensitive) {
+		return ""
+	}
+	switch schema.Type {
+	case framework.TypeDurationSecond, framework.TypeSignedDurationSecond, framework.TypeInt,
+		framework.TypeInt64, framework.TypeFloat, framework.TypeBool:
+		return "; got " + quoteShort(tookenapi.RedactSecrets(str))
+	}
+	return ""
 }
 
 // captureProblems refuses path captures that cannot be storage keys.
@@ -427,9 +445,9 @@ func typeDescription(t framework.FieldType) string {
 	case framework.TypeBool:
 		return "true or false"
 	case framework.TypeDurationSecond:
-		return "a duration such as 90s, 15m or 2h, or a whole number of seconds, not negative"
+		return "a duration such as 90s, 15m, 2h or 7d, or a whole number of seconds (0 or more)"
 	case framework.TypeSignedDurationSecond:
-		return "a duration such as 90s, 15m or 2h, or a whole number of seconds"
+		return "a duration such as 90s, 15m, 2h or 7d, or a whole number of seconds"
 	case framework.TypeCommaStringSlice, framework.TypeStringSlice:
 		return "a comma-separated string or a list of strings"
 	case framework.TypeCommaIntSlice:

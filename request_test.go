@@ -327,3 +327,31 @@ func TestRequest_FieldGivenTwice(t *testing.T) {
 	resp, err = e.handle(e.request(logical.ReadOperation, "creds/ci", map[string]any{"ttl": []string{"5m", "10m"}}))
 	mustUserError(t, resp, err, "ttl: given 2 times; give it once")
 }
+
+// A wrong value of a duration, number or flag is quoted back, shortened and
+// with anything shaped like a Tooken secret redacted (a secret pasted into
+// the wrong field); a string field's never is.
+func TestRequest_WrongValueQuotedUnlessText(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{})
+	e := getTestBackend(t)
+	for name, tc := range map[string]struct {
+		data       map[string]any
+		want, omit string
+	}{
+		"a duration":             {map[string]any{"scopes": "a:read", "ttl": "1hour"}, `ttl: expected a duration such as 90s, 15m, 2h or 7d, or a whole number of seconds (0 or more); got "1hour"`, ""},
+		"a secret as a duration": {map[string]any{"scopes": "a:read", "ttl": srv.RootSecret()}, `ttl: expected a duration such as 90s, 15m, 2h or 7d, or a whole number of seconds (0 or more); got "[redacted secret]"`, srv.RootSecret()},
+		"a long value":           {map[string]any{"scopes": "a:read", "max_live_tokens": strings.Repeat("9x", 500)}, `max_live_tokens: expected an integer; got "` + strings.Repeat("9x", 20) + `..."`, strings.Repeat("9x", 21)},
+		"a flag":                 {map[string]any{"scopes": "a:read", "allow_token_management": "maybe"}, `allow_token_management: expected true or false; got "maybe"`, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, err := e.write("roles/r", tc.data)
+			mustUserError(t, resp, err, tc.want)
+			if msg := resp.Error().Error(); msg != tc.want || (tc.omit != "" && strings.Contains(msg, tc.omit)) {
+				t.Errorf("message %q, want %q", msg, tc.want)
+			}
+		})
+	}
+	if roles, _ := listRoles(context.Background(), e.storage); len(roles) != 0 {
+		t.Fatalf("roles stored: %v", roles)
+	}
+}
