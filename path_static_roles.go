@@ -156,8 +156,12 @@ func (b *tookenBackend) pathStaticRolesWrite(ctx context.Context, req *logical.R
 		return nil, err
 	}
 	out := &logical.Response{Data: t.role.toResponseData(dest)}
-	for _, w := range t.role.warnings() {
-		out.AddWarning(w)
+	if _, given := d.GetOk("rotation_grace"); given || stored == nil {
+		// Said when the grace is written (or defaulted), not on every
+		// update of another field.
+		for _, w := range t.role.warnings() {
+			out.AddWarning(w)
+		}
 	}
 	return out, nil
 }

@@ -466,3 +466,22 @@ func TestStaticCreds_ExpiredToken(t *testing.T) {
 	r, err := e.read(staticCredsPath + "app")
 	mustUserError(t, r, err, `static role "app"`, "token "+tok.ID+" expired upstream at "+exp.Format(time.RFC3339), "no longer serves its secret")
 }
+
+// The short-grace warning comes with the write that sets the grace (or
+// creates the role with it), not with every later update of another field.
+func TestStaticRoles_ShortGraceWarnedOnce(t *testing.T) {
+	e := newStaticEnv(t, nil)
+	id, secret := e.appToken("app")
+	resp := must(t)(e.write(staticRolesPath+"app", map[string]any{"token_id": id, "skip_import_rotation": true, "token": secret, "rotation_period": "24h", "rotation_grace": "1s"}))
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "rotation_grace 1s is below 1m") {
+		t.Fatalf("create with a 1s grace: warnings %q", resp.Warnings)
+	}
+	resp = must(t)(e.write(staticRolesPath+"app", map[string]any{"rotation_schedule": "0 3 * * *"}))
+	if len(resp.Warnings) != 0 {
+		t.Errorf("an update of the schedule repeats %q", resp.Warnings)
+	}
+	resp = must(t)(e.write(staticRolesPath+"app", map[string]any{"rotation_grace": "2s"}))
+	if len(resp.Warnings) != 1 {
+		t.Errorf("an update of the grace to 2s: warnings %q", resp.Warnings)
+	}
+}
