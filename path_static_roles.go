@@ -355,8 +355,8 @@ root token must be able to rotate it: tokens:write and every scope of the
 token; never a token in another custody: the root, another static role's
 token, a token creds issued, another mount's root or static role, as its
 vault_custody metadata says), rotation_period (1m to 366d, counted from when
-the previous rotation was due, or from a manual rotation) or rotation_schedule (standard 5-field
-cron spec, UTC): exactly one of them; rotation_window (daily UTC "HH:MM-HH:MM":
+the previous rotation was due, or from a manual rotation) or
+rotation_schedule (standard 5-field cron spec, UTC): exactly one of them; rotation_window (daily UTC "HH:MM-HH:MM":
 scheduled rotations run only inside it), rotation_grace (how long the previous
 secret keeps working after each rotation, 0 to 24h, default 5m),
 skip_import_rotation (default false: creating the role rotates the token at
@@ -366,8 +366,8 @@ token is rotated only when the schedule says so), token (write-only; token=-
 reads it from stdin), description.
 
 A read answers every field but the secret, plus the token's name (its name
-at Tooken, not the role's), scopes and expires_at as Tooken last described them, last_rotated, next_rotation,
-previous_secret_expires_at, rotation_failures, last_rotation_error and
+at Tooken, not the role's), scopes and expires_at as Tooken last described
+them, last_rotated, next_rotation, previous_secret_expires_at, rotation_failures, last_rotation_error and
 last_rotation_error_at. The engine checks each token upstream every few
 minutes: a token rotated outside Vault is rotated again (recorded in
 last_rotation_error), a token revoked or expired is shown, and no longer
