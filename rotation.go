@@ -505,6 +505,15 @@ func (b *tookenBackend) rollForward(ctx context.Context, s logical.Storage, t ro
 		st.done()
 		log.Info(t.what() + " rotation WAL entry dropped: another token is managed now")
 		return nil
+	case st.selfAuthenticated && st.secretSetAt.After(w.StartedAt):
+		// The operator wrote a secret since the rotation started: of
+		// another token, or of the same one rotated by hand since (the
+		// replay, authenticated by it, would be answered the rotated secret,
+		// alive only for the grace of the operator's own rotation). The
+		// engine never brings back a secret the operator replaced.
+		st.done()
+		log.Info(t.what() + " rotation WAL entry dropped: the secret stored was written after the rotation started")
+		return nil
 	}
 	defer st.done()
 	if b.now().Sub(w.StartedAt) > rotationGiveUpAfter {
@@ -517,22 +526,23 @@ func (b *tookenBackend) rollForward(ctx context.Context, s logical.Storage, t ro
 	case err != nil:
 		return err
 	case replaced:
-		log.Info(t.what() + " rotation WAL entry dropped: the secret stored since is another token's, or was written after the rotation started and is refused")
+		log.Info(t.what() + " rotation WAL entry dropped: the secret stored is another token's")
 		return nil
 	}
 	return b.replayAndStore(ctx, s, t, st, w, log)
 }
 
 // secretReplaced tells, for a self-authenticated token whose id is not
-// stored (a root written with verify_connection=false), whether the secret
-// stored now is another token's than the one w rotated. Then w is moot:
-// replaying it authenticated by that other token would not be a replay to
-// Tooken (another caller) but a new rotation of w's token, whose secret
-// would then be stored over the one the operator wrote. GET /tokens/self
-// tells. When Tooken refuses the stored secret, w is moot if that secret
-// was written after w started (the engine never brings back a root the
-// operator replaced); otherwise the replay goes on, and may recover the
-// secret w rotated to. An error means "not yet" (Tooken unreachable).
+// stored (a root written with verify_connection=false) and whose secret is
+// not known to be written after w started (rollForward drops w then), whether
+// the secret stored now is another token's than the one w rotated: a config
+// of an earlier version does not say when its secret was written. Then w is
+// moot: replaying it authenticated by that other token would not be a
+// replay to Tooken (another caller) but a new rotation of w's token, whose
+// secret would then be stored over the one the operator wrote. GET
+// /tokens/self tells. When Tooken refuses the stored secret the replay goes
+// on, and may recover the secret w rotated to. An error means "not yet"
+// (Tooken unreachable).
 func secretReplaced(ctx context.Context, t rotationTarget, st *managedToken, w rotationWAL) (bool, error) {
 	if st.tokenID != "" || !st.selfAuthenticated {
 		return false, nil
@@ -542,7 +552,7 @@ func secretReplaced(ctx context.Context, t rotationTarget, st *managedToken, w r
 	case err == nil:
 		return self.ID != w.TokenID, nil
 	case errors.Is(err, tookenapi.ErrUnauthorized):
-		return st.secretSetAt.After(w.StartedAt), nil
+		return false, nil
 	}
 	return false, fmt.Errorf("reading the %s token (GET /tokens/self) to tell whether it is the one the rotation rotated: %w", t.what(), err)
 }
@@ -580,10 +590,11 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 		replayedRefused = replayedRefused || res.replayed
 	}
 	switch {
-	case storedAlive && replayedRefused && st.selfAuthenticated && !st.secretSetAt.After(w.StartedAt):
+	case storedAlive && replayedRefused && st.selfAuthenticated:
 		// Tooken replays the rotation (so it happened) with a secret that
 		// it refuses, and the stored secret, which it accepts, predates the
-		// rotation: that is the previous secret, alive for the grace only.
+		// rotation (rollForward drops the entry of a secret written since):
+		// that is the previous secret, alive for the grace only.
 		// Keep replaying until then (an answer altered on its way may come
 		// intact); once the grace ends Tooken refuses the stored secret and
 		// the entry ends as a lockout, below.

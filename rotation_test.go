@@ -1020,3 +1020,50 @@ func TestRotateRoot_CheckFailsTransientlyThenRestart(t *testing.T) {
 	}
 	e.mustNoSecretsLogged(e.root, stored)
 }
+
+// The engine's root rotation loses its answer (WAL entry pending; Tooken
+// rotated to S1). The operator rotates the root by hand with a grace
+// (previous_secret_ttl=300) and writes the new secret S2 (verified: same
+// token id). The rollback must not replay the engine's rotation with S2
+// (the same caller to Tooken, which would answer S1, still alive for the
+// manual rotation's grace) and store S1 over S2: S1 dies when that grace
+// ends. It drops the entry and keeps S2.
+func TestRotateRoot_RollbackKeepsTheSecretTheOperatorWroteSince(t *testing.T) {
+	e := newRotEnv(t, nil)
+	drop := e.srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + e.rootID + "/rotate", Drop: true})
+	if resp, err := e.rotate(); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatalf("rotation succeeded: %v", resp)
+	}
+	e.srv.RemoveFault(drop)
+	if len(e.rotateWALs()) == 0 {
+		t.Fatal("no WAL")
+	}
+	// The operator rotates by hand (with the secret they have, S0, still
+	// in the engine's grace), keeping the previous secret 300s.
+	c, err := tookenapi.New(tookenapi.Options{BaseURL: e.srv.URL(), Secret: e.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s2, err := c.RotateToken(context.Background(), e.rootID, 300*time.Second, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t)(e.write(configPath, map[string]any{"token": s2.Secret}))
+	if e.storedConfig().TokenID != e.rootID {
+		t.Fatal("setup: token_id")
+	}
+	e.ageWALs(2 * time.Minute)
+	e.rollback(false)
+	if got := e.storedConfig().Token; got != s2.Secret {
+		_, okNow := e.srv.Authenticate(got)
+		e.emuTime.advance(301 * time.Second)
+		_, okLater := e.srv.Authenticate(got)
+		t.Fatalf("the rollback replaced the secret the operator wrote (S2) with the replayed S1: works now=%v, after the operator's 300s grace=%v", okNow, okLater)
+	}
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entries left: %v", w)
+	}
+	e.emuTime.advance(301 * time.Second)
+	e.mustWork()
+}
