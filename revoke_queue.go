@@ -332,7 +332,10 @@ type queueClient struct {
 // drain must end here (budget spent, rate limited).
 func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client queueClient, id string, force bool, rep *drainReport) (called, ok, stop bool) {
 	q := b.queue
-	if !force && q.notDue(id, b.now()) {
+	// Neither check reads storage: an idle drain reads no entry, and one
+	// while Tooken answers (force) skips the entries that wait for the
+	// Tooken that issued them, however many.
+	if q.absentAt(id, client.at, b.now()) || (!force && q.notDue(id, b.now())) {
 		rep.Deferred++
 		return false, false, false
 	}
@@ -357,10 +360,6 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		return false, false, false
 	}
 	issuedHere := e.Dest == nil || e.Dest.sameAs(client.at)
-	if !issuedHere && q.absentAt(id, client.at, now) {
-		rep.Deferred++
-		return false, false, false
-	}
 	if !force && now.Before(e.NextAttempt) {
 		q.setNext(id, e.NextAttempt)
 		rep.Deferred++

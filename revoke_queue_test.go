@@ -466,3 +466,38 @@ func TestRevokeQueue_CAOnlyChangeKeepsLeasesRevocable(t *testing.T) {
 		t.Errorf("queue entries left for a revoked token: %v", ids)
 	}
 }
+
+// Entries whose token the config's Tooken does not know (issued at another
+// one) are not read again by the drains while the config points there, even
+// while Tooken answers (when the drain ignores backoffs): with up to 100,000
+// entries, reading them would spend the drain's budget before the entries
+// of the config's Tooken.
+func TestRevokeQueue_EntriesWaitingElsewhereAreNotReadAgain(t *testing.T) {
+	first := newEmulator(t, tookentest.Options{RateLimit: -1})
+	second := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(first, nil)
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	var leases []*logical.Secret
+	for i := 0; i < 50; i++ {
+		leases = append(leases, lease(must(t)(e.read("creds/r"))))
+	}
+	must(t)(e.write(configPath, map[string]any{"url": second.URL(), "token": second.RootSecret()}))
+	for _, l := range leases {
+		must(t)(e.revoke(l))
+	}
+	must(t)(nil, e.periodic())
+	e.storage.reset()
+	second.ResetRequests()
+	must(t)(nil, e.periodic())
+	t.Logf("storage gets in a drain right after the previous one: %d (50 entries waiting elsewhere)", e.storage.gets.Load())
+	if e.storage.gets.Load() >= 50 {
+		t.Fatalf("every elsewhere entry was read again")
+	}
+	if n := deletes(second); n != 0 {
+		t.Fatalf("the drain sent %d DELETEs to the Tooken that answered 404 already", n)
+	}
+	if n := len(e.queueIDs()); n != 50 {
+		t.Fatalf("queue entries = %d, want the 50 kept", n)
+	}
+}
