@@ -302,7 +302,7 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 	if err != nil {
 		return nil, err
 	}
-	failed := failedIssue{id: tok.ID, key: key, role: roleName, dest: dest, expiresAt: *body.ExpiresAt}
+	failed := failedIssueOf(tok, key, roleName, dest, *body.ExpiresAt)
 	it, err := b.leaseFor(tok, cr, *body.ExpiresAt)
 	if err != nil {
 		b.revokeIssued(ctx, req.Storage, client, failed, false)
@@ -424,7 +424,18 @@ func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Dura
 type failedIssue struct {
 	id, key, role string            // token id ("": the answer named none), issue key, role
 	dest          secretDestination // the Tooken that issued it
-	expiresAt     time.Time         // its upstream expiry
+	expiresAt     time.Time         // its upstream expiry; zero: unknown (Tooken's answer did not keep the one asked for)
+}
+
+// failedIssueOf is the token of Tooken's answer tok to a create that asked
+// for expiry asked: its expiry is unknown when the answer does not keep it
+// (the token may outlive it).
+func failedIssueOf(tok *tookenapi.Token, key, role string, dest secretDestination, asked time.Time) failedIssue {
+	f := failedIssue{id: tok.ID, key: key, role: role, dest: dest, expiresAt: asked}
+	if checkAnsweredExpiry(tok.ExpiresAt, asked) != nil {
+		f.expiresAt = time.Time{}
+	}
+	return f
 }
 
 // revokeIssued revokes the token of a creds read that failed after the
@@ -433,7 +444,9 @@ type failedIssue struct {
 // named no token: id ""). confirmTried says that the live record's write
 // was tried: it may have landed, so it is deleted first (otherwise a
 // failed revoke would leave a token that looks leased). A pending record
-// left behind is finished by the rollback.
+// left behind is finished by the rollback, or dropped at the expiry it
+// asked for: a token whose expiry is unknown, or whose live record is
+// left, is queued for revocation too.
 func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, f failedIssue, confirmTried bool) {
 	ctx = context.WithoutCancel(ctx)
 	liveLeft := false
@@ -446,7 +459,7 @@ func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, cli
 	if f.id != "" {
 		if err := revokeUpstream(ctx, client, f.id, cleanupTimeout); err != nil {
 			b.Logger().Warn("could not revoke the token of a failed creds request", "role", f.role, "token_id", f.id, "error", err)
-			if liveLeft {
+			if liveLeft || f.expiresAt.IsZero() {
 				b.queueFailedCreate(ctx, s, f, err)
 			}
 			return
@@ -528,11 +541,13 @@ example: vault read tooken/creds/ci-deploy ttl=15m scopes=deployments:read.
 A value outside those bounds is refused, and nothing is created.
 `
 
-// queueFailedCreate queues the revoke of a failed creds read's token whose
-// live record could not be deleted: the rollback takes a pending record
-// with a live one for a lease's, so it would not kill that token. The entry
-// records where the token was issued, and its expiry (the drain drops it
-// then).
+// queueFailedCreate queues the revoke of a failed creds read's token that
+// its pending record does not guard: its live record could not be deleted
+// (the rollback takes a pending record with a live one for a lease's, so it
+// would not kill that token), or Tooken's answer did not keep the expiry
+// asked for (the record is dropped at that expiry, which the token may
+// outlive). The entry records where the token was issued, and its expiry
+// (the drain drops it then; zero: unknown, only Tooken's answer ends it).
 func (b *tookenBackend) queueFailedCreate(ctx context.Context, s logical.Storage, f failedIssue, cause error) {
 	now := b.now()
 	dest := f.dest

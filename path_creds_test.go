@@ -905,3 +905,57 @@ func TestCreds_FailedConfirmQueuedEntryRecordsDestinationAndExpiry(t *testing.T)
 		t.Fatalf("after the token's expiry: %d queue entries, %d DELETEs; want the entry dropped without a call", n, deletes(other))
 	}
 }
+
+// A refused answer (without the expires_at asked for, or with a later one)
+// whose revoke fails: its pending record is dropped at the expiry asked for,
+// which the token may outlive, so the revoke is queued too, with an unknown
+// expiry and the Tooken that issued it, and the drain kills the token.
+func TestCreds_RefusedAnswerWhoseRevokeFailsIsQueued(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"no expires_at": func(m map[string]any) { delete(m, "expires_at") },
+		"a later expires_at": func(m map[string]any) {
+			m["expires_at"] = time.Now().Add(300 * 24 * time.Hour).UTC().Format(time.RFC3339)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+			front := tamperingFront(t, srv,
+				func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
+				nil, edit)
+			e := getTestBackend(t)
+			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret(), "max_retries": 0}))
+			e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+			srv.AddFault(tookentest.Fault{Method: http.MethodDelete, Status: http.StatusServiceUnavailable, Count: 1})
+			if resp, err := e.read("creds/r"); err == nil && resp != nil && !resp.IsError() {
+				t.Fatal("creds handed out a token whose answer did not keep the expiry asked for")
+			}
+			live := issuedLive(srv)
+			if len(live) != 1 {
+				t.Fatalf("%d tokens alive upstream, want the refused one (its revoke failed)", len(live))
+			}
+			q := e.queueEntry(live[0].ID)
+			if q == nil {
+				t.Fatal("the refused token's revoke is not queued")
+			}
+			cfg, err := readConfig(context.Background(), e.storage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !q.ExpiresAt.IsZero() || q.Dest == nil || !q.Dest.sameAs(cfg.destination()) {
+				t.Errorf("queue entry: expires_at %v, destination %v; want unknown (zero) and the config's", q.ExpiresAt, q.Dest)
+			}
+			// Past the expiry asked for: the pending record is dropped
+			// without a call, and only the queue kills the token.
+			e.shiftClock(time.Hour + time.Minute)
+			if err := e.periodic(); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(issuedLive(srv)); n != 0 {
+				t.Fatalf("%d refused tokens alive upstream after a drain, want 0", n)
+			}
+			if ids := e.queueIDs(); len(ids) != 0 {
+				t.Errorf("queue entries left: %v", ids)
+			}
+		})
+	}
+}
