@@ -54,8 +54,8 @@ type tookenBackend struct {
 	roles    map[string]*cachedRole
 	roleGen  uint64
 
-	// pending holds the new secrets that rotations could not store
-	// (rotation.go).
+	// pending holds the new secrets that rotations could store neither in
+	// the config nor as kept secrets (rotation_pending.go).
 	pending pendingSecrets
 
 	issued *issuanceRecords // issuance.go
@@ -108,8 +108,8 @@ func backend() *tookenBackend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configPath, staticRolePrefix},
-			LocalStorage:    []string{framework.WALPrefix},
+			SealWrapStorage: []string{configPath, staticRolePrefix, rotationPendingPrefix},
+			LocalStorage:    []string{framework.WALPrefix, rotationPendingPrefix},
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},

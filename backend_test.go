@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,10 +291,10 @@ func TestBackend_Factory(t *testing.T) {
 		t.Errorf("RunningVersion = %q, Version = %q", e.b.RunningVersion, Version)
 	}
 	sp := e.b.SpecialPaths()
-	if len(sp.SealWrapStorage) != 2 || sp.SealWrapStorage[0] != configPath || sp.SealWrapStorage[1] != staticRolePrefix {
-		t.Errorf("SealWrapStorage = %v", sp.SealWrapStorage)
+	if want := []string{configPath, staticRolePrefix, rotationPendingPrefix}; !slices.Equal(sp.SealWrapStorage, want) {
+		t.Errorf("SealWrapStorage = %v, want %v", sp.SealWrapStorage, want)
 	}
-	if len(sp.LocalStorage) != 1 || sp.LocalStorage[0] != framework.WALPrefix {
+	if want := []string{framework.WALPrefix, rotationPendingPrefix}; !slices.Equal(sp.LocalStorage, want) {
 		t.Errorf("LocalStorage = %v", sp.LocalStorage)
 	}
 	if err := e.b.PeriodicFunc(context.Background(), e.request(logical.RollbackOperation, "", nil)); err != nil {

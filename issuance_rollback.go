@@ -216,6 +216,11 @@ func (b *tookenBackend) rollbackKey(ctx context.Context, s logical.Storage, p *r
 	return nil
 }
 
+// elsewhereRecheck is how long a pending record whose create went to
+// another destination than the config's waits before the rollback reads it
+// again (the config may point there again).
+const elsewhereRecheck = 5 * time.Minute
+
 // rollbackResult is what rollbackRecord did with a record.
 type rollbackResult int
 

@@ -133,7 +133,7 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 
 	resp := &logical.Response{}
 	if stored != nil && !stored.destination().sameAs(cfg.destination()) {
-		resp.AddWarning(destinationChangeWarning(stored.destination()))
+		resp.AddWarning(destinationChangeWarning(stored.destination(), cfg.destination()))
 	}
 	if stored == nil || cfg.Token != stored.Token {
 		cfg.secretChanged(b.now())
@@ -161,10 +161,15 @@ func (b *tookenBackend) pathConfigWrite(ctx context.Context, req *logical.Reques
 }
 
 // destinationChangeWarning is the warning of a config write that points the
-// engine to another Tooken (url or ca_cert) than old: the tokens issued
-// there live on there, and only there can they be revoked.
-func destinationChangeWarning(old secretDestination) string {
-	return fmt.Sprintf("url or ca_cert changed: the tokens issued at %s stay alive there; their lease revokes are queued, and the rollback of unfinished creds reads waits, until the config points there again or the tokens expire (at most their role's max_ttl); tidy/status counts them (queued_elsewhere, pending_elsewhere). Leases issued by an earlier version of the engine do not record where: their revokes go to the new url", old.URL)
+// engine from old to another destination (url or ca_cert): the revokes of
+// the tokens issued at old go to the new one, and count done only where it
+// revokes them.
+func destinationChangeWarning(old, next secretDestination) string {
+	what := "url changed from " + old.URL
+	if old.URL == next.URL {
+		what = "ca_cert changed (same url, " + old.URL + ")"
+	}
+	return what + ": the lease revokes of the tokens issued before are sent to the config's url; those it revokes (204) are done, those it does not know (404: another Tooken issued them) wait in the revoke queue, as the rollback of unfinished creds reads does, until the config points to the Tooken that issued them again or they expire (at most their role's max_ttl). tidy/status counts them (queued_elsewhere, pending_elsewhere); tidy revoke_orphans=true revokes those the config's Tooken lists"
 }
 
 // configToWrite is the config a write starts from: a copy of the stored

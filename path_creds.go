@@ -302,18 +302,20 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 	if err != nil {
 		return nil, err
 	}
+	failed := failedIssueOf(tok, key, roleName, dest, *body.ExpiresAt)
 	it, err := b.leaseFor(tok, cr, *body.ExpiresAt)
 	if err != nil {
-		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, false)
+		b.revokeIssued(ctx, req.Storage, client, failed, false)
 		return nil, err
 	}
 	it.role, it.issueKey, it.issuedAt, it.dest = roleName, key, now, dest
+	failed.expiresAt = it.expiresAt
 
 	// Storage write 2: the live record. If it fails the lease will never
 	// exist: revoke at once; if that fails too, the pending record stays and
 	// the rollback finishes it.
 	if err := b.confirmIssuance(ctx, req.Storage, roleName, key, &liveRecord{TokenID: tok.ID, ExpiresAt: it.expiresAt, IssuedAt: now}); err != nil {
-		b.revokeIssued(ctx, req.Storage, client, tok.ID, key, roleName, true)
+		b.revokeIssued(ctx, req.Storage, client, failed, true)
 		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
 	}
 	// No log line for a read that worked: a plugin's logger writes every
@@ -418,33 +420,53 @@ func (b *tookenBackend) leaseTTL(role *roleEntry, limit time.Duration) time.Dura
 	return ttl
 }
 
+// failedIssue is the token of a creds read that failed after its create.
+type failedIssue struct {
+	id, key, role string            // token id ("": the answer named none), issue key, role
+	dest          secretDestination // the Tooken that issued it
+	expiresAt     time.Time         // its upstream expiry; zero: unknown (Tooken's answer did not keep the one asked for)
+}
+
+// failedIssueOf is the token of Tooken's answer tok to a create that asked
+// for expiry asked: its expiry is unknown when the answer does not keep it
+// (the token may outlive it).
+func failedIssueOf(tok *tookenapi.Token, key, role string, dest secretDestination, asked time.Time) failedIssue {
+	f := failedIssue{id: tok.ID, key: key, role: role, dest: dest, expiresAt: asked}
+	if checkAnsweredExpiry(tok.ExpiresAt, asked) != nil {
+		f.expiresAt = time.Time{}
+	}
+	return f
+}
+
 // revokeIssued revokes the token of a creds read that failed after the
 // create (404 counts as done), even when the request's context is over, and
 // deletes its issuance records once the token is dead (or when the answer
 // named no token: id ""). confirmTried says that the live record's write
 // was tried: it may have landed, so it is deleted first (otherwise a
 // failed revoke would leave a token that looks leased). A pending record
-// left behind is finished by the rollback.
-func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, id, key, roleName string, confirmTried bool) {
+// left behind is finished by the rollback, or dropped at the expiry it
+// asked for: a token whose expiry is unknown, or whose live record is
+// left, is queued for revocation too.
+func (b *tookenBackend) revokeIssued(ctx context.Context, s logical.Storage, client *tookenapi.Client, f failedIssue, confirmTried bool) {
 	ctx = context.WithoutCancel(ctx)
 	liveLeft := false
 	if confirmTried {
-		if err := deleteLive(ctx, s, roleName, key); err != nil {
-			b.Logger().Warn("could not delete the live record of a failed creds request", "role", roleName, "issue_key", key, "error", err)
+		if err := deleteLive(ctx, s, f.role, f.key); err != nil {
+			b.Logger().Warn("could not delete the live record of a failed creds request", "role", f.role, "issue_key", f.key, "error", err)
 			liveLeft = true
 		}
 	}
-	if id != "" {
-		if err := revokeUpstream(ctx, client, id, cleanupTimeout); err != nil {
-			b.Logger().Warn("could not revoke the token of a failed creds request", "role", roleName, "token_id", id, "error", err)
-			if liveLeft {
-				b.queueFailedCreate(ctx, s, id, key, roleName, err)
+	if f.id != "" {
+		if err := revokeUpstream(ctx, client, f.id, cleanupTimeout); err != nil {
+			b.Logger().Warn("could not revoke the token of a failed creds request", "role", f.role, "token_id", f.id, "error", err)
+			if liveLeft || f.expiresAt.IsZero() {
+				b.queueFailedCreate(ctx, s, f, err)
 			}
 			return
 		}
-		b.Logger().Info("revoked the token of a failed creds request", "role", roleName, "token_id", id)
+		b.Logger().Info("revoked the token of a failed creds request", "role", f.role, "token_id", f.id)
 	}
-	b.dropPending(ctx, s, roleName, key)
+	b.dropPending(ctx, s, f.role, f.key)
 }
 
 // cleanUpFailedCreate is the in-request clean-up of a create whose outcome
@@ -519,14 +541,20 @@ example: vault read tooken/creds/ci-deploy ttl=15m scopes=deployments:read.
 A value outside those bounds is refused, and nothing is created.
 `
 
-// queueFailedCreate queues the revoke of a failed creds read's token whose
-// live record could not be deleted: the rollback takes a pending record
-// with a live one for a lease's, so it would not kill that token.
-func (b *tookenBackend) queueFailedCreate(ctx context.Context, s logical.Storage, id, key, roleName string, cause error) {
+// queueFailedCreate queues the revoke of a failed creds read's token that
+// its pending record does not guard: its live record could not be deleted
+// (the rollback takes a pending record with a live one for a lease's, so it
+// would not kill that token), or Tooken's answer did not keep the expiry
+// asked for (the record is dropped at that expiry, which the token may
+// outlive). The entry records where the token was issued, and its expiry
+// (the drain drops it then; zero: unknown, only Tooken's answer ends it).
+func (b *tookenBackend) queueFailedCreate(ctx context.Context, s logical.Storage, f failedIssue, cause error) {
 	now := b.now()
-	entry := &revokeQueueEntry{TokenID: id, IssueKey: key, Role: roleName, Record: issuanceRef{role: roleName, key: key}.recordKey(), QueuedAt: now}
+	dest := f.dest
+	entry := &revokeQueueEntry{TokenID: f.id, IssueKey: f.key, Role: f.role, Record: issuanceRef{role: f.role, key: f.key}.recordKey(),
+		ExpiresAt: f.expiresAt, QueuedAt: now, Dest: &dest}
 	b.queue.retry.recordFailure(&entry.retryState, cause, now)
 	if err := b.enqueueRevoke(ctx, s, entry); err != nil {
-		b.Logger().Error("could not queue the revoke of a failed creds request's token; it lives until its expires_at", "role", roleName, "token_id", id, "error", err)
+		b.Logger().Error("could not queue the revoke of a failed creds request's token; it lives until its expires_at", "role", f.role, "token_id", f.id, "error", err)
 	}
 }

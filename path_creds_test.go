@@ -854,3 +854,108 @@ func TestCreds_FailedConfirmWithALiveRecordLeftIsQueued(t *testing.T) {
 		t.Errorf("%d tokens of the failed read live upstream after two periodic runs, want 0", len(live))
 	}
 }
+
+// The queue entry of such a failed read records where its token was issued
+// and when it expires: a url change since does not make another Tooken's
+// 404 count as its revoke, and the drain drops the entry at the token's
+// expiry without a call.
+func TestCreds_FailedConfirmQueuedEntryRecordsDestinationAndExpiry(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	other := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"max_retries": 0})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "2h"})
+	base := e.storage.Storage
+	e.storage.Storage = &landedStorage{Storage: base, prefix: issuedLivePrefix}
+	srv.AddFault(tookentest.Fault{Method: http.MethodDelete, Status: http.StatusServiceUnavailable, Count: 1})
+	start := time.Now()
+	if _, err := e.read("creds/r"); err == nil {
+		t.Fatal("the creds read succeeded with its live record's write failing")
+	}
+	e.storage.Storage = base
+	ids := e.queueIDs()
+	if len(ids) != 1 {
+		t.Fatalf("queue = %v, want the failed read's token", ids)
+	}
+	q := e.queueEntry(ids[0])
+	cfg, err := readConfig(context.Background(), e.storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Dest == nil || !q.Dest.sameAs(cfg.destination()) {
+		t.Errorf("queue entry destination = %v, want the config's %v", q.Dest, cfg.destination())
+	}
+	if q.ExpiresAt.IsZero() || q.ExpiresAt.Before(start.Add(2*time.Hour-time.Minute)) || q.ExpiresAt.After(start.Add(2*time.Hour+time.Minute)) {
+		t.Errorf("queue entry expires_at = %v, want the token's (about %v)", q.ExpiresAt, start.Add(2*time.Hour))
+	}
+
+	must(t)(e.write(configPath, map[string]any{"url": other.URL(), "token": other.RootSecret()}))
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.queueIDs()) != 1 {
+		t.Fatal("another Tooken's 404 counted as the revoke of the failed read's token")
+	}
+	e.shiftClock(2*time.Hour + time.Minute)
+	other.ResetRequests()
+	if err := e.periodic(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.queueIDs()); n != 0 || deletes(other) != 0 {
+		t.Fatalf("after the token's expiry: %d queue entries, %d DELETEs; want the entry dropped without a call", n, deletes(other))
+	}
+}
+
+// A refused answer (without the expires_at asked for, or with a later one)
+// whose revoke fails: its pending record is dropped at the expiry asked for,
+// which the token may outlive, so the revoke is queued too, with an unknown
+// expiry and the Tooken that issued it, and the drain kills the token.
+func TestCreds_RefusedAnswerWhoseRevokeFailsIsQueued(t *testing.T) {
+	for name, edit := range map[string]func(map[string]any){
+		"no expires_at": func(m map[string]any) { delete(m, "expires_at") },
+		"a later expires_at": func(m map[string]any) {
+			m["expires_at"] = time.Now().Add(300 * 24 * time.Hour).UTC().Format(time.RFC3339)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+			front := tamperingFront(t, srv,
+				func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
+				nil, edit)
+			e := getTestBackend(t)
+			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret(), "max_retries": 0}))
+			e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
+			srv.AddFault(tookentest.Fault{Method: http.MethodDelete, Status: http.StatusServiceUnavailable, Count: 1})
+			if resp, err := e.read("creds/r"); err == nil && resp != nil && !resp.IsError() {
+				t.Fatal("creds handed out a token whose answer did not keep the expiry asked for")
+			}
+			live := issuedLive(srv)
+			if len(live) != 1 {
+				t.Fatalf("%d tokens alive upstream, want the refused one (its revoke failed)", len(live))
+			}
+			q := e.queueEntry(live[0].ID)
+			if q == nil {
+				t.Fatal("the refused token's revoke is not queued")
+			}
+			cfg, err := readConfig(context.Background(), e.storage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !q.ExpiresAt.IsZero() || q.Dest == nil || !q.Dest.sameAs(cfg.destination()) {
+				t.Errorf("queue entry: expires_at %v, destination %v; want unknown (zero) and the config's", q.ExpiresAt, q.Dest)
+			}
+			// Past the expiry asked for: the pending record is dropped
+			// without a call, and only the queue kills the token.
+			e.shiftClock(time.Hour + time.Minute)
+			if err := e.periodic(); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(issuedLive(srv)); n != 0 {
+				t.Fatalf("%d refused tokens alive upstream after a drain, want 0", n)
+			}
+			if ids := e.queueIDs(); len(ids) != 0 {
+				t.Errorf("queue entries left: %v", ids)
+			}
+		})
+	}
+}

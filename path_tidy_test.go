@@ -3,6 +3,7 @@ package tooken
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -265,5 +266,69 @@ func TestTidy_NeverRevokesLiveLeasesUnderLoad(t *testing.T) {
 		if tok, _ := srv.Token(id); tok.State == "live" {
 			t.Errorf("planted orphan %s still live", id)
 		}
+	}
+}
+
+// A lease whose revoke was queued (Tooken down) before a ca_cert renewal:
+// tidy lists its token at the config's Tooken, so the queue entry, recorded
+// at the old destination, accounts for nothing: tidy revoke_orphans=true
+// revokes the token and finishes the entry.
+func TestTidy_RevokesAListedTokenQueuedAtAnotherDestination(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"ca_cert": otherCA(t)})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "720h"})
+	resp := must(t)(e.read("creds/r"))
+	secret := resp.Data["token"].(string)
+	srv.SetDown(true)
+	must(t)(e.revoke(lease(resp)))
+	srv.SetDown(false)
+	if len(e.queueIDs()) != 1 {
+		t.Fatalf("queue = %v, want the revoke queued", e.queueIDs())
+	}
+	must(t)(e.write(configPath, map[string]any{"ca_cert": otherCA(t), "token": srv.RootSecret()}))
+	e.shiftClock(2 * time.Hour)
+	st := must(t)(e.write("tidy", map[string]any{"revoke_orphans": true, "safety_age": "1h"})).Data
+	if works(srv, secret) {
+		t.Fatalf("tidy left alive a token it listed whose lease is revoked: %v", st)
+	}
+	if fmt.Sprint(st["orphans_revoked"]) != "1" || len(e.queueIDs()) != 0 {
+		t.Fatalf("tidy: orphans_revoked = %v, queue %v; want 1 and empty", st["orphans_revoked"], e.queueIDs())
+	}
+}
+
+// A creds read whose answer was lost, and whose clean-up could not revoke
+// the token, leaves a pending record (the token lives upstream) for the
+// rollback, which finishes it only at the
+// destination its create went to. After a ca_cert renewal tidy lists the
+// token at the config's Tooken: the record accounts for nothing, and tidy
+// revoke_orphans=true revokes the token and deletes the record.
+func TestTidy_RevokesAListedTokenPendingAtAnotherDestination(t *testing.T) {
+	srv := newEmulator(t, tookentest.Options{RateLimit: -1})
+	e := getTestBackend(t)
+	e.configure(srv, map[string]any{"ca_cert": otherCA(t), "max_retries": 0})
+	e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "1h", "max_ttl": "720h"})
+	srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens", Drop: true, Count: 1})
+	del := srv.AddFault(tookentest.Fault{Method: http.MethodDelete, Path: "/v1/tokens/", Prefix: true, Status: 503}) // the clean-up's revoke
+	if resp, err := e.read("creds/r"); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatal("creds read succeeded with its answer dropped")
+	}
+	srv.RemoveFault(del)
+	live := issuedLive(srv)
+	if len(live) != 1 {
+		t.Fatalf("live tokens upstream = %d, want the one whose answer was lost", len(live))
+	}
+	keys, _ := listIssuance(t.Context(), e.storage)
+	if len(keys) != 1 {
+		t.Fatalf("pending records = %v, want 1", keys)
+	}
+	must(t)(e.write(configPath, map[string]any{"ca_cert": otherCA(t), "token": srv.RootSecret()}))
+	e.shiftClock(2 * time.Hour)
+	st := must(t)(e.write("tidy", map[string]any{"revoke_orphans": true, "safety_age": "1h"})).Data
+	if n := len(issuedLive(srv)); n != 0 || fmt.Sprint(st["orphans_revoked"]) != "1" {
+		t.Fatalf("after tidy: %d live tokens, status %v; want the token revoked as an orphan", n, st)
+	}
+	if keys, _ := listIssuance(t.Context(), e.storage); len(keys) != 0 {
+		t.Fatalf("pending records left: %v", keys)
 	}
 }

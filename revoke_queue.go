@@ -73,13 +73,13 @@ var errRevokeQueueFull = errors.New("the revoke queue is full")
 // drains, and settings.
 type revokeQueue struct {
 	mu        sync.Mutex
-	length    int                  // as last listed, plus enqueued since
-	next      map[string]time.Time // token id -> next attempt, for the entries this node wrote
-	elsewhere map[string]struct{}  // token ids of the entries seen waiting on another destination
-	pauseTill time.Time            // honour Retry-After across drains
-	last      drainReport          // the last drain
-	revoking  atomic.Int64         // lease revokes on their way to Tooken (revokePaced)
-	lowUntil  atomic.Int64         // Unix ns until which lease revokes take turns (paced)
+	length    int                    // as last listed, plus enqueued since
+	next      map[string]time.Time   // token id -> next attempt, for the entries this node wrote
+	elsewhere map[string]absenceMark // token id -> where a token issued elsewhere was found unknown
+	pauseTill time.Time              // honour Retry-After across drains
+	last      drainReport            // the last drain
+	revoking  atomic.Int64           // lease revokes on their way to Tooken (revokePaced)
+	lowUntil  atomic.Int64           // Unix ns until which lease revokes take turns (paced)
 
 	// Settings (tests shorten them).
 	limiter      *rate.Limiter
@@ -93,7 +93,7 @@ type revokeQueue struct {
 func newRevokeQueue() *revokeQueue {
 	return &revokeQueue{
 		next:         make(map[string]time.Time),
-		elsewhere:    make(map[string]struct{}),
+		elsewhere:    make(map[string]absenceMark),
 		limiter:      rate.NewLimiter(defaultRevokeRate, defaultRevokeBurst),
 		revokeBudget: defaultRevokeBudget,
 		retry:        retryPolicy{base: defaultRetryBase, max: defaultRetryMax},
@@ -162,24 +162,36 @@ func (q *revokeQueue) sync(ids []string) (pause time.Time) {
 	return q.pauseTill
 }
 
-// elsewhereRecheck is how long a queue entry of another destination waits
-// before a drain reads it again (the config may point there again).
-const elsewhereRecheck = 5 * time.Minute
-
-// markElsewhere notes whether the entry of id waits on another destination
-// than the config's.
-func (q *revokeQueue) markElsewhere(id string, elsewhere bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if elsewhere {
-		q.elsewhere[id] = struct{}{}
-	} else {
-		delete(q.elsewhere, id)
-	}
+// absenceMark records that the Tooken at a destination answered 404 to the
+// revoke of a queued token issued at another one: the token waits for the
+// config to point to the Tooken that issued it, or for its expiry (until;
+// zero: unknown). Another DELETE at the same destination would only get the
+// same answer.
+type absenceMark struct {
+	at    secretDestination
+	until time.Time
 }
 
-// waitingElsewhere is how many entries this node saw waiting on another
-// destination (since its first drain, which reads every entry).
+// markAbsent notes that the Tooken at at does not know the queued token id,
+// issued elsewhere, which expires at until (zero: unknown).
+func (q *revokeQueue) markAbsent(id string, at secretDestination, until time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.elsewhere[id] = absenceMark{at: at, until: until}
+}
+
+// absentAt tells whether the Tooken at at was found not to know the queued
+// token id, which has not expired since.
+func (q *revokeQueue) absentAt(id string, at secretDestination, now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m, ok := q.elsewhere[id]
+	return ok && m.at.sameAs(at) && (m.until.IsZero() || now.Before(m.until))
+}
+
+// waitingElsewhere is how many queued tokens, issued at another destination,
+// this node found unknown to the Tooken the config points to (since its
+// first drain, which reads every entry).
 func (q *revokeQueue) waitingElsewhere() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -238,9 +250,10 @@ type drainReport struct {
 	Failed      int  `json:"failed"`   // attempts that failed (backoff)
 	Deferred    int  `json:"deferred"` // not yet due
 	RateLimited bool `json:"rate_limited"`
-	// Elsewhere counts the entries waiting on another destination than the
-	// config's: their tokens were issued at a Tooken the config no longer
-	// points to, and wait for it to point there again, or for their expiry.
+	// Elsewhere counts the entries whose token was issued at another
+	// destination than the config's and that the config's Tooken does not
+	// know (404): they wait for the config to point to the Tooken that
+	// issued them, or for their expiry.
 	Elsewhere int `json:"elsewhere"`
 }
 
@@ -312,12 +325,17 @@ type queueClient struct {
 
 // drainOne works on one queue entry, and counts what it did in rep; with
 // force it ignores the entry's backoff. An entry whose token was issued at
-// another destination than the client's waits (it is never counted done
-// there). It reports whether it called Tooken, whether that call killed the
-// token, and stop when the drain must end here (budget spent, rate limited).
+// another destination than the client's is revoked through the client all
+// the same, but counts done only on its 204 (revokeIssuedAt); once that
+// Tooken answered 404 it waits, without another DELETE there. It reports
+// whether it called Tooken, whether that call worked, and stop when the
+// drain must end here (budget spent, rate limited).
 func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client queueClient, id string, force bool, rep *drainReport) (called, ok, stop bool) {
 	q := b.queue
-	if !force && q.notDue(id, b.now()) {
+	// Neither check reads storage: an idle drain reads no entry, and one
+	// while Tooken answers (force) skips the entries that wait for the
+	// Tooken that issued them, however many.
+	if q.absentAt(id, client.at, b.now()) || (!force && q.notDue(id, b.now())) {
 		rep.Deferred++
 		return false, false, false
 	}
@@ -341,13 +359,7 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		}
 		return false, false, false
 	}
-	elsewhere := e.Dest != nil && !e.Dest.sameAs(client.at)
-	q.markElsewhere(id, elsewhere)
-	if elsewhere {
-		q.setNext(id, now.Add(elsewhereRecheck))
-		rep.Deferred++
-		return false, false, false
-	}
+	issuedHere := e.Dest == nil || e.Dest.sameAs(client.at)
 	if !force && now.Before(e.NextAttempt) {
 		q.setNext(id, e.NextAttempt)
 		rep.Deferred++
@@ -357,7 +369,13 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		rep.Deferred++
 		return false, false, true
 	}
-	if err := revokeUpstream(ctx, client.Client, e.TokenID, q.callTimeout); err != nil {
+	err = revokeIssuedAt(ctx, client.Client, e.TokenID, q.callTimeout, issuedHere)
+	if errors.Is(err, errNotIssuedHere) {
+		q.markAbsent(id, client.at, e.ExpiresAt)
+		rep.Deferred++
+		return true, true, false
+	}
+	if err != nil {
 		rep.Failed++
 		if b.retryQueued(ctx, s, e, err, now) {
 			rep.RateLimited = true

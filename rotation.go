@@ -141,7 +141,10 @@ type managedToken struct {
 	// unknown); for a self-authenticated token it tells a secret written
 	// after a rotation started from the one that rotation rotated away.
 	secretSetAt time.Time
-	done        func() // releases auth
+	// dest is the Tooken auth talks to: a new secret that could not be
+	// stored is kept for it (rotation_pending.go), and sent nowhere else.
+	dest secretDestination
+	done func() // releases auth
 }
 
 // rotationWAL is the WAL entry of one rotation. No secret in it. The JSON of
@@ -192,37 +195,6 @@ func (r *rotationStatus) recordFailure(msg string, now time.Time) {
 	r.LastRotationErrorAt = &now
 	retry := now.Add(rotationBackoff(r.RotationFailures))
 	r.RotationRetryAt = &retry
-}
-
-// pendingSecrets holds, by rotation key, a new secret that Tooken issued but
-// that could not be stored. It is the one deliberate in-memory copy of
-// state: storage cannot hold it (storing it is what failed), and for a
-// self-authenticated token (the root) it is the rollback's last resort when
-// the old secret has died meanwhile. Lost with the process, by design.
-type pendingSecrets struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (p *pendingSecrets) put(key, secret string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = make(map[string]string)
-	}
-	p.m[key] = secret
-}
-
-func (p *pendingSecrets) get(key string) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.m[key]
-}
-
-func (p *pendingSecrets) drop(key string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.m, key)
 }
 
 // errRotationPending matches a rotation error after which the rotation may
@@ -287,17 +259,14 @@ func (b *tookenBackend) rotateLocked(ctx context.Context, s logical.Storage, t r
 		return nil, err
 	}
 	if err := checkRotatedSecret(ctx, st.auth, tok); err != nil {
-		return nil, b.uncheckedRotation(t, st, tok, w, err)
+		return nil, b.uncheckedRotation(ctx, s, t, st, tok, w, err)
 	}
 	if err := t.store(ctx, s, st, tok, w); err != nil {
-		if st.selfAuthenticated {
-			b.pending.put(w.IdempotencyKey, tok.Secret)
-		}
+		b.keepUnstored(ctx, s, st, tok, w)
 		return nil, &rotationError{status: http.StatusInternalServerError, pending: true, msg: fmt.Sprintf(
 			"%s rotation incomplete: Tooken rotated the %s token %s but storing the new secret failed: %v; the previous secret keeps working until %v and the engine recovers the new one by replaying the rotation within about %s",
 			t.what(), t.what(), tokenID, err, fmtTimeOrElse(tok.PreviousSecretExpiresAt, "the grace ends"), humanDuration(rotationRecoveryDelay))}
 	}
-	b.pending.drop(w.IdempotencyKey)
 	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
 		// Harmless: the rollback finds the key stored and stops.
 		b.Logger().Warn("could not delete the WAL entry of a finished rotation", "token_id", tokenID, "error", err)
@@ -342,7 +311,7 @@ func (b *tookenBackend) warnPreviousSecretOverstays(t rotationTarget, tok *tooke
 func checkRotatedSecret(ctx context.Context, auth *tookenapi.Client, tok *tookenapi.Token) error {
 	self, err := auth.WithSecret(tok.Secret).Self(ctx)
 	if err == nil && self.ID != tok.ID {
-		err = errors.New("the new secret belongs to another token")
+		err = errAnotherTokensSecret
 	}
 	if err != nil {
 		return fmt.Errorf("checking the new secret (GET /tokens/self with it): %w", err)
@@ -350,16 +319,20 @@ func checkRotatedSecret(ctx context.Context, auth *tookenapi.Client, tok *tooken
 	return nil
 }
 
+// errAnotherTokensSecret: GET /tokens/self with a rotated secret answers
+// another token than the one rotated.
+var errAnotherTokensSecret = errors.New("the new secret belongs to another token")
+
 // uncheckedRotation is the error of a rotation whose new secret failed its
 // check (checkRotatedSecret): the engine keeps the previous secret and the
 // WAL entry, and the rollback replays the rotation (Tooken answers a replay
 // with the first answer, secret included), storing its secret once it
-// passes the check. A self-authenticated token keeps a secret that may be
-// genuine (the check itself failed, not Tooken's verdict on it) in memory,
-// for a replay after the previous secret died.
-func (b *tookenBackend) uncheckedRotation(t rotationTarget, st *managedToken, tok *tookenapi.Token, w rotationWAL, err error) error {
-	if st.selfAuthenticated && !errors.Is(err, tookenapi.ErrUnauthorized) {
-		b.pending.put(w.IdempotencyKey, tok.Secret)
+// passes the check. A secret that may be genuine (the check itself failed:
+// anything but Tooken refusing it, 401, or naming another token) is kept
+// for a replay after the previous secret died (keepUnstored).
+func (b *tookenBackend) uncheckedRotation(ctx context.Context, s logical.Storage, t rotationTarget, st *managedToken, tok *tookenapi.Token, w rotationWAL, err error) error {
+	if !errors.Is(err, tookenapi.ErrUnauthorized) && !errors.Is(err, errAnotherTokensSecret) {
+		b.keepUnstored(ctx, s, st, tok, w)
 	}
 	return &rotationError{status: http.StatusBadGateway, pending: true, cause: err, msg: fmt.Sprintf(
 		"%s rotation unconfirmed: Tooken rotated the %s token %s, but %v; the engine keeps the previous secret, which works until %s, and replays the rotation (same Idempotency-Key) within about %s to recover a new secret that works; if that fails: %s",
@@ -504,9 +477,18 @@ func (b *tookenBackend) rollbackRotation(ctx context.Context, req *logical.Reque
 
 // rollForwardLocked finishes the rotation of w: it replays it with the same
 // key and body and stores the secret of the answer. nil means the entry is
-// settled (finished, moot, or given up with a clear error); an error means
-// "not yet" (Tooken unreachable, the original still in flight).
+// settled (finished, moot, or given up with a clear error), and the secret
+// kept for it is deleted; an error means "not yet" (Tooken unreachable, the
+// original still in flight, the kept secret not deleted).
 func (b *tookenBackend) rollForwardLocked(ctx context.Context, s logical.Storage, t rotationTarget, w rotationWAL) error {
+	if err := b.rollForward(ctx, s, t, w); err != nil {
+		return err
+	}
+	return b.forgetUnstored(ctx, s, w.IdempotencyKey)
+}
+
+// rollForward is rollForwardLocked but for the kept secret.
+func (b *tookenBackend) rollForward(ctx context.Context, s logical.Storage, t rotationTarget, w rotationWAL) error {
 	st, err := t.load(ctx, s)
 	if err != nil {
 		return err
@@ -523,6 +505,15 @@ func (b *tookenBackend) rollForwardLocked(ctx context.Context, s logical.Storage
 		st.done()
 		log.Info(t.what() + " rotation WAL entry dropped: another token is managed now")
 		return nil
+	case st.selfAuthenticated && st.secretSetAt.After(w.StartedAt):
+		// The operator wrote a secret since the rotation started: of
+		// another token, or of the same one rotated by hand since (the
+		// replay, authenticated by it, would be answered the rotated secret,
+		// alive only for the grace of the operator's own rotation). The
+		// engine never brings back a secret the operator replaced.
+		st.done()
+		log.Info(t.what() + " rotation WAL entry dropped: the secret stored was written after the rotation started")
+		return nil
 	}
 	defer st.done()
 	if b.now().Sub(w.StartedAt) > rotationGiveUpAfter {
@@ -535,22 +526,23 @@ func (b *tookenBackend) rollForwardLocked(ctx context.Context, s logical.Storage
 	case err != nil:
 		return err
 	case replaced:
-		log.Info(t.what() + " rotation WAL entry dropped: the secret stored since is another token's, or was written after the rotation started and is refused")
+		log.Info(t.what() + " rotation WAL entry dropped: the secret stored is another token's")
 		return nil
 	}
 	return b.replayAndStore(ctx, s, t, st, w, log)
 }
 
 // secretReplaced tells, for a self-authenticated token whose id is not
-// stored (a root written with verify_connection=false), whether the secret
-// stored now is another token's than the one w rotated. Then w is moot:
-// replaying it authenticated by that other token would not be a replay to
-// Tooken (another caller) but a new rotation of w's token, whose secret
-// would then be stored over the one the operator wrote. GET /tokens/self
-// tells. When Tooken refuses the stored secret, w is moot if that secret
-// was written after w started (the engine never brings back a root the
-// operator replaced); otherwise the replay goes on, and may recover the
-// secret w rotated to. An error means "not yet" (Tooken unreachable).
+// stored (a root written with verify_connection=false) and whose secret is
+// not known to be written after w started (rollForward drops w then), whether
+// the secret stored now is another token's than the one w rotated: a config
+// of an earlier version does not say when its secret was written. Then w is
+// moot: replaying it authenticated by that other token would not be a
+// replay to Tooken (another caller) but a new rotation of w's token, whose
+// secret would then be stored over the one the operator wrote. GET
+// /tokens/self tells. When Tooken refuses the stored secret the replay goes
+// on, and may recover the secret w rotated to. An error means "not yet"
+// (Tooken unreachable).
 func secretReplaced(ctx context.Context, t rotationTarget, st *managedToken, w rotationWAL) (bool, error) {
 	if st.tokenID != "" || !st.selfAuthenticated {
 		return false, nil
@@ -560,46 +552,49 @@ func secretReplaced(ctx context.Context, t rotationTarget, st *managedToken, w r
 	case err == nil:
 		return self.ID != w.TokenID, nil
 	case errors.Is(err, tookenapi.ErrUnauthorized):
-		return st.secretSetAt.After(w.StartedAt), nil
+		return false, nil
 	}
 	return false, fmt.Errorf("reading the %s token (GET /tokens/self) to tell whether it is the one the rotation rotated: %w", t.what(), err)
 }
 
 // replayAndStore replays the rotation of w with each secret that may
 // authenticate it (the stored one first, then, for a self-authenticated
-// token, the one a failed store kept in memory) and stores the first
-// replayed secret that works. When none can be replayed it drops the entry
-// if the stored secret still works, and records a lockout otherwise.
+// token, the new one kept when it could not be stored: keepUnstored) and
+// stores the first replayed secret that works. When none can be replayed it
+// drops the entry if the stored secret still works, and records a lockout
+// otherwise.
 func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t rotationTarget, st *managedToken, w rotationWAL, log hclog.Logger) error {
 	candidates := []*tookenapi.Client{st.auth}
-	if p := b.pending.get(w.IdempotencyKey); st.selfAuthenticated && p != "" && !st.auth.UsesSecret(p) {
-		candidates = append(candidates, st.auth.WithSecret(p))
+	kept, err := b.unstoredCandidate(ctx, s, st, w)
+	if err != nil {
+		return err
+	}
+	if kept != "" && !st.auth.UsesSecret(kept) {
+		candidates = append(candidates, st.auth.WithSecret(kept))
 	}
 	storedAlive, replayedRefused := false, false
 	var lastErr error
 	for i, auth := range candidates {
 		res, err := replayRotation(ctx, auth, w, st.callBudget)
+		if res.unchecked != nil {
+			b.keepUnstored(ctx, s, st, res.unchecked, w)
+		}
 		if err != nil {
 			return fmt.Errorf("replaying the %s rotation: %w", t.what(), err)
 		}
 		if res.tok != nil {
-			if err := t.store(ctx, s, st, res.tok, w); err != nil {
-				return fmt.Errorf("storing the recovered %s secret: %w", t.what(), err)
-			}
-			b.pending.drop(w.IdempotencyKey)
-			log.Info("finished an interrupted "+t.what()+" rotation", "previous_secret_expires_at", fmtTimeOrNil(res.tok.PreviousSecretExpiresAt))
-			b.warnPreviousSecretOverstays(t, res.tok, w)
-			return nil
+			return b.storeReplayed(ctx, s, t, st, res.tok, w, log)
 		}
 		lastErr = res.err
 		storedAlive = storedAlive || (i == 0 && res.accepted)
 		replayedRefused = replayedRefused || res.replayed
 	}
 	switch {
-	case storedAlive && replayedRefused && st.selfAuthenticated && !st.secretSetAt.After(w.StartedAt):
+	case storedAlive && replayedRefused && st.selfAuthenticated:
 		// Tooken replays the rotation (so it happened) with a secret that
 		// it refuses, and the stored secret, which it accepts, predates the
-		// rotation: that is the previous secret, alive for the grace only.
+		// rotation (rollForward drops the entry of a secret written since):
+		// that is the previous secret, alive for the grace only.
 		// Keep replaying until then (an answer altered on its way may come
 		// intact); once the grace ends Tooken refuses the stored secret and
 		// the entry ends as a lockout, below.
@@ -621,12 +616,28 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 	return nil
 }
 
+// storeReplayed stores tok, the checked secret of a replay of w, as t's
+// current secret; when that fails it keeps tok's secret for the next
+// rollback (keepUnstored).
+func (b *tookenBackend) storeReplayed(ctx context.Context, s logical.Storage, t rotationTarget, st *managedToken, tok *tookenapi.Token, w rotationWAL, log hclog.Logger) error {
+	if err := t.store(ctx, s, st, tok, w); err != nil {
+		b.keepUnstored(ctx, s, st, tok, w)
+		return fmt.Errorf("storing the recovered %s secret: %w", t.what(), err)
+	}
+	log.Info("finished an interrupted "+t.what()+" rotation", "previous_secret_expires_at", fmtTimeOrNil(tok.PreviousSecretExpiresAt))
+	b.warnPreviousSecretOverstays(t, tok, w)
+	return nil
+}
+
 // replayResult is what replaying a rotation with one secret gave.
 type replayResult struct {
 	tok      *tookenapi.Token // the replayed answer, its secret checked to work; nil otherwise
 	accepted bool             // Tooken accepted the secret the replay was made with
 	replayed bool             // Tooken answered the rotation, but refuses the answer's secret
 	err      error            // why tok is nil
+	// unchecked is a replayed answer whose check failed without Tooken's
+	// verdict on its secret (5xx, timeout): the secret may be genuine.
+	unchecked *tookenapi.Token
 }
 
 // rotateCall is POST /tokens/{id}/rotate of w (a rotation or its replay),
@@ -667,8 +678,10 @@ func replayRotation(ctx context.Context, auth *tookenapi.Client, w rotationWAL, 
 		return replayResult{tok: tok, accepted: true}, nil
 	case errors.Is(err, tookenapi.ErrUnauthorized):
 		return replayResult{accepted: true, replayed: true, err: errors.New("Tooken does not accept the secret of the replayed answer (the token was rotated since, or the answer was altered on its way)")}, nil
-	default:
+	case errors.Is(err, errAnotherTokensSecret):
 		return replayResult{}, fmt.Errorf("replayed: %w", err)
+	default:
+		return replayResult{unchecked: tok}, fmt.Errorf("replayed: %w", err)
 	}
 }
 

@@ -56,6 +56,7 @@ func (t *rootTarget) load(ctx context.Context, s logical.Storage) (*managedToken
 		auth:              auth,
 		selfAuthenticated: true,
 		secretSetAt:       cfg.SecretSetAt,
+		dest:              cfg.destination(),
 		done:              done,
 	}, nil
 }

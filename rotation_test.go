@@ -171,6 +171,17 @@ func (e *rotEnv) rotateWALs() []rotationWAL {
 	return out
 }
 
+// keptSecrets lists the keys of the new secrets kept for the rollback of
+// unfinished rotations (rotation_pending.go).
+func (e *rotEnv) keptSecrets() []string {
+	e.t.Helper()
+	keys, err := e.storage.List(context.Background(), rotationPendingPrefix)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return keys
+}
+
 func (e *rotEnv) rotations() int64 { return e.srv.Counters()["rotated"] }
 
 // mustWork asserts that the stored root secret is accepted for the root token
@@ -338,7 +349,7 @@ func TestRotateRoot_FailureInjection(t *testing.T) {
 			rotations: 1,
 		},
 		{
-			name:    "storing the new secret fails and the rollback comes after the grace: the in-memory copy recovers it",
+			name:    "storing the new secret fails and the rollback comes after the grace: the kept secret recovers it",
 			inject:  func(e *rotEnv) { e.faulty.failNext(e.faulty.failPut, configPath, 1) },
 			wantErr: "storing the new secret failed",
 			wantWAL: true,
@@ -347,6 +358,36 @@ func TestRotateRoot_FailureInjection(t *testing.T) {
 				if _, ok := e.srv.Authenticate(e.root); ok {
 					e.t.Fatal("old secret alive after the grace")
 				}
+			},
+			rotations: 1,
+		},
+		{
+			name:    "storing the new secret fails, the process dies, the rollback comes after the grace: the kept secret recovers it",
+			inject:  func(e *rotEnv) { e.faulty.failNext(e.faulty.failPut, configPath, 1) },
+			wantErr: "storing the new secret failed",
+			wantWAL: true,
+			after: func(e *rotEnv) {
+				if len(e.keptSecrets()) != 1 {
+					e.t.Fatal("the new secret is not kept in storage")
+				}
+				e.restart()
+				e.emuTime.advance(time.Hour + 2*time.Second)
+			},
+			rotations: 1,
+		},
+		{
+			name: "storing the new secret fails, and keeping it too: the in-memory copy recovers it after the grace",
+			inject: func(e *rotEnv) {
+				e.faulty.failNext(e.faulty.failPut, configPath, 1)
+				e.faulty.failNext(e.faulty.failPut, rotationPendingPrefix, 1)
+			},
+			wantErr: "storing the new secret failed",
+			wantWAL: true,
+			after: func(e *rotEnv) {
+				if len(e.keptSecrets()) != 0 {
+					e.t.Fatal("a kept secret was stored though its write failed")
+				}
+				e.emuTime.advance(time.Hour + 2*time.Second)
 			},
 			rotations: 1,
 		},
@@ -430,6 +471,9 @@ func TestRotateRoot_FailureInjection(t *testing.T) {
 			if w := e.rotateWALs(); len(w) != 0 {
 				t.Fatalf("WAL entries left after the rollback: %v", w)
 			}
+			if k := e.keptSecrets(); len(k) != 0 {
+				t.Fatalf("kept secrets left after the rollback: %d", len(k))
+			}
 			secret := e.mustWork()
 			if n := e.rotations(); n != tc.rotations {
 				t.Fatalf("rotations upstream = %d, want %d", n, tc.rotations)
@@ -462,7 +506,8 @@ func TestRotateRoot_FailureInjection(t *testing.T) {
 	}
 }
 
-// TestRotateRoot_Lockout: a process death after Tooken rotated, and no
+// TestRotateRoot_Lockout: a process death after Tooken rotated, storage
+// refusing both the new secret and the copy kept for the rollback, and no
 // rollback before the grace ends (Vault stayed away longer than the grace):
 // the engine cannot recover (the new secret existed only in the dead
 // process). It says so in the log and on config read, drops the WAL entry
@@ -470,6 +515,7 @@ func TestRotateRoot_FailureInjection(t *testing.T) {
 func TestRotateRoot_Lockout(t *testing.T) {
 	e := newRotEnv(t, map[string]any{"rotation_grace": "3m30s"}) // the minimum with max_retries=1
 	e.faulty.failNext(e.faulty.failPut, configPath, 1)
+	e.faulty.failNext(e.faulty.failPut, rotationPendingPrefix, 1)
 	if _, err := e.rotate(); err == nil {
 		t.Fatal("rotate-root succeeded")
 	}
@@ -938,4 +984,86 @@ func TestRotateRoot_StatusCodes(t *testing.T) {
 	if !errors.As(err, &coded) || coded.Code() != http.StatusBadGateway {
 		t.Fatalf("error %v, want a 502 coded error", err)
 	}
+}
+
+// Tooken rotates the root, then GET /tokens/self with the new secret fails
+// (503) for a while, so the engine keeps the previous secret. The plugin
+// restarts (kill -9, fail-over) and Tooken stays degraded past the grace:
+// the rollback recovers the new secret from the copy kept in storage, then
+// deletes that copy.
+func TestRotateRoot_CheckFailsTransientlyThenRestart(t *testing.T) {
+	e := newRotEnv(t, nil)
+	f := e.srv.AddFault(tookentest.Fault{Method: http.MethodGet, Path: "/v1/tokens/self", Status: 503})
+	_, err := e.rotate()
+	if err == nil || !strings.Contains(err.Error(), "unconfirmed") {
+		t.Fatalf("rotate: %v", err)
+	}
+	if len(e.keptSecrets()) != 1 {
+		t.Fatal("the unconfirmed new secret is not kept in storage")
+	}
+	e.restart() // kill -9 / fail-over: nothing in memory survives
+	e.ageWALs(2 * time.Minute)
+	e.rollback(false) // Tooken's self still failing: not yet
+	e.emuTime.advance(time.Hour + 2*time.Second)
+	e.srv.RemoveFault(f)
+	e.rollback(false)
+	stored := e.storedConfig().Token
+	if _, ok := e.srv.Authenticate(stored); !ok {
+		cfg := must(t)(e.read(configPath)).Data
+		t.Fatalf("LOCKOUT: stored root refused after a transient self failure + restart; rotations upstream=%d; last_rotation_error=%v", e.rotations(), cfg["last_rotation_error"])
+	}
+	if n := e.rotations(); n != 1 {
+		t.Fatalf("rotations upstream = %d, want 1 (a replay never rotates again)", n)
+	}
+	if len(e.rotateWALs()) != 0 || len(e.keptSecrets()) != 0 {
+		t.Fatalf("left after the rotation settled: %d WAL entries, %d kept secrets", len(e.rotateWALs()), len(e.keptSecrets()))
+	}
+	e.mustNoSecretsLogged(e.root, stored)
+}
+
+// The engine's root rotation loses its answer (WAL entry pending; Tooken
+// rotated to S1). The operator rotates the root by hand with a grace
+// (previous_secret_ttl=300) and writes the new secret S2 (verified: same
+// token id). The rollback must not replay the engine's rotation with S2
+// (the same caller to Tooken, which would answer S1, still alive for the
+// manual rotation's grace) and store S1 over S2: S1 dies when that grace
+// ends. It drops the entry and keeps S2.
+func TestRotateRoot_RollbackKeepsTheSecretTheOperatorWroteSince(t *testing.T) {
+	e := newRotEnv(t, nil)
+	drop := e.srv.AddFault(tookentest.Fault{Method: http.MethodPost, Path: "/v1/tokens/" + e.rootID + "/rotate", Drop: true})
+	if resp, err := e.rotate(); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatalf("rotation succeeded: %v", resp)
+	}
+	e.srv.RemoveFault(drop)
+	if len(e.rotateWALs()) == 0 {
+		t.Fatal("no WAL")
+	}
+	// The operator rotates by hand (with the secret they have, S0, still
+	// in the engine's grace), keeping the previous secret 300s.
+	c, err := tookenapi.New(tookenapi.Options{BaseURL: e.srv.URL(), Secret: e.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s2, err := c.RotateToken(context.Background(), e.rootID, 300*time.Second, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t)(e.write(configPath, map[string]any{"token": s2.Secret}))
+	if e.storedConfig().TokenID != e.rootID {
+		t.Fatal("setup: token_id")
+	}
+	e.ageWALs(2 * time.Minute)
+	e.rollback(false)
+	if got := e.storedConfig().Token; got != s2.Secret {
+		_, okNow := e.srv.Authenticate(got)
+		e.emuTime.advance(301 * time.Second)
+		_, okLater := e.srv.Authenticate(got)
+		t.Fatalf("the rollback replaced the secret the operator wrote (S2) with the replayed S1: works now=%v, after the operator's 300s grace=%v", okNow, okLater)
+	}
+	if w := e.rotateWALs(); len(w) != 0 {
+		t.Fatalf("WAL entries left: %v", w)
+	}
+	e.emuTime.advance(301 * time.Second)
+	e.mustWork()
 }

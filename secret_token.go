@@ -212,10 +212,14 @@ func (b *tookenBackend) secretTokenRevoke(ctx context.Context, req *logical.Requ
 	return nil, nil
 }
 
-// revokeLease kills a lease's token: revokeUpstream within the revoke budget,
-// then delete its issuance record (one delete). When Tooken cannot be reached
-// or refuses, the token goes to the revoke queue and the revoke succeeds. Only
-// a failure to queue is an error (Vault retries).
+// revokeLease kills a lease's token: its DELETE within the revoke budget,
+// then delete its issuance record (one delete). A token the lease records as
+// issued at another destination than the config's (its url or ca_cert
+// changed since) is revoked through the config's Tooken all the same, and
+// counts done only when that Tooken revokes it (revokeIssuedAt). When Tooken
+// cannot be reached or refuses, or does not know a token issued elsewhere,
+// the token goes to the revoke queue and the revoke succeeds. Only a failure
+// to queue is an error (Vault retries).
 func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, id string) error {
 	role := internalString(req, internalRole)
 	ref := refFor(role, internalString(req, internalIssueKey), internalString(req, internalRecord))
@@ -229,11 +233,8 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	if err != nil && !errors.Is(err, errNotConfigured) {
 		return err
 	}
-	if err == nil && recorded && !dest.sameAs(at) {
-		err = otherDestinationError(dest)
-	}
 	if err == nil {
-		if err = b.revokePaced(ctx, client, id); err == nil {
+		if err = b.revokePaced(ctx, client, id, !recorded || dest.sameAs(at)); err == nil {
 			if derr := b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now())); derr != nil {
 				return fmt.Errorf("token %s is revoked, but its issuance record could not be deleted (Vault retries the revoke): %w", id, derr)
 			}
@@ -257,23 +258,12 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
 	}
-	b.queue.markElsewhere(id, errors.Is(err, errOtherDestination))
+	if errors.Is(err, errNotIssuedHere) {
+		b.queue.markAbsent(id, at, exp)
+	}
 	b.Logger().Warn("could not revoke a token now: queued for revocation; it may keep working until the queue drains or it expires",
 		"token_id", id, "role", role, "expires_at", exp.Format(time.RFC3339), "error", err)
 	return nil
-}
-
-// errOtherDestination marks a revoke that the engine cannot send: the token
-// was issued at another Tooken than the config's now (its url or ca_cert
-// changed since). That Tooken's token lives on there whatever this one
-// answers (a 404 from it would say nothing), so the revoke waits in the
-// queue for the config to point there again, or for the token's expiry.
-var errOtherDestination = errors.New("issued at another Tooken")
-
-// otherDestinationError is errOtherDestination naming where the token was
-// issued (a url, never a secret).
-func otherDestinationError(dest secretDestination) error {
-	return fmt.Errorf("the token was %w (%s): the config's url or ca_cert changed since, and only that Tooken can revoke it; it is revoked once the config points there again, or dies at its expiry", errOtherDestination, dest.URL)
 }
 
 // revokePaced is the DELETE of a lease revoke, within the revoke budget. It
@@ -286,7 +276,7 @@ func otherDestinationError(dest secretDestination) error {
 // that Tooken refused all the same takes its turn again after Tooken's
 // Retry-After. While Tooken has room, nothing waits. A revoke whose turn
 // would come after its budget fails at once, and is queued.
-func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Client, id string) error {
+func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Client, id string, issuedHere bool) error {
 	ctx, cancel := context.WithTimeout(ctx, b.queue.revokeBudget)
 	defer cancel()
 	q := b.queue
@@ -296,7 +286,7 @@ func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Clien
 				return fmt.Errorf("waiting for a turn at Tooken's rate limit: %w", err)
 			}
 		}
-		err := q.revokeCounted(ctx, client, id)
+		err := q.revokeCounted(ctx, client, id, issuedHere)
 		var rl *tookenapi.RateLimitError
 		if !errors.As(err, &rl) {
 			return err
@@ -316,9 +306,9 @@ func (b *tookenBackend) revokePaced(ctx context.Context, client *tookenapi.Clien
 	}
 }
 
-// revokeCounted is revokeUpstream, counted among the revokes on their way.
-func (q *revokeQueue) revokeCounted(ctx context.Context, client *tookenapi.Client, id string) error {
+// revokeCounted is revokeIssuedAt, counted among the revokes on their way.
+func (q *revokeQueue) revokeCounted(ctx context.Context, client *tookenapi.Client, id string, issuedHere bool) error {
 	q.revoking.Add(1)
 	defer q.revoking.Add(-1)
-	return revokeUpstream(ctx, client, id, q.revokeBudget)
+	return revokeIssuedAt(ctx, client, id, q.revokeBudget, issuedHere)
 }

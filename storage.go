@@ -37,6 +37,11 @@ const (
 	// staticTokenPrefix + token id holds a staticTokenOwner: which static
 	// role manages the token, so that two roles never rotate one token.
 	staticTokenPrefix = "static-token/"
+	// rotationPendingPrefix + a rotation's idempotency key holds the new
+	// secret of a root rotation not yet stored in the config, until the
+	// rotation settles (rotation_pending.go). Seal-wrapped like the config,
+	// and local like the rotation's WAL entry.
+	rotationPendingPrefix = "rotation-pending/"
 )
 
 // putJSON stores v as JSON at key. A failed Put is returned as is: callers
@@ -111,6 +116,7 @@ var (
 	revokeQueueEntries = entries[revokeQueueEntry]{prefix: revokeQueuePrefix, what: "revoke queue entry", many: "revoke queue entries"}
 	staticRoleEntries  = entries[staticRoleEntry]{prefix: staticRolePrefix, what: "static role", many: "static roles"}
 	staticTokenOwners  = entries[staticTokenOwner]{prefix: staticTokenPrefix, what: "static token owner", many: "static token owners"}
+	unstoredSecrets    = entries[unstoredSecret]{prefix: rotationPendingPrefix, what: "kept rotation secret", many: "kept rotation secrets"}
 )
 
 // get is the entry of id; nil when there is none.
@@ -288,4 +294,17 @@ func putStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID, role s
 
 func deleteStaticTokenOwner(ctx context.Context, s logical.Storage, tokenID string) error {
 	return staticTokenOwners.delete(ctx, s, tokenID)
+}
+
+// getUnstoredSecret is the kept secret of a rotation key; nil when there is none.
+func getUnstoredSecret(ctx context.Context, s logical.Storage, key string) (*unstoredSecret, error) {
+	return unstoredSecrets.get(ctx, s, key)
+}
+
+func putUnstoredSecret(ctx context.Context, s logical.Storage, key string, u *unstoredSecret) error {
+	return unstoredSecrets.put(ctx, s, key, u)
+}
+
+func deleteUnstoredSecret(ctx context.Context, s logical.Storage, key string) error {
+	return unstoredSecrets.delete(ctx, s, key)
 }

@@ -72,6 +72,11 @@ type tidyStatus struct {
 // tidyRun is one tidy pass: its options and the status it fills in.
 type tidyRun struct {
 	client *tookenapi.Client
+	at     secretDestination // client's destination
+	// queued: the revoke queue held entries when the run started, so a
+	// token that its live record accounts for may be queued (its lease
+	// revoked): its queue entry is read too.
+	queued bool
 	s      logical.Storage
 	safety time.Duration
 	revoke bool
@@ -88,7 +93,7 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	st := &tidyStatus{LastRunAt: start.UTC().Truncate(time.Second), SafetyAge: int64(safety / time.Second), RevokeOrphans: revoke, Orphans: []string{}}
 	defer func() { st.Duration = int64(b.now().Sub(start).Round(time.Second) / time.Second) }()
 
-	client, err := b.getClient(ctx, s)
+	client, at, err := b.getClientAt(ctx, s)
 	if err != nil {
 		return st, err
 	}
@@ -97,7 +102,11 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 	if err := b.prepareIssuance(ctx, s); err != nil {
 		return st, err
 	}
-	run := &tidyRun{client: client, s: s, safety: safety, revoke: revoke, start: start, st: st}
+	queued, err := listQueue(ctx, s)
+	if err != nil {
+		return st, err
+	}
+	run := &tidyRun{client: client, at: at, queued: len(queued) > 0, s: s, safety: safety, revoke: revoke, start: start, st: st}
 	cursor := ""
 	for page := 0; page < tidyMaxPages; page++ {
 		list, err := client.ListTokens(ctx, tookenapi.ListOptions{Limit: tidyPageSize, Cursor: cursor})
@@ -133,11 +142,11 @@ func (b *tookenBackend) runTidy(ctx context.Context, s logical.Storage, mountUUI
 func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tookenapi.Token) error {
 	st := run.st
 	st.UpstreamScanned++
-	accounted, abandoned, err := b.accountFor(ctx, run.s, tok)
+	acc, err := b.accountFor(ctx, run, tok)
 	if err != nil {
 		return err
 	}
-	if accounted {
+	if acc.accounted {
 		st.Accounted++
 		return nil
 	}
@@ -148,7 +157,10 @@ func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tooken
 	revoked := false
 	if run.revoke {
 		gone, err := b.revokeOrphan(ctx, run, tok)
-		if gone { // a lease revoke killed it since the listing
+		if gone || err == nil { // dead now at the Tooken that lists it
+			b.settleOrphan(ctx, run, acc)
+		}
+		if gone { // a lease revoke (or the queue) killed it since the listing
 			st.Accounted++
 			return nil
 		}
@@ -159,15 +171,23 @@ func (b *tookenBackend) tidyToken(ctx context.Context, run *tidyRun, tok *tooken
 		st.Orphans = append(st.Orphans, tok.ID)
 	}
 	b.Logger().Warn("tidy: upstream token of this mount that no lease accounts for", "token_id", tok.ID, "role", tok.Metadata[metaRole], "issue_key", tok.Metadata[metaIssueKey], "revoked", revoked)
-	if !revoked {
-		return nil
-	}
-	st.OrphansRevoked++
-	if abandoned != nil && b.issued.claim(abandoned.Key) { // its token is dead now
-		b.dropPending(ctx, run.s, abandoned.Role, abandoned.Key)
-		b.issued.release(abandoned.Key)
+	if revoked {
+		st.OrphansRevoked++
 	}
 	return nil
+}
+
+// settleOrphan deletes what waited for an orphan's token, once the Tooken
+// that lists it has revoked it (or no longer knows it): its stale pending
+// record and its queue entry.
+func (b *tookenBackend) settleOrphan(ctx context.Context, run *tidyRun, acc tidyAccount) {
+	if rec := acc.stale; rec != nil && b.issued.claim(rec.Key) {
+		b.dropPending(ctx, run.s, rec.Role, rec.Key)
+		b.issued.release(rec.Key)
+	}
+	if acc.queued != nil {
+		b.finishQueued(ctx, run.s, acc.queued)
+	}
 }
 
 // revokeOrphan revokes a token tidy found unaccounted for. gone says that
@@ -187,46 +207,91 @@ func (b *tookenBackend) revokeOrphan(ctx context.Context, run *tidyRun, tok *too
 	return false, err
 }
 
+// tidyAccount is what accountFor found for an upstream token.
+type tidyAccount struct {
+	accounted bool
+	// stale is the token's pending record when it is no account: the
+	// rollback gave up on it (abandoned), or its create went to another
+	// destination than the config's, the only one where the rollback
+	// finishes it, while the listing shows the token living at the
+	// config's Tooken.
+	stale *issuanceRecord
+	// queued is the token's revoke queue entry when it is no account: its
+	// token recorded as issued at another destination, while the listing
+	// shows it living at the config's Tooken. Its lease is revoked.
+	queued *revokeQueueEntry
+}
+
+// elsewhere tells whether d, a recorded destination (nil: not recorded),
+// is another than the run's.
+func (run *tidyRun) elsewhere(d *secretDestination) bool {
+	return d != nil && !d.sameAs(run.at)
+}
+
 // accountFor tells whether something accounts for an upstream token of this
 // mount, reading storage now: a creds read of this node holding its key, its
 // pending record, its live record, or a queue entry of its id. The order
 // cannot miss a token whose records move while it looks: a pending record is
 // deleted only after its live record is stored (the sweep) or its token is
 // dead (rollback, a failed read's clean-up), and a live record only after
-// the token is dead or queued (revoke). abandoned is the token's pending
-// record when the rollback gave up on it: not an account, the token is an
-// orphan.
-func (b *tookenBackend) accountFor(ctx context.Context, s logical.Storage, tok *tookenapi.Token) (accounted bool, abandoned *issuanceRecord, err error) {
+// the token is dead or queued (revoke). Records and entries of another
+// destination than the config's account for nothing: the listing proves
+// that the token lives at the config's Tooken.
+func (b *tookenBackend) accountFor(ctx context.Context, run *tidyRun, tok *tookenapi.Token) (tidyAccount, error) {
+	var acc tidyAccount
+	live, err := b.pendingOrLive(ctx, run, tok, &acc)
+	switch {
+	case err != nil || acc.accounted:
+		return acc, err
+	case live && !run.queued:
+		acc.accounted = true
+		return acc, nil
+	}
+	q, err := getQueueEntry(ctx, run.s, tok.ID)
+	switch {
+	case err != nil:
+		return acc, err
+	case q != nil && run.elsewhere(q.Dest):
+		// Its lease is revoked (queued): the live record, kept until the
+		// token dies, accounts for nothing either.
+		acc.queued = q
+	case q != nil || live:
+		acc.accounted = true
+	}
+	return acc, nil
+}
+
+// pendingOrLive is accountFor's look at the token's creds read: in flight
+// or pending (acc.accounted), a stale pending record (acc.stale), and
+// whether its live record names it.
+func (b *tookenBackend) pendingOrLive(ctx context.Context, run *tidyRun, tok *tookenapi.Token, acc *tidyAccount) (live bool, err error) {
 	key, role := tok.Metadata[metaIssueKey], tok.Metadata[metaRole]
-	if key != "" {
-		if b.issued.isInFlight(key) {
-			return true, nil, nil
-		}
-		rec, err := getIssuance(ctx, s, key)
-		if err != nil {
-			return false, nil, err
-		}
-		if rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) {
-			if rec.State != issueStateAbandoned {
-				return true, nil, nil
-			}
-			abandoned = rec
-		}
-		if role != "" && abandoned == nil {
-			live, err := getLive(ctx, s, role, key)
-			if err != nil {
-				return false, nil, err
-			}
-			if live != nil && live.TokenID == tok.ID {
-				return true, nil, nil
-			}
-		}
+	if key == "" {
+		return false, nil
 	}
-	q, err := getQueueEntry(ctx, s, tok.ID)
+	if b.issued.isInFlight(key) {
+		acc.accounted = true
+		return false, nil
+	}
+	rec, err := getIssuance(ctx, run.s, key)
 	if err != nil {
-		return false, nil, err
+		return false, err
 	}
-	return q != nil, abandoned, nil
+	if rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) {
+		if rec.State != issueStateAbandoned && !run.elsewhere(rec.Dest) {
+			acc.accounted = true
+			return false, nil
+		}
+		acc.stale = rec
+	}
+	if role == "" || (acc.stale != nil && acc.stale.State == issueStateAbandoned) {
+		return false, nil
+	}
+	l, err := getLive(ctx, run.s, role, key)
+	if err != nil {
+		return false, err
+	}
+	return l != nil && l.TokenID == tok.ID, nil
 }
 
 // collectExpired deletes the issuance records whose token has expired

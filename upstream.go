@@ -24,12 +24,34 @@ const defaultUpstreamCallTimeout = 15 * time.Second
 // answers 200 to every path) is an error like an outage, and the revoke is
 // retried or queued.
 func revokeUpstream(ctx context.Context, client *tookenapi.Client, id string, timeout time.Duration) error {
+	return revokeIssuedAt(ctx, client, id, timeout, true)
+}
+
+// errNotIssuedHere: the Tooken the config points to answers 404 to the
+// revoke of a token issued at another destination (url or ca_cert). It says
+// nothing of the Tooken that issued the token, where it may live on.
+var errNotIssuedHere = errors.New("unknown to the Tooken the config points to (404), which did not issue it")
+
+// revokeIssuedAt is revokeUpstream of a token that the client's Tooken
+// issued (issuedHere), or that was issued at another destination than the
+// client's: a url alias, a renewed CA of the same Tooken, or really another
+// Tooken. The DELETE carries the root's secret to the config's url only, as
+// every call does. For a token issued elsewhere only a 204 counts: token ids
+// are random, so Tooken revoking it proves that it lived there; a 404 says
+// nothing of the Tooken that issued it, and is errNotIssuedHere.
+func revokeIssuedAt(ctx context.Context, client *tookenapi.Client, id string, timeout time.Duration, issuedHere bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := client.RevokeToken(ctx, id); err != nil && !errors.Is(err, tookenapi.ErrNotFound) {
+	err := client.RevokeToken(ctx, id)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, tookenapi.ErrNotFound):
 		return err
+	case issuedHere:
+		return nil
 	}
-	return nil
+	return fmt.Errorf("token %s is %w", id, errNotIssuedHere)
 }
 
 // undoCreate makes sure that the POST /tokens sent with key and body leaves
