@@ -512,7 +512,7 @@ func (b *tookenBackend) rollForward(ctx context.Context, s logical.Storage, t ro
 		// alive only for the grace of the operator's own rotation). The
 		// engine never brings back a secret the operator replaced.
 		st.done()
-		log.Info(t.what() + " rotation WAL entry dropped: the secret stored was written after the rotation started")
+		log.Info(t.what() + " rotation WAL entry dropped: the config was written after the rotation started")
 		return nil
 	}
 	defer st.done()
@@ -526,7 +526,7 @@ func (b *tookenBackend) rollForward(ctx context.Context, s logical.Storage, t ro
 	case err != nil:
 		return err
 	case replaced:
-		log.Info(t.what() + " rotation WAL entry dropped: the secret stored is another token's")
+		log.Info(t.what() + " rotation WAL entry dropped: the stored root token is another token than the rotated one")
 		return nil
 	}
 	return b.replayAndStore(ctx, s, t, st, w, log)
@@ -603,7 +603,7 @@ func (b *tookenBackend) replayAndStore(ctx context.Context, s logical.Storage, t
 	case storedAlive:
 		// Tooken answered the replay, authenticated, with a refusal: the
 		// rotation never happened, or its secret is no longer the current one.
-		log.Warn(t.what()+" rotation WAL entry dropped: Tooken refuses its replay, and the secret that authenticates it is accepted", "error", lastErr)
+		log.Warn(t.what()+" rotation WAL entry dropped: Tooken refuses its replay, authenticated by a token it accepts", "error", lastErr)
 		t.recordFailure(ctx, s, fmt.Sprintf("%s rotation started %s could not be finished: %v", t.what(), w.StartedAt.Format(time.RFC3339), lastErr))
 		return nil
 	case !st.selfAuthenticated:
