@@ -190,6 +190,9 @@ func templateError(err error) error {
 	return fmt.Errorf("does not parse at line %s: %s", line, what)
 }
 
+// quoteShort quotes a caller's string for a message, cut after 40 characters.
+func quoteShort(s string) string { return strconv.Quote(shortText(s, 40)) }
+
 // shortText is s cut after n characters, for a message.
 func shortText(s string, n int) string {
 	if r := []rune(s); len(r) > n {

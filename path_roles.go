@@ -7,7 +7,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -270,14 +269,6 @@ func validateIdentityMetadata(keys []string, md map[string]string) []error {
 		}
 	}
 	return errs
-}
-
-// quoteShort quotes a caller's string for a message, cut after 40 characters.
-func quoteShort(s string) string {
-	if r := []rune(s); len(r) > 40 {
-		s = string(r[:40]) + "..."
-	}
-	return strconv.Quote(s)
 }
 
 // holdsScope reports whether held grants scope; R:write implies R:read.
