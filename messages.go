@@ -190,6 +190,19 @@ func templateError(err error) error {
 	return fmt.Errorf("does not parse at line %s: %s", line, what)
 }
 
+// quoteShort quotes a caller's string for a message, cut after 40 characters.
+func quoteShort(s string) string { return strconv.Quote(shortText(s, 40)) }
+
+// joinFirst lists the first n items, then how many more there are: "a, b
+// and 3 more".
+func joinFirst(items []string, n int) string {
+	s := strings.Join(items[:min(len(items), n)], ", ")
+	if len(items) > n {
+		s += fmt.Sprintf(" and %d more", len(items)-n)
+	}
+	return s
+}
+
 // shortText is s cut after n characters, for a message.
 func shortText(s string, n int) string {
 	if r := []rune(s); len(r) > n {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -194,21 +193,13 @@ func validateScopes(scopes []string) error {
 	var bad []string
 	for _, s := range scopes {
 		if len(s) > maxScopeLen || !scopeRegex.MatchString(s) {
-			bad = append(bad, s)
+			bad = append(bad, quoteShort(s))
 		}
 	}
 	if len(bad) == 0 {
 		return nil
 	}
-	shown := make([]string, 0, maxReportedScopes)
-	for _, s := range bad[:min(len(bad), maxReportedScopes)] {
-		shown = append(shown, quoteShort(s))
-	}
-	more := ""
-	if len(bad) > maxReportedScopes {
-		more = fmt.Sprintf(" and %d more", len(bad)-maxReportedScopes)
-	}
-	return fmt.Errorf("scopes: invalid scope %s%s (expected resource:action, each part [a-z][a-z0-9_.-]*, at most %d characters)", strings.Join(shown, ", "), more, maxScopeLen)
+	return fmt.Errorf("scopes: invalid scope %s (expected resource:action, each part [a-z][a-z0-9_.-]*, at most %d characters)", joinFirst(bad, maxReportedScopes), maxScopeLen)
 }
 
 func validateMetadata(md map[string]string) []error {
@@ -272,14 +263,6 @@ func validateIdentityMetadata(keys []string, md map[string]string) []error {
 	return errs
 }
 
-// quoteShort quotes a caller's string for a message, cut after 40 characters.
-func quoteShort(s string) string {
-	if r := []rune(s); len(r) > 40 {
-		s = string(r[:40]) + "..."
-	}
-	return strconv.Quote(s)
-}
-
 // holdsScope reports whether held grants scope; R:write implies R:read.
 func holdsScope(held []string, scope string) bool {
 	if slices.Contains(held, scope) {
@@ -332,11 +315,7 @@ func rootScopesProblem(cfg *tookenConfig, scopes []string) error {
 	if len(hints) > 0 {
 		msg += " (did you mean " + strings.Join(hints, ", ") + "?)"
 	}
-	listed := cfg.Scopes[:min(len(cfg.Scopes), maxListedRootScopes)]
-	msg += "; it holds " + strings.Join(listed, ", ")
-	if len(cfg.Scopes) > len(listed) {
-		msg += fmt.Sprintf(" and %d more", len(cfg.Scopes)-len(listed))
-	}
+	msg += "; it holds " + joinFirst(cfg.Scopes, maxListedRootScopes)
 	return errors.New(msg + " (R:write implies R:read): ask for those, or give the root the scope at Tooken")
 }
 

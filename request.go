@@ -110,7 +110,7 @@ func (b *tookenBackend) HandleRequest(ctx context.Context, req *logical.Request)
 // counts as a create, and is refused.
 func (b *tookenBackend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (checkFound, exists bool, err error) {
 	r, captures := matchRoute(b.routes, req.Path)
-	data, cerr := b.checkRequest(req)
+	data, cerr := checkRoute(req, r, captures)
 	if r == nil || cerr == nil {
 		req.Data = data
 		return b.Backend.HandleExistenceCheck(ctx, req)
@@ -140,6 +140,12 @@ func (b *tookenBackend) checkRequest(req *logical.Request) (map[string]any, erro
 		return req.Data, nil
 	}
 	r, captures := matchRoute(b.routes, req.Path)
+	return checkRoute(req, r, captures)
+}
+
+// checkRoute is checkRequest for a request whose path matched route r (nil:
+// none) with captures.
+func checkRoute(req *logical.Request, r *route, captures map[string]string) (map[string]any, error) {
 	if r == nil {
 		return req.Data, nil
 	}

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -20,27 +18,14 @@ import (
 // would leave it: the mount's metadata, an issue key no record has.
 func plantOrphan(t testing.TB, e *Emulator, mountUUID string, i int) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{
+	var tok apiToken
+	st := tookenAPI(t, e, http.MethodPost, "/tokens", map[string]any{
 		"name": fmt.Sprintf("orphan-%d", i), "scopes": []string{"deployments:write"},
 		"expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
 		"metadata":   map[string]string{"vault_mount_uuid": mountUUID, "vault_role": "busy", "vault_issue_key": fmt.Sprintf("lost-%d", i)},
-	})
-	req, err := http.NewRequest(http.MethodPost, e.URL+"/tokens", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.RootSecret)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok struct {
-		ID string `json:"id"`
-	}
-	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&tok) != nil || tok.ID == "" {
-		t.Fatalf("planting an orphan: status %d", resp.StatusCode)
+	}, &tok)
+	if st != http.StatusCreated || tok.ID == "" {
+		t.Fatalf("planting an orphan: status %d", st)
 	}
 	return tok.ID
 }
