@@ -297,7 +297,7 @@ func (b *tookenBackend) rollbackRecord(ctx context.Context, s logical.Storage, c
 		// Whatever this key created is dead upstream already.
 		b.dropPending(ctx, s, rec.Role, key)
 		return rollbackDone, nil
-	case rec.Dest != nil && !rec.Dest.sameAs(at):
+	case issuedElsewhere(rec.Dest, at):
 		r.setDue(key, minTime(now.Add(elsewhereRecheck), rec.expiresAt()), false)
 		return rollbackElsewhere, nil
 	}

@@ -211,6 +211,10 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 	if err != nil {
 		return c, err
 	}
+	var at secretDestination
+	if cfg != nil {
+		at = cfg.destination()
+	}
 	keys, err := listIssuance(ctx, s)
 	if err != nil {
 		return c, err
@@ -223,7 +227,7 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 			}
 			continue
 		}
-		elsewhere := cfg != nil && rec.Dest != nil && !rec.Dest.sameAs(cfg.destination())
+		elsewhere := cfg != nil && issuedElsewhere(rec.Dest, at)
 		if rec.State == issueStateAbandoned {
 			c.abandoned++
 			c.elsewhere += btoi(elsewhere)

@@ -359,7 +359,6 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		}
 		return false, false, false
 	}
-	issuedHere := e.Dest == nil || e.Dest.sameAs(client.at)
 	if !force && now.Before(e.NextAttempt) {
 		q.setNext(id, e.NextAttempt)
 		rep.Deferred++
@@ -369,7 +368,7 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		rep.Deferred++
 		return false, false, true
 	}
-	err = revokeIssuedAt(ctx, client.Client, e.TokenID, q.callTimeout, issuedHere)
+	err = revokeIssuedAt(ctx, client.Client, e.TokenID, q.callTimeout, !issuedElsewhere(e.Dest, client.at))
 	if errors.Is(err, errNotIssuedHere) {
 		q.markAbsent(id, client.at, e.ExpiresAt)
 		rep.Deferred++

@@ -222,12 +222,6 @@ type tidyAccount struct {
 	queued *revokeQueueEntry
 }
 
-// elsewhere tells whether d, a recorded destination (nil: not recorded),
-// is another than the run's.
-func (run *tidyRun) elsewhere(d *secretDestination) bool {
-	return d != nil && !d.sameAs(run.at)
-}
-
 // accountFor tells whether something accounts for an upstream token of this
 // mount, reading storage now: a creds read of this node holding its key, its
 // pending record, its live record, or a queue entry of its id. The order
@@ -251,7 +245,7 @@ func (b *tookenBackend) accountFor(ctx context.Context, run *tidyRun, tok *tooke
 	switch {
 	case err != nil:
 		return acc, err
-	case q != nil && run.elsewhere(q.Dest):
+	case q != nil && issuedElsewhere(q.Dest, run.at):
 		// Its lease is revoked (queued): the live record, kept until the
 		// token dies, accounts for nothing either.
 		acc.queued = q
@@ -278,7 +272,7 @@ func (b *tookenBackend) pendingOrLive(ctx context.Context, run *tidyRun, tok *to
 		return false, err
 	}
 	if rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) {
-		if rec.State != issueStateAbandoned && !run.elsewhere(rec.Dest) {
+		if rec.State != issueStateAbandoned && !issuedElsewhere(rec.Dest, run.at) {
 			acc.accounted = true
 			return false, nil
 		}
