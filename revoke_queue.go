@@ -61,9 +61,7 @@ type revokeQueueEntry struct {
 	retryState                    // revoke attempts: the first failed one is the lease revoke's
 }
 
-func (e *revokeQueueEntry) expired(now time.Time) bool {
-	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
-}
+func (e *revokeQueueEntry) expired(now time.Time) bool { return expiredAt(e.ExpiresAt, now) }
 
 var errRevokeQueueFull = errors.New("the revoke queue is full")
 
