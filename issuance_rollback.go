@@ -34,11 +34,7 @@ type rollbackReport struct {
 // tidy/status.
 func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage) (rep rollbackReport, err error) {
 	r := b.issued
-	defer func() {
-		r.mu.Lock()
-		r.last = rep
-		r.mu.Unlock()
-	}()
+	defer func() { r.last.set(rep) }()
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || cfg == nil {
 		return rep, err

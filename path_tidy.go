@@ -143,7 +143,7 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 		if err != nil {
 			st.Error = err.Error()
 		}
-		b.tidy.setLast(*st)
+		b.tidy.last.set(*st)
 	}
 	if errors.Is(err, errNotConfigured) {
 		return logical.ErrorResponse(err.Error()), nil
@@ -164,7 +164,7 @@ func minTidySafetyAge(cfg *tookenConfig) time.Duration {
 }
 
 func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	st, roll, drain := b.tidy.lastStatus(), b.issued.lastReport(), b.queue.lastReport()
+	st, roll, drain := b.tidy.last.get(), b.issued.lastReport(), b.queue.lastReport()
 
 	ids, err := listQueue(ctx, req.Storage)
 	if err != nil {

@@ -75,7 +75,7 @@ type revokeQueue struct {
 	next      map[string]time.Time   // token id -> next attempt, for the entries this node wrote
 	elsewhere map[string]absenceMark // token id -> where a token issued elsewhere was found unknown
 	pauseTill time.Time              // honour Retry-After across drains
-	last      drainReport            // the last drain
+	last      lastRun[drainReport]   // the last drain
 	revoking  atomic.Int64           // lease revokes on their way to Tooken (revokePaced)
 	lowUntil  atomic.Int64           // Unix ns until which lease revokes take turns (paced)
 
@@ -215,11 +215,7 @@ func (q *revokeQueue) removed(id string) {
 }
 
 // lastReport is what the last drain did.
-func (q *revokeQueue) lastReport() drainReport {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.last
-}
+func (q *revokeQueue) lastReport() drainReport { return q.last.get() }
 
 // enqueueRevoke stores a queue entry, unless the queue is full.
 func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
@@ -263,9 +259,7 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	q := b.queue
 	defer func() {
 		rep.Elsewhere = q.waitingElsewhere()
-		q.mu.Lock()
-		q.last = rep
-		q.mu.Unlock()
+		q.last.set(rep)
 	}()
 	ids, err := listQueue(ctx, s)
 	if err != nil {

@@ -31,8 +31,7 @@ const (
 // status (in memory, for tidy/status).
 type tidyState struct {
 	running sync.Mutex // held by the run in progress
-	mu      sync.Mutex // guards last
-	last    tidyStatus
+	last    lastRun[tidyStatus]
 
 	callTimeout time.Duration // of each revoke of an orphan
 }
@@ -41,16 +40,23 @@ func newTidyState() *tidyState {
 	return &tidyState{callTimeout: defaultUpstreamCallTimeout}
 }
 
-func (t *tidyState) setLast(st tidyStatus) {
-	t.mu.Lock()
-	t.last = st
-	t.mu.Unlock()
+// lastRun is what the last run of tidy, the rollback or the queue drain
+// did, kept in memory for tidy/status.
+type lastRun[T any] struct {
+	mu sync.Mutex
+	v  T
 }
 
-func (t *tidyState) lastStatus() tidyStatus {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.last
+func (l *lastRun[T]) set(v T) {
+	l.mu.Lock()
+	l.v = v
+	l.mu.Unlock()
+}
+
+func (l *lastRun[T]) get() T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.v
 }
 
 // tidyStatus is the last tidy run, kept in memory (tidy/status).
