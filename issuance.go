@@ -106,13 +106,13 @@ type liveRecord struct {
 // leases.
 type issuanceRecords struct {
 	mu       sync.Mutex
-	pending  map[string]*pendingKey // by issue key; each holds a slot of its role's count
-	toSweep  []string               // keys of confirmed reads whose pending record is still stored
-	sweeping bool                   // a sweep started by maxUnswept is running
-	roles    map[string]*roleCount  // by role (issuance_count.go)
-	gen      uint64                 // bumped at each listing of the pending records
-	claims   map[string]struct{}    // live record ids (role/key) being deleted by tidy or a late revoke
-	last     rollbackReport         // the last rollback pass
+	pending  map[string]*pendingKey  // by issue key; each holds a slot of its role's count
+	toSweep  []string                // keys of confirmed reads whose pending record is still stored
+	sweeping bool                    // a sweep started by maxUnswept is running
+	roles    map[string]*roleCount   // by role (issuance_count.go)
+	gen      uint64                  // bumped at each listing of the pending records
+	claims   map[string]struct{}     // live record ids (role/key) being deleted by tidy or a late revoke
+	last     lastRun[rollbackReport] // the last rollback pass
 
 	prepareMu sync.Mutex  // one start-up pass at a time
 	prepared  atomic.Bool // the start-up pass is done (issuance_prepare.go)
@@ -245,11 +245,7 @@ func (r *issuanceRecords) releaseLive(id string) {
 }
 
 // lastReport is what the last rollback pass did.
-func (r *issuanceRecords) lastReport() rollbackReport {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.last
-}
+func (r *issuanceRecords) lastReport() rollbackReport { return r.last.get() }
 
 // confirmIssuance stores the live record of a creds read whose token exists
 // (its second storage write): the read's slot passes to it, and its pending

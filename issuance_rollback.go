@@ -34,11 +34,7 @@ type rollbackReport struct {
 // tidy/status.
 func (b *tookenBackend) rollbackIssuance(ctx context.Context, s logical.Storage) (rep rollbackReport, err error) {
 	r := b.issued
-	defer func() {
-		r.mu.Lock()
-		r.last = rep
-		r.mu.Unlock()
-	}()
+	defer func() { r.last.set(rep) }()
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || cfg == nil {
 		return rep, err
@@ -297,7 +293,7 @@ func (b *tookenBackend) rollbackRecord(ctx context.Context, s logical.Storage, c
 		// Whatever this key created is dead upstream already.
 		b.dropPending(ctx, s, rec.Role, key)
 		return rollbackDone, nil
-	case rec.Dest != nil && !rec.Dest.sameAs(at):
+	case issuedElsewhere(rec.Dest, at):
 		r.setDue(key, minTime(now.Add(elsewhereRecheck), rec.expiresAt()), false)
 		return rollbackElsewhere, nil
 	}

@@ -302,20 +302,18 @@ func (b *tookenBackend) issueToken(ctx context.Context, req *logical.Request, cr
 	if err != nil {
 		return nil, err
 	}
-	failed := failedIssueOf(tok, key, roleName, dest, *body.ExpiresAt)
 	it, err := b.leaseFor(tok, cr, *body.ExpiresAt)
 	if err != nil {
-		b.revokeIssued(ctx, req.Storage, client, failed, false)
+		b.revokeIssued(ctx, req.Storage, client, failedIssueOf(tok, key, roleName, dest, *body.ExpiresAt), false)
 		return nil, err
 	}
 	it.role, it.issueKey, it.issuedAt, it.dest = roleName, key, now, dest
-	failed.expiresAt = it.expiresAt
 
 	// Storage write 2: the live record. If it fails the lease will never
 	// exist: revoke at once; if that fails too, the pending record stays and
 	// the rollback finishes it.
 	if err := b.confirmIssuance(ctx, req.Storage, roleName, key, &liveRecord{TokenID: tok.ID, ExpiresAt: it.expiresAt, IssuedAt: now}); err != nil {
-		b.revokeIssued(ctx, req.Storage, client, failed, true)
+		b.revokeIssued(ctx, req.Storage, client, failedIssue{id: tok.ID, key: key, role: roleName, dest: dest, expiresAt: it.expiresAt}, true)
 		return nil, fmt.Errorf("creating a token for role %q: confirming the issuance: %w", roleName, err)
 	}
 	// No log line for a read that worked: a plugin's logger writes every

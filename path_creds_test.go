@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -764,23 +765,34 @@ func TestCreds_MountMaxBelowTokenLifetime(t *testing.T) {
 	}
 }
 
+// expiryBreakingEdits are edits of a create answer that do not keep the
+// expires_at asked for.
+var expiryBreakingEdits = map[string]func(map[string]any){
+	"no expires_at": func(m map[string]any) { delete(m, "expires_at") },
+	"a later expires_at": func(m map[string]any) {
+		m["expires_at"] = time.Now().Add(300 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	},
+}
+
+// createAnswerTamperingFront is a front of srv that edits the answers to
+// POST /tokens with edit.
+func createAnswerTamperingFront(t *testing.T, srv *tookentest.Server, edit func(map[string]any)) *httptest.Server {
+	t.Helper()
+	return tamperingFront(t, srv,
+		func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
+		nil, edit)
+}
+
 // Every token the engine hands out ends upstream no later than its lease's
 // max TTL, and the create answer's expires_at is the engine's only word of
 // it: an answer that drops expires_at (the token may never expire) or names
 // a later one is refused with a 502, its token is revoked, and no lease nor
 // issuance record is left.
 func TestCreds_AnswerWithoutTheAskedExpiryIsRefused(t *testing.T) {
-	for name, edit := range map[string]func(map[string]any){
-		"no expires_at": func(m map[string]any) { delete(m, "expires_at") },
-		"a later expires_at": func(m map[string]any) {
-			m["expires_at"] = time.Now().Add(300 * 24 * time.Hour).UTC().Format(time.RFC3339)
-		},
-	} {
+	for name, edit := range expiryBreakingEdits {
 		t.Run(name, func(t *testing.T) {
 			srv := newEmulator(t, tookentest.Options{RateLimit: -1})
-			front := tamperingFront(t, srv,
-				func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
-				nil, edit)
+			front := createAnswerTamperingFront(t, srv, edit)
 			e := getTestBackend(t)
 			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret()}))
 			e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})
@@ -911,17 +923,10 @@ func TestCreds_FailedConfirmQueuedEntryRecordsDestinationAndExpiry(t *testing.T)
 // which the token may outlive, so the revoke is queued too, with an unknown
 // expiry and the Tooken that issued it, and the drain kills the token.
 func TestCreds_RefusedAnswerWhoseRevokeFailsIsQueued(t *testing.T) {
-	for name, edit := range map[string]func(map[string]any){
-		"no expires_at": func(m map[string]any) { delete(m, "expires_at") },
-		"a later expires_at": func(m map[string]any) {
-			m["expires_at"] = time.Now().Add(300 * 24 * time.Hour).UTC().Format(time.RFC3339)
-		},
-	} {
+	for name, edit := range expiryBreakingEdits {
 		t.Run(name, func(t *testing.T) {
 			srv := newEmulator(t, tookentest.Options{RateLimit: -1})
-			front := tamperingFront(t, srv,
-				func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/v1/tokens" },
-				nil, edit)
+			front := createAnswerTamperingFront(t, srv, edit)
 			e := getTestBackend(t)
 			must(t)(e.write(configPath, map[string]any{"url": front.URL + "/v1", "token": srv.RootSecret(), "max_retries": 0}))
 			e.writeRole("r", map[string]any{"scopes": "deployments:write", "ttl": "10m", "max_ttl": "1h"})

@@ -143,7 +143,7 @@ func (b *tookenBackend) pathTidyWrite(ctx context.Context, req *logical.Request,
 		if err != nil {
 			st.Error = err.Error()
 		}
-		b.tidy.setLast(*st)
+		b.tidy.last.set(*st)
 	}
 	if errors.Is(err, errNotConfigured) {
 		return logical.ErrorResponse(err.Error()), nil
@@ -164,7 +164,7 @@ func minTidySafetyAge(cfg *tookenConfig) time.Duration {
 }
 
 func (b *tookenBackend) pathTidyStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	st, roll, drain := b.tidy.lastStatus(), b.issued.lastReport(), b.queue.lastReport()
+	st, roll, drain := b.tidy.last.get(), b.issued.lastReport(), b.queue.lastReport()
 
 	ids, err := listQueue(ctx, req.Storage)
 	if err != nil {
@@ -211,6 +211,10 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 	if err != nil {
 		return c, err
 	}
+	var at secretDestination
+	if cfg != nil {
+		at = cfg.destination()
+	}
 	keys, err := listIssuance(ctx, s)
 	if err != nil {
 		return c, err
@@ -223,7 +227,7 @@ func (b *tookenBackend) countRecords(ctx context.Context, s logical.Storage) (c 
 			}
 			continue
 		}
-		elsewhere := cfg != nil && rec.Dest != nil && !rec.Dest.sameAs(cfg.destination())
+		elsewhere := cfg != nil && issuedElsewhere(rec.Dest, at)
 		if rec.State == issueStateAbandoned {
 			c.abandoned++
 			c.elsewhere += btoi(elsewhere)

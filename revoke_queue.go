@@ -61,9 +61,7 @@ type revokeQueueEntry struct {
 	retryState                    // revoke attempts: the first failed one is the lease revoke's
 }
 
-func (e *revokeQueueEntry) expired(now time.Time) bool {
-	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
-}
+func (e *revokeQueueEntry) expired(now time.Time) bool { return expiredAt(e.ExpiresAt, now) }
 
 var errRevokeQueueFull = errors.New("the revoke queue is full")
 
@@ -77,7 +75,7 @@ type revokeQueue struct {
 	next      map[string]time.Time   // token id -> next attempt, for the entries this node wrote
 	elsewhere map[string]absenceMark // token id -> where a token issued elsewhere was found unknown
 	pauseTill time.Time              // honour Retry-After across drains
-	last      drainReport            // the last drain
+	last      lastRun[drainReport]   // the last drain
 	revoking  atomic.Int64           // lease revokes on their way to Tooken (revokePaced)
 	lowUntil  atomic.Int64           // Unix ns until which lease revokes take turns (paced)
 
@@ -217,11 +215,7 @@ func (q *revokeQueue) removed(id string) {
 }
 
 // lastReport is what the last drain did.
-func (q *revokeQueue) lastReport() drainReport {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.last
-}
+func (q *revokeQueue) lastReport() drainReport { return q.last.get() }
 
 // enqueueRevoke stores a queue entry, unless the queue is full.
 func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
@@ -265,9 +259,7 @@ func (b *tookenBackend) drainRevokeQueue(ctx context.Context, s logical.Storage)
 	q := b.queue
 	defer func() {
 		rep.Elsewhere = q.waitingElsewhere()
-		q.mu.Lock()
-		q.last = rep
-		q.mu.Unlock()
+		q.last.set(rep)
 	}()
 	ids, err := listQueue(ctx, s)
 	if err != nil {
@@ -359,7 +351,6 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		}
 		return false, false, false
 	}
-	issuedHere := e.Dest == nil || e.Dest.sameAs(client.at)
 	if !force && now.Before(e.NextAttempt) {
 		q.setNext(id, e.NextAttempt)
 		rep.Deferred++
@@ -369,7 +360,7 @@ func (b *tookenBackend) drainOne(ctx context.Context, s logical.Storage, client 
 		rep.Deferred++
 		return false, false, true
 	}
-	err = revokeIssuedAt(ctx, client.Client, e.TokenID, q.callTimeout, issuedHere)
+	err = revokeIssuedAt(ctx, client.Client, e.TokenID, q.callTimeout, !issuedElsewhere(e.Dest, client.at))
 	if errors.Is(err, errNotIssuedHere) {
 		q.markAbsent(id, client.at, e.ExpiresAt)
 		rep.Deferred++

@@ -41,11 +41,14 @@ const (
 	internalDestCA  = "destination_ca_sha256"
 )
 
-// leaseDestination is the destination a lease's token was issued at; false
+// leaseDestination is the destination a lease's token was issued at; nil
 // for a lease that does not record it.
-func leaseDestination(req *logical.Request) (secretDestination, bool) {
+func leaseDestination(req *logical.Request) *secretDestination {
 	d := secretDestination{URL: internalString(req, internalDestURL), CASHA256: internalString(req, internalDestCA)}
-	return d, d.URL != ""
+	if d.URL == "" {
+		return nil
+	}
+	return &d
 }
 
 func secretToken(b *tookenBackend) *framework.Secret {
@@ -228,13 +231,13 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 		exp = t
 	}
 
-	dest, recorded := leaseDestination(req)
+	dest := leaseDestination(req)
 	client, at, err := b.getClientAt(ctx, req.Storage)
 	if err != nil && !errors.Is(err, errNotConfigured) {
 		return err
 	}
 	if err == nil {
-		if err = b.revokePaced(ctx, client, id, !recorded || dest.sameAs(at)); err == nil {
+		if err = b.revokePaced(ctx, client, id, !issuedElsewhere(dest, at)); err == nil {
 			if derr := b.dropRecord(ctx, req.Storage, ref, expiredAt(exp, b.now())); derr != nil {
 				return fmt.Errorf("token %s is revoked, but its issuance record could not be deleted (Vault retries the revoke): %w", id, derr)
 			}
@@ -250,10 +253,7 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 		}
 		return nil
 	}
-	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now}
-	if recorded {
-		entry.Dest = &dest
-	}
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now, Dest: dest}
 	b.queue.retry.recordFailure(&entry.retryState, err, now)
 	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)

@@ -31,8 +31,7 @@ const (
 // status (in memory, for tidy/status).
 type tidyState struct {
 	running sync.Mutex // held by the run in progress
-	mu      sync.Mutex // guards last
-	last    tidyStatus
+	last    lastRun[tidyStatus]
 
 	callTimeout time.Duration // of each revoke of an orphan
 }
@@ -41,16 +40,23 @@ func newTidyState() *tidyState {
 	return &tidyState{callTimeout: defaultUpstreamCallTimeout}
 }
 
-func (t *tidyState) setLast(st tidyStatus) {
-	t.mu.Lock()
-	t.last = st
-	t.mu.Unlock()
+// lastRun is what the last run of tidy, the rollback or the queue drain
+// did, kept in memory for tidy/status.
+type lastRun[T any] struct {
+	mu sync.Mutex
+	v  T
 }
 
-func (t *tidyState) lastStatus() tidyStatus {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.last
+func (l *lastRun[T]) set(v T) {
+	l.mu.Lock()
+	l.v = v
+	l.mu.Unlock()
+}
+
+func (l *lastRun[T]) get() T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.v
 }
 
 // tidyStatus is the last tidy run, kept in memory (tidy/status).
@@ -222,12 +228,6 @@ type tidyAccount struct {
 	queued *revokeQueueEntry
 }
 
-// elsewhere tells whether d, a recorded destination (nil: not recorded),
-// is another than the run's.
-func (run *tidyRun) elsewhere(d *secretDestination) bool {
-	return d != nil && !d.sameAs(run.at)
-}
-
 // accountFor tells whether something accounts for an upstream token of this
 // mount, reading storage now: a creds read of this node holding its key, its
 // pending record, its live record, or a queue entry of its id. The order
@@ -251,7 +251,7 @@ func (b *tookenBackend) accountFor(ctx context.Context, run *tidyRun, tok *tooke
 	switch {
 	case err != nil:
 		return acc, err
-	case q != nil && run.elsewhere(q.Dest):
+	case q != nil && issuedElsewhere(q.Dest, run.at):
 		// Its lease is revoked (queued): the live record, kept until the
 		// token dies, accounts for nothing either.
 		acc.queued = q
@@ -278,7 +278,7 @@ func (b *tookenBackend) pendingOrLive(ctx context.Context, run *tidyRun, tok *to
 		return false, err
 	}
 	if rec != nil && (rec.TokenID == "" || rec.TokenID == tok.ID) {
-		if rec.State != issueStateAbandoned && !run.elsewhere(rec.Dest) {
+		if rec.State != issueStateAbandoned && !issuedElsewhere(rec.Dest, run.at) {
 			acc.accounted = true
 			return false, nil
 		}

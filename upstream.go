@@ -27,6 +27,13 @@ func revokeUpstream(ctx context.Context, client *tookenapi.Client, id string, ti
 	return revokeIssuedAt(ctx, client, id, timeout, true)
 }
 
+// issuedElsewhere tells whether d, the destination a token or its create
+// was recorded with (nil: not recorded, the config's then), is another than
+// at.
+func issuedElsewhere(d *secretDestination, at secretDestination) bool {
+	return d != nil && !d.sameAs(at)
+}
+
 // errNotIssuedHere: the Tooken the config points to answers 404 to the
 // revoke of a token issued at another destination (url or ca_cert). It says
 // nothing of the Tooken that issued the token, where it may live on.
