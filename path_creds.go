@@ -123,11 +123,7 @@ func narrowScopes(asked, held []string, roleName string) ([]string, string) {
 		}
 	}
 	if len(notHeld) > 0 {
-		more := ""
-		if len(notHeld) > maxReportedScopes {
-			notHeld, more = notHeld[:maxReportedScopes], fmt.Sprintf(" and %d more", len(notHeld)-maxReportedScopes)
-		}
-		problems = append(problems, fmt.Sprintf("scopes: role %q does not grant %s%s; ask for a subset of %s", roleName, strings.Join(notHeld, ", "), more, strings.Join(held, ", ")))
+		problems = append(problems, fmt.Sprintf("scopes: role %q does not grant %s; ask for a subset of %s", roleName, joinFirst(notHeld, maxReportedScopes), strings.Join(held, ", ")))
 	}
 	return scopes, strings.Join(problems, "; ")
 }
@@ -547,12 +543,8 @@ A value outside those bounds is refused, and nothing is created.
 // outlive). The entry records where the token was issued, and its expiry
 // (the drain drops it then; zero: unknown, only Tooken's answer ends it).
 func (b *tookenBackend) queueFailedCreate(ctx context.Context, s logical.Storage, f failedIssue, cause error) {
-	now := b.now()
 	dest := f.dest
-	entry := &revokeQueueEntry{TokenID: f.id, IssueKey: f.key, Role: f.role, Record: issuanceRef{role: f.role, key: f.key}.recordKey(),
-		ExpiresAt: f.expiresAt, QueuedAt: now, Dest: &dest}
-	b.queue.retry.recordFailure(&entry.retryState, cause, now)
-	if err := b.enqueueRevoke(ctx, s, entry); err != nil {
+	if err := b.queueRevoke(ctx, s, f.id, issuanceRef{role: f.role, key: f.key}, f.expiresAt, &dest, cause); err != nil {
 		b.Logger().Error("could not queue the revoke of a failed creds request's token; it lives until its expires_at", "role", f.role, "token_id", f.id, "error", err)
 	}
 }

@@ -217,6 +217,16 @@ func (q *revokeQueue) removed(id string) {
 // lastReport is what the last drain did.
 func (q *revokeQueue) lastReport() drainReport { return q.last.get() }
 
+// queueRevoke queues the revoke of token id, which cause kept from being
+// revoked now, with its issuance record ref, expiry and the destination it
+// was created at (nil: not recorded).
+func (b *tookenBackend) queueRevoke(ctx context.Context, s logical.Storage, id string, ref issuanceRef, exp time.Time, dest *secretDestination, cause error) error {
+	now := b.now()
+	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: ref.role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now, Dest: dest}
+	b.queue.retry.recordFailure(&entry.retryState, cause, now)
+	return b.enqueueRevoke(ctx, s, entry)
+}
+
 // enqueueRevoke stores a queue entry, unless the queue is full.
 func (b *tookenBackend) enqueueRevoke(ctx context.Context, s logical.Storage, e *revokeQueueEntry) error {
 	q := b.queue

@@ -253,9 +253,7 @@ func (b *tookenBackend) revokeLease(ctx context.Context, req *logical.Request, i
 		}
 		return nil
 	}
-	entry := &revokeQueueEntry{TokenID: id, IssueKey: ref.key, Role: role, Record: ref.recordKey(), ExpiresAt: exp, QueuedAt: now, Dest: dest}
-	b.queue.retry.recordFailure(&entry.retryState, err, now)
-	if qerr := b.enqueueRevoke(ctx, req.Storage, entry); qerr != nil {
+	if qerr := b.queueRevoke(ctx, req.Storage, id, ref, exp, dest, err); qerr != nil {
 		return fmt.Errorf("revoke token %s: %v; queueing it for a later revoke failed: %w", id, err, qerr)
 	}
 	if errors.Is(err, errNotIssuedHere) {
