@@ -159,6 +159,15 @@ type rotationWAL struct {
 
 func (w rotationWAL) grace() time.Duration { return time.Duration(w.GraceSeconds) * time.Second }
 
+// rotatedAt is when rotation w's answer tok says the token was rotated; when
+// it does not say, when w started.
+func (w rotationWAL) rotatedAt(tok *tookenapi.Token) time.Time {
+	if tok.RotatedAt != nil {
+		return tok.RotatedAt.UTC()
+	}
+	return w.StartedAt
+}
+
 func decodeRotationWAL(kind string, data any) (rotationWAL, error) {
 	var w rotationWAL
 	raw, err := json.Marshal(data)

@@ -71,10 +71,7 @@ func (t *rootTarget) store(ctx context.Context, s logical.Storage, _ *managedTok
 		newCfg.Scopes = tok.Scopes
 	}
 	newCfg.ExpiresAt = tok.ExpiresAt
-	rotatedAt := w.StartedAt
-	if tok.RotatedAt != nil {
-		rotatedAt = tok.RotatedAt.UTC()
-	}
+	rotatedAt := w.rotatedAt(tok)
 	newCfg.SecretSetAt = t.b.now().UTC()
 	newCfg.LastRotated = &rotatedAt
 	newCfg.LastRotationKey = w.IdempotencyKey

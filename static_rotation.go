@@ -126,10 +126,7 @@ func (t *staticTarget) store(ctx context.Context, s logical.Storage, _ *managedT
 	now := t.b.now().UTC()
 	r.Secret = tok.Secret
 	r.learn(tok)
-	rotatedAt := w.StartedAt
-	if tok.RotatedAt != nil {
-		rotatedAt = tok.RotatedAt.UTC()
-	}
+	rotatedAt := w.rotatedAt(tok)
 	r.LastRotated = &rotatedAt
 	r.LastRotationKey = w.IdempotencyKey
 	r.PreviousSecretExpiresAt = tok.PreviousSecretExpiresAt
