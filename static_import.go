@@ -208,9 +208,8 @@ func (b *tookenBackend) importStatic(ctx context.Context, s logical.Storage, t *
 // staticRotationResponse maps a rotate-role error onto the caller's answer.
 func staticRotationResponse(err error) (*logical.Response, error) {
 	var re *rotationError
-	var changed *staticDestinationError
 	switch {
-	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed), errors.Is(err, errStaticCustodyLost):
+	case staticUnmanaged(err), errors.Is(err, errStaticCustodyLost):
 		return logical.ErrorResponse(err.Error()), nil
 	case errors.Is(err, tookenapi.ErrNotFound):
 		return logical.ErrorResponse("token_id: Tooken no longer knows the token (404 not_found: it was revoked or expired); delete this static role"), nil

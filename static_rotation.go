@@ -183,10 +183,9 @@ func (t *staticTarget) recordFailure(ctx context.Context, s logical.Storage, msg
 // token was revoked or expired) marks the role's token gone.
 func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *staticTarget, trigger string) error {
 	_, err := b.rotateLocked(ctx, s, t, trigger)
-	var changed *staticDestinationError
 	switch {
 	case err == nil:
-	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed):
+	case staticUnmanaged(err):
 		// Nothing to record: the role's read and static-creds say it.
 	case errors.Is(err, tookenapi.ErrNotFound):
 		b.markStaticGone(ctx, s, t)
@@ -199,6 +198,14 @@ func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *
 		t.recordFailure(ctx, s, msg)
 	}
 	return err
+}
+
+// staticUnmanaged tells whether err refused a rotation because the engine
+// does not manage the role's token now: the role unknown, no config, or the
+// config pointing to another Tooken than the role's.
+func staticUnmanaged(err error) bool {
+	var changed *staticDestinationError
+	return errors.Is(err, errStaticRoleUnknown) || errors.Is(err, errNotConfigured) || errors.As(err, &changed)
 }
 
 // rotateStaticIfDue is a scheduled rotation: it rotates the role's token
