@@ -87,7 +87,7 @@ func (c *tookenConfig) clientOptions(logger hclog.Logger) tookenapi.Options {
 // request_timeout and the waits between them, at most
 // maxRotationCallBudget.
 func (c *tookenConfig) rotationCallBudget() time.Duration {
-	if c.RequestTimeout <= 0 || c.RequestTimeout >= maxRotationCallBudget || c.MaxRetries < 0 || c.MaxRetries > maxMaxRetries {
+	if !c.callSettingsValid() || c.RequestTimeout >= maxRotationCallBudget {
 		return maxRotationCallBudget
 	}
 	d := time.Duration(c.MaxRetries+1)*c.RequestTimeout + time.Duration(c.MaxRetries)*tookenapi.MaxRetryWait

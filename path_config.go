@@ -242,12 +242,10 @@ func (b *tookenBackend) markRoot(ctx context.Context, s logical.Storage, cfg *to
 	if self.Metadata[metaCustody] == rootCustody(b.mountUUID).value() {
 		return
 	}
-	auth, done, err := b.connect(ctx, s, cfg)
+	cctx, auth, end, err := b.rootCall(ctx, s, cfg)
 	if err == nil {
-		cctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
 		_, err = claimCustody(cctx, auth, self, rootCustody(b.mountUUID))
-		cancel()
-		done()
+		end()
 	}
 	if err != nil {
 		b.Logger().Warn("could not mark the root token as this mount's", "token_id", self.ID, "error", err)

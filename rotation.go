@@ -159,6 +159,15 @@ type rotationWAL struct {
 
 func (w rotationWAL) grace() time.Duration { return time.Duration(w.GraceSeconds) * time.Second }
 
+// rotatedAt is when rotation w's answer tok says the token was rotated; when
+// it does not say, when w started.
+func (w rotationWAL) rotatedAt(tok *tookenapi.Token) time.Time {
+	if tok.RotatedAt != nil {
+		return tok.RotatedAt.UTC()
+	}
+	return w.StartedAt
+}
+
 func decodeRotationWAL(kind string, data any) (rotationWAL, error) {
 	var w rotationWAL
 	raw, err := json.Marshal(data)
@@ -364,8 +373,8 @@ func (b *tookenBackend) rotateUpstream(ctx context.Context, s logical.Storage, t
 		return nil, "", fmt.Errorf("%s rotation failed: writing its WAL entry: %w; nothing was changed", t.what(), err)
 	}
 	tok, err := rotateCall(ctx, st.auth, w, st.callBudget)
-	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
-		err = tookenapi.OutcomeUnknown(errors.New("Tooken's answer has no secret or another token id"))
+	if errors.Is(err, errBadRotateAnswer) {
+		err = tookenapi.OutcomeUnknown(err)
 	}
 	switch {
 	case err == nil:
@@ -640,15 +649,24 @@ type replayResult struct {
 	unchecked *tookenapi.Token
 }
 
+// errBadRotateAnswer: Tooken's answer to a rotate call has no secret, or
+// is of another token.
+var errBadRotateAnswer = errors.New("Tooken's answer has no secret or another token id")
+
 // rotateCall is POST /tokens/{id}/rotate of w (a rotation or its replay),
-// all its attempts within callBudget (0: maxRotationCallBudget).
+// all its attempts within callBudget (0: maxRotationCallBudget). An answer
+// without a secret or of another token is errBadRotateAnswer.
 func rotateCall(ctx context.Context, auth *tookenapi.Client, w rotationWAL, callBudget time.Duration) (*tookenapi.Token, error) {
 	if callBudget <= 0 || callBudget > maxRotationCallBudget {
 		callBudget = maxRotationCallBudget
 	}
 	ctx, cancel := context.WithTimeout(ctx, callBudget)
 	defer cancel()
-	return auth.RotateToken(ctx, w.TokenID, w.grace(), w.IdempotencyKey)
+	tok, err := auth.RotateToken(ctx, w.TokenID, w.grace(), w.IdempotencyKey)
+	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
+		return nil, errBadRotateAnswer
+	}
+	return tok, err
 }
 
 // replayRotation replays the rotation of w authenticated by auth, and checks
@@ -656,9 +674,6 @@ func rotateCall(ctx context.Context, auth *tookenapi.Client, w rotationWAL, call
 // unreachable, rate limiting, the original still in flight).
 func replayRotation(ctx context.Context, auth *tookenapi.Client, w rotationWAL, callBudget time.Duration) (replayResult, error) {
 	tok, err := rotateCall(ctx, auth, w, callBudget)
-	if err == nil && (tok.Secret == "" || tok.ID != w.TokenID) {
-		err = errors.New("Tooken's answer has no secret or another token id")
-	}
 	switch {
 	case err == nil:
 	case errors.Is(err, tookenapi.ErrUnauthorized):

@@ -71,10 +71,7 @@ func (t *rootTarget) store(ctx context.Context, s logical.Storage, _ *managedTok
 		newCfg.Scopes = tok.Scopes
 	}
 	newCfg.ExpiresAt = tok.ExpiresAt
-	rotatedAt := w.StartedAt
-	if tok.RotatedAt != nil {
-		rotatedAt = tok.RotatedAt.UTC()
-	}
+	rotatedAt := w.rotatedAt(tok)
 	newCfg.SecretSetAt = t.b.now().UTC()
 	newCfg.LastRotated = &rotatedAt
 	newCfg.LastRotationKey = w.IdempotencyKey
@@ -102,6 +99,18 @@ func (t *rootTarget) recordFailure(ctx context.Context, s logical.Storage, msg s
 		return
 	}
 	t.b.installConfig(&c)
+}
+
+// rootCall is a client authenticated by the root over cfg's connection
+// (b.connect), with ctx bounded by the budget of one call of a rotation
+// (rotationCallBudget); end releases both.
+func (b *tookenBackend) rootCall(ctx context.Context, s logical.Storage, cfg *tookenConfig) (context.Context, *tookenapi.Client, func(), error) {
+	auth, done, err := b.connect(ctx, s, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
+	return ctx, auth, func() { cancel(); done() }, nil
 }
 
 // rotateRoot rotates the root now and returns the config it stored. The
@@ -163,13 +172,11 @@ func (b *tookenBackend) checkRootCustody(ctx context.Context, s logical.Storage)
 	if err != nil || cfg == nil {
 		return err
 	}
-	auth, done, err := b.connect(ctx, s, cfg)
+	cctx, auth, end, err := b.rootCall(ctx, s, cfg)
 	if err != nil {
 		return err
 	}
-	defer done()
-	cctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
-	defer cancel()
+	defer end()
 	self, err := auth.Self(cctx)
 	if err != nil {
 		return nil

@@ -136,17 +136,21 @@ func (w dailyWindow) next(t time.Time) time.Time {
 // (minute hour day-of-month month day-of-week), in UTC, with the SDK's
 // parser. Time zone prefixes and @descriptors are refused, and so is a spec
 // that never fires (February 30). The errors name the field at fault and its
-// range, in the engine's words (cronProblem).
+// range, in the engine's words (cronFormProblem, cronFieldProblem). A valid
+// spec is parsed once: a stored role's schedule is parsed on every read.
 func parseCronSchedule(spec string) (*cron.SpecSchedule, error) {
 	if len(spec) > maxCronSpecLen {
 		return nil, fmt.Errorf("rotation_schedule: at most %d characters", maxCronSpecLen)
 	}
-	if why := cronProblem(spec); why != "" {
+	if why := cronFormProblem(spec); why != "" {
 		return nil, fmt.Errorf("rotation_schedule: %s", why)
 	}
 	sched, err := rotation.DefaultScheduler.Parse(spec)
 	if err != nil {
-		// cronProblem accepted every field: should not happen.
+		if why := cronFieldProblem(spec); why != "" {
+			return nil, fmt.Errorf("rotation_schedule: %s", why)
+		}
+		// Every field parses alone: should not happen.
 		return nil, fmt.Errorf("rotation_schedule: %q is not a 5-field cron spec %s", spec, cronFieldsHint)
 	}
 	if sched.Next(time.Now().UTC()).IsZero() {
@@ -174,11 +178,10 @@ var cronDescriptors = map[string]string{
 	"@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
 }
 
-// cronProblem says what is wrong with a cron spec ("" when its form is
-// right): a time zone, a descriptor, the number of fields, or the first
-// field the parser refuses, checked alone (the others as *).
-func cronProblem(spec string) string {
-	fields := strings.Fields(spec)
+// cronFormProblem says what is wrong with the form of a cron spec ("" when
+// it is right): a time zone, a descriptor, the number of fields.
+func cronFormProblem(spec string) string {
+	n := len(strings.Fields(spec))
 	switch {
 	case strings.Contains(spec, "="):
 		// The parser would take TZ=... (and panic on some forms of it).
@@ -190,10 +193,16 @@ func cronProblem(spec string) string {
 			return fmt.Sprintf("descriptors such as %s are not supported; write the 5 fields (%s is %q)", spec, spec, five)
 		}
 		return "descriptors (@...) are not supported; write the 5 fields " + cronFieldsHint
-	case len(fields) != len(cronFields):
-		return fmt.Sprintf("%q has %d fields, but a cron spec has 5: %s", spec, len(fields), cronFieldsHint)
+	case n != len(cronFields):
+		return fmt.Sprintf("%q has %d fields, but a cron spec has 5: %s", spec, n, cronFieldsHint)
 	}
-	for i, f := range fields {
+	return ""
+}
+
+// cronFieldProblem names the first field of a 5-field cron spec that the
+// parser refuses, checked alone (the others as *); "" when none is.
+func cronFieldProblem(spec string) string {
+	for i, f := range strings.Fields(spec) {
 		probe := []string{"*", "*", "*", "*", "*"}
 		probe[i] = f
 		if _, err := rotation.DefaultScheduler.Parse(strings.Join(probe, " ")); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -107,17 +108,26 @@ func newRotEnv(t *testing.T, config map[string]any) *rotEnv {
 // is never used again).
 func (e *rotEnv) restart() {
 	e.t.Helper()
+	e.b = newNode(e.t, e.storage, e.logs)
+}
+
+// newNode is a new backend of the mount on storage s (another node, or the
+// same one restarted), logging to logs (nil: the test config's logger).
+func newNode(t testing.TB, s logical.Storage, logs io.Writer) *tookenBackend {
+	t.Helper()
 	conf := logical.TestBackendConfig()
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: e.logs})
-	conf.StorageView = e.storage
+	if logs != nil {
+		conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: logs})
+	}
+	conf.StorageView = s
 	conf.BackendUUID = testMountUUID
 	b, err := Factory(context.Background(), conf)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	tb := b.(*tookenBackend)
-	e.t.Cleanup(func() { tb.Cleanup(context.Background()) })
-	e.b = tb
+	t.Cleanup(func() { tb.Cleanup(context.Background()) })
+	return tb
 }
 
 func (e *rotEnv) rotate() (*logical.Response, error) {
@@ -897,15 +907,7 @@ func TestRotateRoot_ScheduleSkipsStandby(t *testing.T) {
 // storage (another node) picks the new secret up through Invalidate.
 func TestRotateRoot_InvalidateSwitchesOtherNodes(t *testing.T) {
 	e := newRotEnv(t, nil)
-	conf := logical.TestBackendConfig()
-	conf.StorageView = e.storage
-	conf.BackendUUID = testMountUUID
-	ob, err := Factory(context.Background(), conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := ob.(*tookenBackend)
-	defer other.Cleanup(context.Background())
+	other := newNode(t, e.storage, nil)
 	c, err := other.getClient(context.Background(), e.storage)
 	if err != nil || !c.UsesSecret(e.root) {
 		t.Fatalf("other node's client: %v", err)

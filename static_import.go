@@ -36,13 +36,11 @@ func staticLimitProblem(ctx context.Context, s logical.Storage) (string, error) 
 // A caller's problem comes back as a message naming the field; an upstream
 // failure as an error. The caller holds the token's lock.
 func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage, cfg *tookenConfig, tokenID, name string) (*tookenapi.Token, string, error) {
-	auth, done, err := b.connect(ctx, s, cfg)
+	ctx, auth, end, err := b.rootCall(ctx, s, cfg)
 	if err != nil {
 		return nil, "", err
 	}
-	defer done()
-	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
-	defer cancel()
+	defer end()
 	tok, err := auth.GetToken(ctx, tokenID)
 	switch {
 	case errors.Is(err, tookenapi.ErrNotFound):
@@ -80,13 +78,11 @@ func (b *tookenBackend) verifyStaticToken(ctx context.Context, s logical.Storage
 // and returns the token as Tooken then describes it. A caller's problem
 // comes back as a message naming the field; an upstream failure as an error.
 func (b *tookenBackend) claimStatic(ctx context.Context, s logical.Storage, cfg *tookenConfig, tok *tookenapi.Token, name string) (*tookenapi.Token, string, error) {
-	auth, done, err := b.connect(ctx, s, cfg)
+	ctx, auth, end, err := b.rootCall(ctx, s, cfg)
 	if err != nil {
 		return nil, "", err
 	}
-	defer done()
-	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
-	defer cancel()
+	defer end()
 	marked, err := claimCustody(ctx, auth, tok, staticCustody(b.mountUUID, name))
 	switch {
 	case errors.Is(err, errMetadataFull):
@@ -107,12 +103,10 @@ func (b *tookenBackend) releaseStatic(ctx context.Context, s logical.Storage, na
 	if err != nil || cfg == nil || !r.Dest.sameAs(cfg.destination()) {
 		return ""
 	}
-	auth, done, err := b.connect(ctx, s, cfg)
+	cctx, auth, end, err := b.rootCall(ctx, s, cfg)
 	if err == nil {
-		cctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
 		err = releaseCustody(cctx, auth, r.TokenID, staticCustody(b.mountUUID, name))
-		cancel()
-		done()
+		end()
 	}
 	if err == nil {
 		return ""
@@ -124,13 +118,11 @@ func (b *tookenBackend) releaseStatic(ctx context.Context, s logical.Storage, na
 // verifyImportSecret checks with GET /tokens/self, at the config's url, that
 // secret works and belongs to tokenID. The messages never quote the secret.
 func (b *tookenBackend) verifyImportSecret(ctx context.Context, s logical.Storage, cfg *tookenConfig, tokenID, secret string) (string, error) {
-	auth, done, err := b.connect(ctx, s, cfg)
+	ctx, auth, end, err := b.rootCall(ctx, s, cfg)
 	if err != nil {
 		return "", err
 	}
-	defer done()
-	ctx, cancel := context.WithTimeout(ctx, cfg.rotationCallBudget())
-	defer cancel()
+	defer end()
 	self, err := auth.WithSecret(secret).Self(ctx)
 	switch {
 	case errors.Is(err, tookenapi.ErrUnauthorized):
@@ -216,9 +208,8 @@ func (b *tookenBackend) importStatic(ctx context.Context, s logical.Storage, t *
 // staticRotationResponse maps a rotate-role error onto the caller's answer.
 func staticRotationResponse(err error) (*logical.Response, error) {
 	var re *rotationError
-	var changed *staticDestinationError
 	switch {
-	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed), errors.Is(err, errStaticCustodyLost):
+	case staticUnmanaged(err), errors.Is(err, errStaticCustodyLost):
 		return logical.ErrorResponse(err.Error()), nil
 	case errors.Is(err, tookenapi.ErrNotFound):
 		return logical.ErrorResponse("token_id: Tooken no longer knows the token (404 not_found: it was revoked or expired); delete this static role"), nil

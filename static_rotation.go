@@ -126,10 +126,7 @@ func (t *staticTarget) store(ctx context.Context, s logical.Storage, _ *managedT
 	now := t.b.now().UTC()
 	r.Secret = tok.Secret
 	r.learn(tok)
-	rotatedAt := w.StartedAt
-	if tok.RotatedAt != nil {
-		rotatedAt = tok.RotatedAt.UTC()
-	}
+	rotatedAt := w.rotatedAt(tok)
 	r.LastRotated = &rotatedAt
 	r.LastRotationKey = w.IdempotencyKey
 	r.PreviousSecretExpiresAt = tok.PreviousSecretExpiresAt
@@ -186,10 +183,9 @@ func (t *staticTarget) recordFailure(ctx context.Context, s logical.Storage, msg
 // token was revoked or expired) marks the role's token gone.
 func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *staticTarget, trigger string) error {
 	_, err := b.rotateLocked(ctx, s, t, trigger)
-	var changed *staticDestinationError
 	switch {
 	case err == nil:
-	case errors.Is(err, errStaticRoleUnknown), errors.Is(err, errNotConfigured), errors.As(err, &changed):
+	case staticUnmanaged(err):
 		// Nothing to record: the role's read and static-creds say it.
 	case errors.Is(err, tookenapi.ErrNotFound):
 		b.markStaticGone(ctx, s, t)
@@ -202,6 +198,14 @@ func (b *tookenBackend) rotateStatic(ctx context.Context, s logical.Storage, t *
 		t.recordFailure(ctx, s, msg)
 	}
 	return err
+}
+
+// staticUnmanaged tells whether err refused a rotation because the engine
+// does not manage the role's token now: the role unknown, no config, or the
+// config pointing to another Tooken than the role's.
+func staticUnmanaged(err error) bool {
+	var changed *staticDestinationError
+	return errors.Is(err, errStaticRoleUnknown) || errors.Is(err, errNotConfigured) || errors.As(err, &changed)
 }
 
 // rotateStaticIfDue is a scheduled rotation: it rotates the role's token
@@ -294,16 +298,27 @@ func (b *tookenBackend) markStaticLost(ctx context.Context, s logical.Storage, t
 	}
 	now := b.now().UTC()
 	r.CustodyLostAt = &now
-	r.LastRotationError = conflict.withHint(fmt.Sprintf("token %s %s since %s: the engine stopped rotating and checking it, and static-creds answers an error (two custodies of one token lock each other out); delete this static role, or write it again once that custody has let the token go",
+	msg := conflict.withHint(fmt.Sprintf("token %s %s since %s: the engine stopped rotating and checking it, and static-creds answers an error (two custodies of one token lock each other out); delete this static role, or write it again once that custody has let the token go",
 		r.TokenID, conflict.holder, now.Format(time.RFC3339)))
+	if b.storeStaticStopped(ctx, s, t, r, now, msg, "is in another custody") {
+		b.Logger().Error("static role: its token is in another custody now; the engine stopped managing it", "role", t.name, "token_id", r.TokenID)
+	}
+}
+
+// storeStaticStopped stores role r, whose management the caller ended at now
+// (its GoneAt or CustodyLostAt set) for the reason msg, and takes it out of
+// the schedule. A failure to store is logged (the token "is ..." what) and
+// reported false.
+func (b *tookenBackend) storeStaticStopped(ctx context.Context, s logical.Storage, t *staticTarget, r *staticRoleEntry, now time.Time, msg, what string) bool {
+	r.LastRotationError = msg
 	r.LastRotationErrorAt = &now
 	r.RotationRetryAt = nil
 	if err := putStaticRole(ctx, s, t.name, r); err != nil {
-		b.Logger().Warn("could not store that a static role's token is in another custody", "role", t.name, "error", err)
-		return
+		b.Logger().Warn("could not store that a static role's token "+what, "role", t.name, "error", err)
+		return false
 	}
 	b.static.changed(t.name, r, now) // out of the schedule
-	b.Logger().Error("static role: its token is in another custody now; the engine stopped managing it", "role", t.name, "token_id", r.TokenID)
+	return true
 }
 
 // errStaticCustodyLost matches the error of a rotation refused because
@@ -362,15 +377,9 @@ func (b *tookenBackend) markStaticGone(ctx context.Context, s logical.Storage, t
 	}
 	now := b.now().UTC()
 	r.GoneAt = &now
-	r.LastRotationError = staticGoneMessage(r.TokenID)
-	r.LastRotationErrorAt = &now
-	r.RotationRetryAt = nil
-	if err := putStaticRole(ctx, s, t.name, r); err != nil {
-		b.Logger().Warn("could not store that a static role's token is gone", "role", t.name, "error", err)
-		return
+	if b.storeStaticStopped(ctx, s, t, r, now, staticGoneMessage(r.TokenID), "is gone") {
+		b.Logger().Warn("static role: its token no longer exists upstream (revoked or expired); the engine stopped managing it", "role", t.name, "token_id", r.TokenID)
 	}
-	b.static.changed(t.name, r, now) // out of the schedule
-	b.Logger().Warn("static role: its token no longer exists upstream (revoked or expired); the engine stopped managing it", "role", t.name, "token_id", r.TokenID)
 }
 
 func staticGoneMessage(tokenID string) string {

@@ -336,15 +336,7 @@ func TestStaticCreds_OtherNode(t *testing.T) {
 	e := newStaticEnv(t, nil)
 	id, _ := e.appToken("app")
 	e.mustImport("app", id, nil)
-	conf := logical.TestBackendConfig()
-	conf.StorageView = e.storage
-	conf.BackendUUID = testMountUUID
-	ob, err := Factory(context.Background(), conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := ob.(*tookenBackend)
-	defer other.Cleanup(context.Background())
+	other := newNode(t, e.storage, nil)
 	readOther := func() string {
 		resp, err := other.HandleRequest(context.Background(), e.request(logical.ReadOperation, staticCredsPath+"app", nil))
 		if err != nil || resp.IsError() {

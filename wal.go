@@ -19,8 +19,8 @@ const (
 // (about once a minute, on the active node) rolls it back. A rotation holds
 // the rotation lock for its whole run, so its own entry is never rolled back
 // under it; the age only keeps the rollback from racing work in progress. It
-// must stay well within the rotation grace (default 1h, warned below 5m): the
-// rollback of an interrupted rotation needs the old secret.
+// must stay well within the rotation grace (minRotationGrace counts it): the
+// rollback of an interrupted root rotation needs the old secret.
 const walRollbackMinAge = time.Minute
 
 // walRollback is the backend's single WALRollback: it dispatches on the WAL
